@@ -1,0 +1,74 @@
+//! The admin port both binaries serve: `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Kept apart from the gateway's public port so that metrics and readiness are
+//! never exposed to providers.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::{Encoder, Registry, TextEncoder};
+
+/// What a binary depends on, checked on every `/readyz`.
+pub trait Readiness: Clone + Send + Sync + 'static {
+    /// One entry per dependency: `Ok` or what is wrong with it.
+    fn check(&self) -> impl Future<Output = BTreeMap<&'static str, Result<(), String>>> + Send;
+}
+
+#[derive(Clone)]
+struct AdminState<R> {
+    registry: Registry,
+    readiness: R,
+}
+
+/// The admin router; serve it on the admin address.
+pub fn router<R: Readiness>(registry: Registry, readiness: R) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"ok": true})) }),
+        )
+        .route("/readyz", get(readyz::<R>))
+        .route("/metrics", get(metrics::<R>))
+        .with_state(AdminState {
+            registry,
+            readiness,
+        })
+}
+
+async fn readyz<R: Readiness>(State(state): State<AdminState<R>>) -> impl IntoResponse {
+    let checks = state.readiness.check().await;
+    let ready = checks.values().all(Result::is_ok);
+    let body: BTreeMap<_, _> = checks
+        .into_iter()
+        .map(|(name, result)| (name, result.err().unwrap_or_else(|| "ok".into())))
+        .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({"ready": ready, "checks": body})),
+    )
+}
+
+async fn metrics<R: Readiness>(State(state): State<AdminState<R>>) -> impl IntoResponse {
+    let mut buffer = Vec::new();
+    let families = state.registry.gather();
+    match TextEncoder::new().encode(&families, &mut buffer) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+            buffer,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,571 @@
+//! Configuration: one TOML file, overridden by `SLUICE_*` environment variables.
+//!
+//! Layers, later wins: built-in defaults, the TOML file, then the environment
+//! (`SLUICE_GATEWAY__ACK_BUDGET=1s` sets `gateway.ack_budget`; `__` nests).
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+//! Secrets are references (`env:`/`file:`) resolved by the binary that needs
+//! them, see [`crate::secret`]. [`Config::load`] validates everything it can
+//! before a process serves; every error names the key and what to do.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+use crate::secret::SecretRef;
+
+/// The exit code of a process whose configuration is wrong (`EX_CONFIG`... `EX_USAGE`).
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// The whole configuration, shared by both binaries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP receiver.
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+    /// The delivering consumer.
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    /// Redis, used by the gateway for deduplication.
+    #[serde(default)]
+    pub redis: RedisConfig,
+    /// RabbitMQ and the topology both binaries declare.
+    #[serde(default)]
+    pub amqp: AmqpConfig,
+    /// Logging.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// Providers that may POST to `/webhooks/{name}`, by name.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Where the worker delivers events; the first route that matches wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Public address providers POST to.
+    pub listen: SocketAddr,
+    /// Address of `/metrics`, `/healthz`, `/readyz`; keep it off the public network.
+    pub admin_listen: SocketAddr,
+    /// Hard limit from request start to answer; under 2 s because providers
+    /// (Meta among them) treat slower answers as failures.
+    #[serde(with = "humantime_serde")]
+    pub ack_budget: Duration,
+    /// How long a client may take to send its body before it gets 408.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Largest accepted body in bytes; Meta sends up to 3 MB.
+    pub body_limit: usize,
+    /// What to do when Redis cannot be reached for deduplication.
+    pub on_redis_error: RedisErrorPolicy,
+    /// Confirm channels shared by all requests on the one AMQP connection.
+    pub publisher_channels: usize,
+    /// The `Retry-After` (whole seconds) sent with a 503.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            admin_listen: ([127, 0, 0, 1], 9080).into(),
+            ack_budget: Duration::from_millis(1500),
+            body_read_timeout: Duration::from_secs(1),
+            body_limit: 4 * 1024 * 1024,
+            on_redis_error: RedisErrorPolicy::Publish,
+            publisher_channels: 4,
+            retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The gateway's answer to a Redis outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedisErrorPolicy {
+    /// Accept and publish without deduplication (counted, warned): availability first.
+    Publish,
+    /// Answer 503 so the provider retries later: no duplicate ever slips through.
+    Reject,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Address of the worker's `/metrics`, `/healthz`, `/readyz`.
+    pub admin_listen: SocketAddr,
+    /// Unacknowledged messages the broker may push ahead of the worker.
+    pub prefetch: u16,
+    /// Deliveries running at once.
+    pub concurrency: usize,
+    /// How long SIGTERM waits for in-flight deliveries before closing.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            admin_listen: ([127, 0, 0, 1], 9081).into(),
+            prefetch: 64,
+            concurrency: 32,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Dedup keys are `{key_prefix}:{source}:{event id}`.
+    pub key_prefix: String,
+    /// Limit on every Redis call; past it the `on_redis_error` policy applies.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Life of a `pending` key: long enough to cover a publish, short enough
+    /// that a crashed gateway's keys free themselves for the provider's retry.
+    #[serde(with = "humantime_serde")]
+    pub pending_ttl: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "sluice:dedup".into(),
+            timeout: Duration::from_millis(250),
+            pending_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    /// `amqp://user:pass@host:port/vhost` (`%2f` is the default vhost).
+    pub url: String,
+    /// Every exchange and queue name starts with this.
+    pub prefix: String,
+    /// Delays of the retry tiers, in order; an event is dead after the last.
+    #[serde(deserialize_with = "durations")]
+    pub retry_delays: Vec<Duration>,
+    /// `x-delivery-limit` of the work queue: a message that crashes workers
+    /// this many times goes to the dead queue instead of looping.
+    pub delivery_limit: u32,
+    /// Limit on connecting and on declaring the topology.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefix: "sluice".into(),
+            retry_delays: [1, 5, 25, 120, 600, 3600]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            delivery_limit: 10,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `json` (one object a line, for collectors) or `pretty` (for a terminal).
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `sluice_gateway=debug`; `RUST_LOG` wins.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Json,
+            log_level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// One provider endpoint, `POST /webhooks/{name}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// How requests are authenticated.
+    pub scheme: SchemeKind,
+    /// Active secrets; two during a rotation. Each `env:NAME` or `file:/path`.
+    pub secrets: Vec<SecretRef>,
+    /// Header carrying the signature (`hmac-sha256`).
+    #[serde(default = "default_signature_header")]
+    pub header: String,
+    /// Text before the digest in the header, e.g. `sha256=`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// How the digest is written.
+    #[serde(default)]
+    pub encoding: DigestEncoding,
+    /// How one request becomes events.
+    #[serde(default)]
+    pub extractor: ExtractorKind,
+    /// JSON pointer to the event id (`json` extractor); without one, or when
+    /// it points at nothing, the id is the SHA-256 of the body.
+    #[serde(default)]
+    pub id_pointer: Option<String>,
+    /// JSON pointer to the event type (`json` extractor).
+    #[serde(default)]
+    pub type_pointer: Option<String>,
+    /// How long an event id is remembered; Meta retries for up to 7 days.
+    #[serde(default = "default_dedup_ttl", with = "humantime_serde")]
+    pub dedup_ttl: Duration,
+}
+
+/// A list of durations written as `["1s", "5s", "2m"]`.
+fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    let list = Vec::<humantime_serde::Serde<Duration>>::deserialize(deserializer)?;
+    Ok(list.into_iter().map(|d| d.into_inner()).collect())
+}
+
+fn default_signature_header() -> String {
+    "X-Signature".into()
+}
+
+fn default_dedup_ttl() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemeKind {
+    /// HMAC-SHA256 of the raw body in a configurable header.
+    HmacSha256,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DigestEncoding {
+    #[default]
+    Hex,
+    Base64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExtractorKind {
+    /// One event; id and type from JSON pointers.
+    #[default]
+    Json,
+}
+
+/// Where the worker delivers events that match.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Names the route in logs and metrics.
+    pub name: String,
+    /// Globs over `<source>.<type>`, e.g. `whatzme.*` or `whatsapp.message.*`.
+    #[serde(rename = "match")]
+    pub patterns: Vec<String>,
+    /// What delivering means.
+    pub handler: HandlerKind,
+    /// Where the `http` handler POSTs.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `whsec_...` secret the `http` handler signs with (Standard Webhooks).
+    #[serde(default)]
+    pub secret: Option<SecretRef>,
+    /// Limit on one delivery attempt.
+    #[serde(default = "default_delivery_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_delivery_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandlerKind {
+    /// POST the CloudEvents envelope, signed, to `url`.
+    Http,
+    /// Log the event's id and type (never its data) and acknowledge.
+    Log,
+}
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `path` (if given), then `SLUICE_*` variables, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::invalid(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let figment = figment.merge(Env::prefixed("SLUICE_").split("__").ignore(&["config"]));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document without the environment layer (for tests and tools).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let g = &self.gateway;
+        if g.ack_budget.is_zero() || g.ack_budget >= Duration::from_secs(2) {
+            return Err(ConfigError::invalid(
+                "gateway.ack_budget",
+                "must be above 0 and under 2s: providers give up on slower answers",
+            ));
+        }
+        if g.publisher_channels == 0 {
+            return Err(ConfigError::invalid(
+                "gateway.publisher_channels",
+                "must be at least 1",
+            ));
+        }
+        if g.body_limit == 0 {
+            return Err(ConfigError::invalid(
+                "gateway.body_limit",
+                "must be at least 1 byte",
+            ));
+        }
+        if self.worker.concurrency == 0 || self.worker.prefetch == 0 {
+            return Err(ConfigError::invalid(
+                "worker.concurrency / worker.prefetch",
+                "must be at least 1",
+            ));
+        }
+        if self.amqp.retry_delays.iter().any(Duration::is_zero) {
+            return Err(ConfigError::invalid(
+                "amqp.retry_delays",
+                "a delay of 0 would loop at once",
+            ));
+        }
+        if self.amqp.delivery_limit == 0 {
+            return Err(ConfigError::invalid(
+                "amqp.delivery_limit",
+                "must be at least 1",
+            ));
+        }
+        if !is_name(&self.amqp.prefix, ".") {
+            return Err(ConfigError::invalid(
+                "amqp.prefix",
+                "use letters, digits, '-', '_' and '.' only",
+            ));
+        }
+        for (name, source) in &self.sources {
+            validate_source(name, source)?;
+        }
+        for (index, route) in self.routes.iter().enumerate() {
+            validate_route(index, route)?;
+        }
+        Ok(())
+    }
+}
+
+/// Names that become parts of routing keys, Redis keys and metric labels.
+fn is_name(text: &str, extra: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || "-_".contains(c) || extra.contains(c)
+        })
+}
+
+fn validate_source(name: &str, source: &SourceConfig) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("sources.{name}.{field}");
+    if !is_name(name, "") {
+        return Err(ConfigError::invalid(
+            format!("sources.{name}"),
+            "a source name is 1 to 64 of a-z, 0-9, '-' and '_' (it appears in URLs and routing keys)",
+        ));
+    }
+    if source.secrets.is_empty() {
+        return Err(ConfigError::invalid(
+            key("secrets"),
+            "list at least one secret",
+        ));
+    }
+    if source.header.trim().is_empty() || axum::http::HeaderName::try_from(&source.header).is_err()
+    {
+        return Err(ConfigError::invalid(
+            key("header"),
+            "must be a valid HTTP header name",
+        ));
+    }
+    for (field, pointer) in [
+        ("id_pointer", &source.id_pointer),
+        ("type_pointer", &source.type_pointer),
+    ] {
+        if let Some(p) = pointer
+            && !p.is_empty()
+            && !p.starts_with('/')
+        {
+            return Err(ConfigError::invalid(
+                key(field),
+                "a JSON pointer starts with '/', e.g. \"/messages/0/key/id\"",
+            ));
+        }
+    }
+    if source.dedup_ttl < Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            key("dedup_ttl"),
+            "must be at least 1s",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_route(index: usize, route: &RouteConfig) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("routes[{index}] ({}).{field}", route.name);
+    if !is_name(&route.name, "") {
+        return Err(ConfigError::invalid(
+            key("name"),
+            "1 to 64 of a-z, 0-9, '-' and '_'",
+        ));
+    }
+    if route.patterns.is_empty() {
+        return Err(ConfigError::invalid(
+            key("match"),
+            "list at least one glob, e.g. \"whatzme.*\"",
+        ));
+    }
+    if route.handler == HandlerKind::Http {
+        match &route.url {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    key("url"),
+                    "the http handler needs an http:// or https:// URL",
+                ));
+            }
+        }
+        if route.secret.is_none() {
+            return Err(ConfigError::invalid(
+                key("secret"),
+                "the http handler signs every delivery: set secret = \"env:NAME\" (a whsec_ secret)",
+            ));
+        }
+    }
+    if route.timeout.is_zero() {
+        return Err(ConfigError::invalid(key("timeout"), "must be above 0"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCE: &str = r#"
+        [sources.whatzme]
+        scheme = "hmac-sha256"
+        secrets = ["env:WHATZME_SECRET"]
+        prefix = "sha256="
+        id_pointer = "/messages/0/key/id"
+        type_pointer = "/event"
+    "#;
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config.gateway.ack_budget, Duration::from_millis(1500));
+        assert_eq!(config.gateway.body_limit, 4 * 1024 * 1024);
+        assert_eq!(config.amqp.retry_delays.len(), 6);
+        assert_eq!(config.amqp.retry_delays[5], Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_source_reads_with_its_defaults() {
+        let config = Config::from_toml(SOURCE).unwrap();
+        let source = &config.sources["whatzme"];
+        assert_eq!(source.header, "X-Signature");
+        assert_eq!(source.dedup_ttl, Duration::from_secs(604_800));
+        assert_eq!(source.encoding, DigestEncoding::Hex);
+    }
+
+    #[test]
+    fn an_unknown_scheme_names_its_key() {
+        let err = Config::from_toml(&SOURCE.replace("hmac-sha256", "md5")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("md5") && text.contains("scheme"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_not_a_default() {
+        let err = Config::from_toml("[gateway]\nack_budgett = \"1s\"").unwrap_err();
+        assert!(err.to_string().contains("ack_budgett"), "{err}");
+    }
+
+    #[test]
+    fn a_budget_of_two_seconds_or_more_is_refused() {
+        let err = Config::from_toml("[gateway]\nack_budget = \"2s\"").unwrap_err();
+        assert!(err.to_string().contains("gateway.ack_budget"), "{err}");
+    }
+
+    #[test]
+    fn an_http_route_without_a_secret_is_refused() {
+        let text = "[[routes]]\nname = \"crm\"\nmatch = [\"*\"]\nhandler = \"http\"\nurl = \"http://127.0.0.1:1/\"";
+        let err = Config::from_toml(text).unwrap_err();
+        assert!(err.to_string().contains("routes[0] (crm).secret"), "{err}");
+    }
+
+    #[test]
+    fn a_source_name_with_a_dot_is_refused() {
+        let err =
+            Config::from_toml(&SOURCE.replace("sources.whatzme", "sources.\"a.b\"")).unwrap_err();
+        assert!(err.to_string().contains("sources.a.b"), "{err}");
+    }
+}

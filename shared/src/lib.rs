@@ -1,0 +1,19 @@
+//! What the Sluice gateway and worker share.
+//!
+//! - [`config`]: the one TOML file and its `SLUICE_*` overrides;
+//! - [`secret`]: secret references and a value type that never prints;
+//! - [`envelope`]: the CloudEvents envelope and AMQP header names;
+//! - [`topology`]: exchanges and queues, declared by both binaries;
+//! - [`amqp`]: connecting to RabbitMQ within a time limit;
+//! - [`standard_webhooks`]: the signature the worker puts on deliveries;
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`;
+//! - [`telemetry`]: JSON-line logging.
+
+pub mod admin;
+pub mod amqp;
+pub mod config;
+pub mod envelope;
+pub mod secret;
+pub mod standard_webhooks;
+pub mod telemetry;
+pub mod topology;

@@ -1,0 +1,264 @@
+//! The RabbitMQ topology, declared idempotently by both binaries at start.
+//!
+//! ```text
+//! {p}.events (topic) --<source>.<type>--> {p}.work (quorum, x-delivery-limit)
+//!                                             |  worker: retry            \ delivery limit hit
+//!                                             v                            v
+//!                     {p}.retry.<delay> (quorum, TTL) --expired--> {p}.work
+//! worker / gateway: dead --> {p}.dead (topic) --#--> {p}.dead (quorum)
+//! ```
+//!
+//! Quorum queues because they replicate every event across a cluster and
+//! support at-least-once dead-lettering. One retry queue per delay because a
+//! message TTL only expires at the head of a queue: mixing delays in one queue
+//! would hold short delays behind long ones.
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+use crate::config::AmqpConfig;
+
+/// Names and arguments of every exchange and queue Sluice uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+    retry_delays: Vec<Duration>,
+    delivery_limit: u32,
+}
+
+/// One retry tier: the queue that holds an event for `delay`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryTier {
+    pub delay: Duration,
+    pub queue: String,
+}
+
+/// Why the topology could not be declared; says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error(
+        "{kind} `{name}` already exists with other arguments ({source}); queue and exchange \
+         arguments cannot change once declared: drain and delete it, or choose another amqp.prefix"
+    )]
+    Mismatch {
+        kind: &'static str,
+        name: String,
+        source: lapin::Error,
+    },
+    #[error("declaring {kind} `{name}` failed: {source}")]
+    Broker {
+        kind: &'static str,
+        name: String,
+        source: lapin::Error,
+    },
+}
+
+impl Topology {
+    pub fn new(config: &AmqpConfig) -> Self {
+        Self {
+            prefix: config.prefix.clone(),
+            retry_delays: config.retry_delays.clone(),
+            delivery_limit: config.delivery_limit,
+        }
+    }
+
+    /// The exchange the gateway publishes events to.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    /// The queue the worker consumes.
+    pub fn work_queue(&self) -> String {
+        format!("{}.work", self.prefix)
+    }
+
+    /// The exchange dead events are published to (same name as its queue).
+    pub fn dead_exchange(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    /// The queue dead events wait in for an SRE.
+    pub fn dead_queue(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    /// The retry tiers, shortest first as configured.
+    pub fn retry_tiers(&self) -> Vec<RetryTier> {
+        self.retry_delays
+            .iter()
+            .map(|&delay| RetryTier {
+                delay,
+                queue: format!("{}.retry.{}", self.prefix, delay_label(delay)),
+            })
+            .collect()
+    }
+
+    /// Every queue, for tools that count or purge them.
+    pub fn all_queues(&self) -> Vec<String> {
+        let mut queues = vec![self.work_queue(), self.dead_queue()];
+        queues.extend(self.retry_tiers().into_iter().map(|t| t.queue));
+        queues
+    }
+
+    /// Declares everything; a no-op when it already exists as declared.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), TopologyError> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        for name in [self.events_exchange(), self.dead_exchange()] {
+            channel
+                .exchange_declare(
+                    name.as_str().into(),
+                    ExchangeKind::Topic,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| classify("exchange", &name, e))?;
+        }
+
+        let work = self.work_queue();
+        let mut args = quorum_args();
+        // Without a limit (3.10 has no default) a message that kills workers loops forever.
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongUInt(self.delivery_limit),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            long_string(&self.dead_exchange()),
+        );
+        declare_queue(channel, &work, args).await?;
+        self.bind(channel, &work, &self.events_exchange()).await?;
+
+        for tier in self.retry_tiers() {
+            let mut args = quorum_args();
+            let ttl = u32::try_from(tier.delay.as_millis()).unwrap_or(u32::MAX);
+            args.insert("x-message-ttl".into(), AMQPValue::LongUInt(ttl));
+            // Expired messages go back to the work queue through the default exchange.
+            args.insert("x-dead-letter-exchange".into(), long_string(""));
+            args.insert("x-dead-letter-routing-key".into(), long_string(&work));
+            declare_queue(channel, &tier.queue, args).await?;
+        }
+
+        let dead = self.dead_queue();
+        declare_queue(channel, &dead, quorum_base()).await?;
+        self.bind(channel, &dead, &self.dead_exchange()).await
+    }
+
+    async fn bind(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        exchange: &str,
+    ) -> Result<(), TopologyError> {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| classify("binding of queue", queue, e))
+    }
+}
+
+/// A short, stable label for a delay: `250ms`, `5s`, `2m`, `1h`.
+pub fn delay_label(delay: Duration) -> String {
+    let ms = delay.as_millis();
+    match ms {
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+fn long_string(text: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(text))
+}
+
+/// A quorum queue: replicated, and able to dead-letter at-least-once.
+fn quorum_base() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), long_string("quorum"));
+    args
+}
+
+/// A quorum queue that dead-letters at-least-once: the broker keeps a message
+/// until the dead-letter target confirmed it (needs `reject-publish` overflow).
+fn quorum_args() -> FieldTable {
+    let mut args = quorum_base();
+    args.insert(
+        "x-dead-letter-strategy".into(),
+        long_string("at-least-once"),
+    );
+    args.insert("x-overflow".into(), long_string("reject-publish"));
+    args
+}
+
+async fn declare_queue(
+    channel: &Channel,
+    name: &str,
+    args: FieldTable,
+) -> Result<(), TopologyError> {
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(ShortString::from(name), options, args)
+        .await
+        .map(|_| ())
+        .map_err(|e| classify("queue", name, e))
+}
+
+fn classify(kind: &'static str, name: &str, source: lapin::Error) -> TopologyError {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    let mismatch = matches!(
+        source.kind(),
+        lapin::ErrorKind::ProtocolError(e) if *e.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+    );
+    let name = name.to_owned();
+    if mismatch {
+        TopologyError::Mismatch { kind, name, source }
+    } else {
+        TopologyError::Broker { kind, name, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_get_short_labels() {
+        assert_eq!(delay_label(Duration::from_millis(250)), "250ms");
+        assert_eq!(delay_label(Duration::from_secs(25)), "25s");
+        assert_eq!(delay_label(Duration::from_secs(120)), "2m");
+        assert_eq!(delay_label(Duration::from_secs(3600)), "1h");
+    }
+
+    #[test]
+    fn names_follow_the_prefix() {
+        let topology = Topology::new(&AmqpConfig {
+            prefix: "t1".into(),
+            retry_delays: vec![Duration::from_secs(1), Duration::from_secs(300)],
+            ..AmqpConfig::default()
+        });
+        assert_eq!(topology.work_queue(), "t1.work");
+        assert_eq!(topology.events_exchange(), "t1.events");
+        let tiers: Vec<_> = topology
+            .retry_tiers()
+            .into_iter()
+            .map(|t| t.queue)
+            .collect();
+        assert_eq!(tiers, ["t1.retry.1s", "t1.retry.5m"]);
+    }
+}
