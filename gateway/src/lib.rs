@@ -1,1 +1,23 @@
-//! placeholder
+//! The Sluice gateway: verify, deduplicate, publish with confirms, acknowledge.
+//!
+//! A request flows through these modules in order:
+//! - [`webhook`]: the HTTP handler, body limits, the deadline;
+//! - [`source`] and [`signature`]: which provider, and is it really them;
+//! - [`extract`]: one body becomes events with ids and types;
+//! - [`ingest`]: [`dedup`] in Redis, then [`publisher`] with confirms;
+//! - [`error`]: every non-200 answer, in one place.
+//!
+//! [`app`] builds and runs it all; [`metrics`] is what it reports.
+
+pub mod app;
+pub mod dedup;
+pub mod error;
+pub mod extract;
+pub mod ingest;
+pub mod metrics;
+pub mod publisher;
+pub mod signature;
+pub mod source;
+pub mod webhook;
+
+pub use app::{Gateway, StartError};

@@ -14,6 +14,7 @@ pub mod amqp;
 pub mod config;
 pub mod envelope;
 pub mod secret;
+pub mod signals;
 pub mod standard_webhooks;
 pub mod telemetry;
 pub mod topology;

@@ -1,0 +1,153 @@
+//! Start-up: [`Gateway::build`] turns a config into bound listeners and live
+//! clients; [`Gateway::run_until_stopped`] serves until told to stop, then
+//! drains in-flight requests and closes the AMQP connection.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::Router;
+use axum::routing::post;
+use sluice_shared::admin::{self, Readiness};
+use sluice_shared::config::{Config, ConfigError, GatewayConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::dedup::DedupStore;
+use crate::metrics::GatewayMetrics;
+use crate::publisher::{self, ConfirmedPublisher};
+use crate::source::Sources;
+use crate::webhook;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub config: GatewayConfig,
+    pub sources: Sources,
+    pub dedup: DedupStore,
+    pub publisher: ConfirmedPublisher,
+    pub metrics: GatewayMetrics,
+    /// When the last "Redis down, dedup bypassed" warning was logged (ms).
+    pub redis_warned_at: AtomicU64,
+}
+
+/// Why the gateway cannot start. Config problems exit 64.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source} (is another process using it?)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("redis.url is not a usable Redis URL: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Publisher(#[from] publisher::StartError),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+pub struct Gateway {
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    state: Arc<AppState>,
+    /// Stops the AMQP supervisor when the gateway stops.
+    background: CancellationToken,
+}
+
+impl Gateway {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let sources = Sources::from_config(&config.sources)?;
+        let dedup = DedupStore::new(&config.redis)?;
+        let metrics = GatewayMetrics::new()?;
+        let background = CancellationToken::new();
+        let channels = config.gateway.publisher_channels;
+        let publisher =
+            ConfirmedPublisher::start(&config.amqp, channels, metrics.clone(), background.clone())
+                .await?;
+        let listener = bind(config.gateway.listen).await?;
+        let admin_listener = bind(config.gateway.admin_listen).await?;
+        let state = Arc::new(AppState {
+            config: config.gateway,
+            sources,
+            dedup,
+            publisher,
+            metrics,
+            redis_warned_at: AtomicU64::new(0),
+        });
+        Ok(Self {
+            listener,
+            admin_listener,
+            state,
+            background,
+        })
+    }
+
+    /// The public address (the real port when configured with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| unreachable!("a bound listener has an address"))
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .unwrap_or_else(|_| unreachable!("a bound listener has an address"))
+    }
+
+    /// The public router, for tests that call it without a server.
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let readiness = GatewayReadiness(self.state.clone());
+        let admin = admin::router(self.state.metrics.registry.clone(), readiness);
+        let admin_stop = shutdown.clone();
+        let admin_task = tokio::spawn(async move {
+            axum::serve(self.admin_listener, admin)
+                .with_graceful_shutdown(admin_stop.cancelled_owned())
+                .await
+        });
+        tracing::info!(addr = %self.listener.local_addr()?, "gateway listening");
+        let served = axum::serve(self.listener, router(self.state.clone()))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        self.background.cancel();
+        self.state.publisher.close().await;
+        let _ = admin_task.await;
+        tracing::info!("gateway stopped");
+        served
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/webhooks/{source}", post(webhook::receive))
+        .fallback(webhook::not_found)
+        .with_state(state)
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+#[derive(Clone)]
+struct GatewayReadiness(Arc<AppState>);
+
+impl Readiness for GatewayReadiness {
+    async fn check(&self) -> BTreeMap<&'static str, Result<(), String>> {
+        let redis = self.0.dedup.ping().await.map_err(|e| e.to_string());
+        let rabbitmq = if self.0.publisher.is_connected() {
+            Ok(())
+        } else {
+            Err("not connected (reconnecting)".to_owned())
+        };
+        BTreeMap::from([("redis", redis), ("rabbitmq", rabbitmq)])
+    }
+}

@@ -1,0 +1,151 @@
+//! Two-phase deduplication in Redis.
+//!
+//! `claim` sets `{prefix}:{source}:{id}` to `pending` only if absent (NX, with
+//! a short expiry) and reads what is there, pipelined for the whole request.
+//! Only after the broker confirmed the publish does `mark_done` turn the key
+//! into `done` for the dedup window (XX: only if still ours). A failed publish
+//! `release`s its keys, so the provider's retry is never a false duplicate;
+//! a crash leaves `pending` keys that expire by themselves.
+//!
+//! Every call is bounded by `redis.timeout`: the connection manager reconnects
+//! on its own, but the failing call still fails, and the caller's
+//! `on_redis_error` policy decides what that means.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ExistenceCheck, SetExpiry, SetOptions};
+use sluice_shared::config::RedisConfig;
+
+use crate::extract::EventId;
+use crate::source::SourceName;
+
+const PENDING: &str = "pending";
+const DONE: &str = "done";
+
+/// A Redis key for one event of one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupKey(String);
+
+impl DedupKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What Redis said about one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours now (`pending`): publish it.
+    New,
+    /// `done`: published before, inside the window.
+    Duplicate,
+    /// `pending` by another request right now: answer 409, the retry settles it.
+    InFlight,
+}
+
+/// Redis did not answer in time or answered with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DedupError {
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// The dedup keys of all sources, in one Redis.
+#[derive(Clone)]
+pub struct DedupStore {
+    connection: ConnectionManager,
+    prefix: String,
+    pending_ttl: Duration,
+    timeout: Duration,
+}
+
+impl DedupStore {
+    /// Connects lazily: the gateway starts (and applies its policy) while Redis is down.
+    pub fn new(config: &RedisConfig) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(1);
+        Ok(Self {
+            connection: ConnectionManager::new_lazy_with_config(client, manager_config)?,
+            prefix: config.key_prefix.clone(),
+            pending_ttl: config.pending_ttl,
+            timeout: config.timeout,
+        })
+    }
+
+    pub fn key(&self, source: &SourceName, id: &EventId) -> DedupKey {
+        DedupKey(format!(
+            "{}:{}:{}",
+            self.prefix,
+            source.as_str(),
+            id.as_str()
+        ))
+    }
+
+    /// Claims every key at once: one round trip for the whole request.
+    pub async fn claim(&self, keys: &[DedupKey]) -> Result<Vec<Claim>, DedupError> {
+        let ttl = u64::try_from(self.pending_ttl.as_millis()).unwrap_or(u64::MAX);
+        let options = SetOptions::default()
+            .conditional_set(ExistenceCheck::NX)
+            .with_expiration(SetExpiry::PX(ttl));
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.set_options(key.as_str(), PENDING, options.clone());
+            pipe.get(key.as_str());
+        }
+        let replies: Vec<Option<String>> = self.run(&pipe).await?;
+        Ok(replies
+            .chunks(2)
+            .map(|pair| match pair {
+                [Some(_set_ok), _] => Claim::New,
+                [None, Some(value)] if value == DONE => Claim::Duplicate,
+                // `pending`, or gone between the two commands: let the retry decide.
+                _ => Claim::InFlight,
+            })
+            .collect())
+    }
+
+    /// Marks published keys `done` for the source's window, if they are still ours.
+    pub async fn mark_done(&self, keys: &[DedupKey], window: Duration) -> Result<(), DedupError> {
+        let options = SetOptions::default()
+            .conditional_set(ExistenceCheck::XX)
+            .with_expiration(SetExpiry::EX(window.as_secs().max(1)));
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.set_options(key.as_str(), DONE, options.clone())
+                .ignore();
+        }
+        self.run::<()>(&pipe).await
+    }
+
+    /// Frees keys whose publish failed, so the provider's retry is accepted.
+    pub async fn release(&self, keys: &[DedupKey]) -> Result<(), DedupError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = keys.iter().map(DedupKey::as_str).collect();
+        let mut pipe = redis::pipe();
+        pipe.del(names).ignore();
+        self.run::<()>(&pipe).await
+    }
+
+    /// Whether Redis answers, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), DedupError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PING").ignore();
+        self.run::<()>(&pipe).await
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, DedupError> {
+        let mut connection = self.connection.clone();
+        tokio::time::timeout(self.timeout, pipe.query_async(&mut connection))
+            .await
+            .map_err(|_| DedupError::Timeout(self.timeout))?
+            .map_err(DedupError::Redis)
+    }
+}

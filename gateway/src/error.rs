@@ -1,0 +1,142 @@
+//! Every way a webhook request can end other than 200, mapped to a status and
+//! a JSON body in exactly one place.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::dedup::DedupError;
+use crate::publisher::PublishError;
+use crate::signature::SignatureError;
+
+/// A request that was not (fully) accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// 404: no source of that name is configured.
+    #[error("no source named in the URL is configured")]
+    UnknownSource,
+    /// 413: the body is over `gateway.body_limit`.
+    #[error("the body is over the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    /// 408: the client did not send its body within `gateway.body_read_timeout`.
+    #[error("the body did not arrive in time")]
+    BodyTimeout,
+    /// 400: the body could not be read (connection cut, bad chunking).
+    #[error("the body could not be read")]
+    BodyRead,
+    /// 401: authentication failed.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// 409: another request is publishing some of these events right now.
+    #[error("{} event(s) are being published by another request", .0.in_flight)]
+    InFlight(Counts),
+    /// 503: not durable within the budget; the provider should retry.
+    #[error("not accepted: {0}")]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Why events could not be made durable.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error("publish failed: {0}")]
+    Publish(#[from] PublishError),
+    #[error("the ack budget of {0:?} ran out")]
+    Budget(Duration),
+    #[error("deduplication unavailable and on_redis_error = reject: {0}")]
+    Redis(#[from] DedupError),
+}
+
+/// What happened to a request's events.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub accepted: usize,
+    pub duplicates: usize,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub in_flight: usize,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dead_lettered: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Counts {
+    /// The metric outcome of a request that was answered 200.
+    pub fn outcome(&self) -> &'static str {
+        if self.dead_lettered > 0 {
+            "dead_lettered"
+        } else if self.accepted == 0 && self.duplicates > 0 {
+            "duplicate"
+        } else {
+            "accepted"
+        }
+    }
+}
+
+impl GatewayError {
+    /// The metric outcome word for this answer.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::UnknownSource => "unknown_source",
+            Self::TooLarge { .. } => "too_large",
+            Self::BodyTimeout => "timeout",
+            Self::BodyRead => "bad_request",
+            Self::Signature(_) => "invalid_signature",
+            Self::InFlight(_) => "in_flight",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::UnknownSource => (StatusCode::NOT_FOUND, "unknown_source"),
+            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Self::BodyRead => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Signature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
+            Self::InFlight(_) => (StatusCode::CONFLICT, "in_flight"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+
+    /// The answer, with `Retry-After` (seconds) where a retry is the way out.
+    pub fn into_response_with(self, retry_after: Duration) -> Response {
+        let (status, code) = self.status_and_code();
+        let mut body = json!({"error": code, "message": self.to_string()});
+        let retry = match &self {
+            Self::InFlight(counts) => {
+                if let (Some(obj), Ok(serde_json::Value::Object(extra))) =
+                    (body.as_object_mut(), serde_json::to_value(counts))
+                {
+                    obj.extend(extra);
+                }
+                Some(1)
+            }
+            Self::Unavailable(_) => Some(retry_after.as_secs().max(1)),
+            _ => None,
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// 200 `{"ok":true,"accepted":N,"duplicates":M}` (and `dead_lettered` when kept aside).
+pub fn accepted_response(counts: Counts) -> Response {
+    let mut body = json!({"ok": true});
+    if let (Some(obj), Ok(serde_json::Value::Object(extra))) =
+        (body.as_object_mut(), serde_json::to_value(counts))
+    {
+        obj.extend(extra);
+    }
+    (StatusCode::OK, Json(body)).into_response()
+}

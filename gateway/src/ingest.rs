@@ -1,0 +1,275 @@
+//! The durable part of a request: deduplicate, publish with confirms, settle
+//! the dedup keys. No HTTP here; [`crate::webhook`] calls it.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use sluice_shared::config::RedisErrorPolicy;
+use sluice_shared::envelope::{CONTENT_TYPE, Envelope, headers, unix_millis};
+use tokio::time::timeout_at;
+
+use crate::app::AppState;
+use crate::dedup::{Claim, DedupError, DedupKey};
+use crate::error::{Counts, GatewayError, Unavailable};
+use crate::extract::{Event, EventId};
+use crate::publisher::Outgoing;
+use crate::signature::VerifiedBody;
+use crate::source::Source;
+
+/// What every event of one request shares.
+pub struct RequestContext<'a> {
+    pub source: &'a Source,
+    pub request_id: &'a str,
+    pub received: SystemTime,
+    /// Request start plus the ack budget.
+    pub deadline: Instant,
+}
+
+/// Deduplicates and publishes a request's events; `Ok` only when every new one is confirmed.
+pub async fn ingest_events(
+    state: &AppState,
+    ctx: &RequestContext<'_>,
+    events: Vec<Event>,
+) -> Result<Counts, GatewayError> {
+    let (events, repeated) = first_of_each_id(events);
+    let source = ctx.source;
+    let keys: Vec<DedupKey> = events
+        .iter()
+        .map(|e| state.dedup.key(&source.name, &e.id))
+        .collect();
+    let (claims, keys_held) = claim_or_bypass(state, ctx, &keys).await?;
+
+    let mut counts = Counts {
+        duplicates: repeated,
+        ..Counts::default()
+    };
+    let mut messages = Vec::new();
+    let mut held = Vec::new();
+    for ((event, key), claim) in events.into_iter().zip(keys).zip(claims) {
+        match claim {
+            Claim::New => {
+                messages.push(event_message(state, ctx, event));
+                if keys_held {
+                    held.push(key);
+                }
+            }
+            Claim::Duplicate => counts.duplicates += 1,
+            Claim::InFlight => counts.in_flight += 1,
+        }
+    }
+    counts.accepted = messages.len();
+    publish(state, ctx, messages, &held).await?;
+    if !held.is_empty()
+        && let Err(e) =
+            timeout_at(ctx.deadline, state.dedup.mark_done(&held, source.dedup_ttl)).await
+    {
+        // The events are durable; a key left `pending` expires and at worst lets
+        // a late provider retry through as a duplicate delivery (at-least-once).
+        tracing::warn!(error = %e, "could not mark events done in Redis");
+    }
+    let name = source.name.as_str();
+    state
+        .metrics
+        .count_events(name, "published", counts.accepted);
+    state
+        .metrics
+        .count_events(name, "duplicate", counts.duplicates);
+    state
+        .metrics
+        .count_events(name, "in_flight", counts.in_flight);
+    if counts.in_flight > 0 {
+        return Err(GatewayError::InFlight(counts));
+    }
+    Ok(counts)
+}
+
+/// Keeps an authenticated body that cannot be parsed: published, confirmed, to the dead queue.
+pub async fn dead_letter_unparseable(
+    state: &AppState,
+    ctx: &RequestContext<'_>,
+    id: EventId,
+    body: &VerifiedBody,
+) -> Result<Counts, GatewayError> {
+    let source = ctx.source.name.as_str();
+    let envelope = Envelope::raw(
+        source,
+        id.as_str(),
+        "unparseable",
+        ctx.received,
+        body.bytes(),
+    );
+    let mut table = common_headers(ctx, "unparseable");
+    let now = AMQPValue::LongLongInt(unix_millis(SystemTime::now()));
+    table.insert(headers::REASON.into(), text("unparseable"));
+    table.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(0));
+    table.insert(headers::FIRST_FAILURE_MS.into(), now.clone());
+    table.insert(headers::LAST_FAILURE_MS.into(), now);
+    let message = Outgoing {
+        exchange: state.publisher.topology().dead_exchange(),
+        routing_key: format!("{source}.unparseable"),
+        body: envelope.to_bytes(),
+        properties: properties(id.as_str(), ctx.received, table),
+    };
+    publish(state, ctx, vec![message], &[]).await?;
+    tracing::warn!(event_id = %id.as_str(), "unparseable body kept in the dead queue");
+    state.metrics.count_events(source, "dead_lettered", 1);
+    Ok(Counts {
+        dead_lettered: 1,
+        ..Counts::default()
+    })
+}
+
+/// Publishes within the deadline; on failure frees the keys held for these events.
+async fn publish(
+    state: &AppState,
+    ctx: &RequestContext<'_>,
+    messages: Vec<Outgoing>,
+    held: &[DedupKey],
+) -> Result<(), GatewayError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let failure = match timeout_at(ctx.deadline, state.publisher.publish_all(messages)).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => Unavailable::Publish(e),
+        Err(_) => Unavailable::Budget(state.config.ack_budget),
+    };
+    if !held.is_empty() {
+        // Best effort and off the answer's path: the keys expire anyway.
+        let dedup = state.dedup.clone();
+        let keys = held.to_vec();
+        tokio::spawn(async move {
+            if let Err(e) = dedup.release(&keys).await {
+                tracing::warn!(error = %e, "could not release dedup keys; they expire by themselves");
+            }
+        });
+    }
+    Err(failure.into())
+}
+
+/// Claims the keys, or applies `on_redis_error`. The flag says whether keys are held.
+async fn claim_or_bypass(
+    state: &AppState,
+    ctx: &RequestContext<'_>,
+    keys: &[DedupKey],
+) -> Result<(Vec<Claim>, bool), GatewayError> {
+    let error = match timeout_at(ctx.deadline, state.dedup.claim(keys)).await {
+        Ok(Ok(claims)) => return Ok((claims, true)),
+        Ok(Err(e)) => e,
+        Err(_) => return Err(Unavailable::Budget(state.config.ack_budget).into()),
+    };
+    match state.config.on_redis_error {
+        RedisErrorPolicy::Reject => Err(Unavailable::Redis(error).into()),
+        RedisErrorPolicy::Publish => {
+            warn_redis_bypass(&state.redis_warned_at, &error);
+            let source = ctx.source.name.as_str();
+            let n = u64::try_from(keys.len()).unwrap_or(u64::MAX);
+            state
+                .metrics
+                .dedup_bypass
+                .with_label_values(&[source])
+                .inc_by(n);
+            Ok((vec![Claim::New; keys.len()], false))
+        }
+    }
+}
+
+/// Logs a Redis bypass at most once every ten seconds (the metric counts every one).
+fn warn_redis_bypass(last_warned: &AtomicU64, error: &DedupError) {
+    let now = u64::try_from(unix_millis(SystemTime::now())).unwrap_or(0);
+    let last = last_warned.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000
+        && last_warned
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(error = %error, "Redis unavailable: accepting events without deduplication (on_redis_error = publish)");
+    }
+}
+
+/// Keeps the first event of each id; returns how many repeats were dropped.
+fn first_of_each_id(events: Vec<Event>) -> (Vec<Event>, usize) {
+    let total = events.len();
+    let mut seen = HashSet::with_capacity(total);
+    let unique: Vec<Event> = events
+        .into_iter()
+        .filter(|e| seen.insert(e.id.clone()))
+        .collect();
+    let repeated = total - unique.len();
+    (unique, repeated)
+}
+
+fn event_message(state: &AppState, ctx: &RequestContext<'_>, event: Event) -> Outgoing {
+    let source = ctx.source.name.as_str();
+    let event_type = event.event_type.as_str();
+    let envelope = Envelope::json(
+        source,
+        event.id.as_str(),
+        event_type,
+        ctx.received,
+        event.data,
+    );
+    let mut table = common_headers(ctx, event_type);
+    table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(0));
+    Outgoing {
+        exchange: state.publisher.topology().events_exchange(),
+        routing_key: format!("{source}.{event_type}"),
+        body: envelope.to_bytes(),
+        properties: properties(event.id.as_str(), ctx.received, table),
+    }
+}
+
+fn common_headers(ctx: &RequestContext<'_>, event_type: &str) -> FieldTable {
+    let mut table = FieldTable::default();
+    table.insert(headers::SOURCE.into(), text(ctx.source.name.as_str()));
+    table.insert(headers::TYPE.into(), text(event_type));
+    table.insert(headers::REQUEST_ID.into(), text(ctx.request_id));
+    table.insert(
+        headers::RECEIVED_AT_MS.into(),
+        AMQPValue::LongLongInt(unix_millis(ctx.received)),
+    );
+    table
+}
+
+/// Persistent (delivery mode 2) so a broker restart keeps it; the event id as
+/// `message_id` so every consumer sees the stable id.
+fn properties(id: &str, received: SystemTime, table: FieldTable) -> BasicProperties {
+    let seconds = u64::try_from(unix_millis(received) / 1000).unwrap_or(0);
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_message_id(id.into())
+        .with_content_type(CONTENT_TYPE.into())
+        .with_timestamp(seconds)
+        .with_headers(table)
+}
+
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::EventType;
+
+    fn event(id: &str) -> Event {
+        Event {
+            id: EventId::from_provider(id),
+            event_type: EventType::unknown(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn repeats_inside_one_request_count_as_duplicates() {
+        let (unique, repeated) = first_of_each_id(vec![event("a"), event("b"), event("a")]);
+        assert_eq!(repeated, 1);
+        let ids: Vec<_> = unique.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+    }
+}

@@ -1,0 +1,167 @@
+//! `POST /webhooks/{source}`: a short pipeline.
+//!
+//! read (bounded in size and time) → authenticate → extract → ingest
+//! (dedup, publish, confirm) → answer. The whole request runs against one
+//! deadline, request start plus `gateway.ack_budget`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tracing::Instrument;
+
+use crate::app::AppState;
+use crate::error::{Counts, GatewayError, accepted_response};
+use crate::extract::Extracted;
+use crate::ingest::{RequestContext, dead_letter_unparseable, ingest_events};
+
+/// The header a request id is taken from and echoed in.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+pub async fn receive(
+    State(state): State<Arc<AppState>>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let request_id = request_id(&headers);
+    // Unknown names are tenant-supplied text: never a metric label.
+    let label = if state.sources.get(&source).is_some() {
+        source.as_str()
+    } else {
+        "unknown"
+    };
+    let span = tracing::info_span!("webhook", source = label, request_id = %request_id);
+    state.metrics.in_flight.inc();
+    let result = handle(&state, &source, &headers, body, started, &request_id)
+        .instrument(span.clone())
+        .await;
+    state.metrics.in_flight.dec();
+    let (outcome, mut response) = match result {
+        Ok(counts) => {
+            span.in_scope(|| {
+                tracing::info!(
+                    accepted = counts.accepted,
+                    duplicates = counts.duplicates,
+                    "accepted"
+                )
+            });
+            (counts.outcome(), accepted_response(counts))
+        }
+        Err(error) => {
+            span.in_scope(|| log_refusal(&error));
+            (
+                error.outcome(),
+                error.into_response_with(state.config.retry_after),
+            )
+        }
+    };
+    state
+        .metrics
+        .requests
+        .with_label_values(&[label, outcome])
+        .inc();
+    state
+        .metrics
+        .ack_seconds
+        .with_label_values(&[label])
+        .observe(started.elapsed().as_secs_f64());
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+async fn handle(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+    started: Instant,
+    request_id: &str,
+) -> Result<Counts, GatewayError> {
+    let source = state.sources.get(name).ok_or(GatewayError::UnknownSource)?;
+    let deadline = started + state.config.ack_budget;
+    let read_deadline = (started + state.config.body_read_timeout).min(deadline);
+    let bytes = read_body(headers, body, state.config.body_limit, read_deadline).await?;
+    let verified = source.authenticate(headers, bytes)?;
+    let ctx = RequestContext {
+        source,
+        request_id,
+        received: SystemTime::now(),
+        deadline,
+    };
+    match source.extract(&verified) {
+        Extracted::Events(events) => ingest_events(state, &ctx, events).await,
+        Extracted::Unparseable { id } => dead_letter_unparseable(state, &ctx, id, &verified).await,
+    }
+}
+
+/// Reads the body without ever holding more than `limit` bytes or waiting past `deadline`.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    deadline: Instant,
+) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::TooLarge { limit });
+    }
+    let read = async {
+        let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0));
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| GatewayError::BodyRead)?;
+            if buffer.len() + chunk.len() > limit {
+                return Err(GatewayError::TooLarge { limit });
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+        Ok(buffer.freeze())
+    };
+    tokio::time::timeout_at(deadline, read)
+        .await
+        .map_err(|_| GatewayError::BodyTimeout)?
+}
+
+/// The caller's `X-Request-Id` when it is short printable ASCII, else a new UUID.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Client mistakes are routine (info); failing to make events durable is ours (warn).
+fn log_refusal(error: &GatewayError) {
+    match error {
+        GatewayError::Unavailable(cause) => tracing::warn!(error = %cause, "answered 503"),
+        GatewayError::InFlight(counts) => {
+            tracing::info!(in_flight = counts.in_flight, "answered 409")
+        }
+        other => tracing::info!(outcome = other.outcome(), reason = %other, "refused"),
+    }
+}
+
+/// 404 for any other path, as JSON like every other answer.
+pub async fn not_found() -> Response {
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"error": "not_found", "message": "POST /webhooks/{source}"})),
+    )
+        .into_response()
+}
