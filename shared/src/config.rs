@@ -343,7 +343,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        let figment = figment.merge(Env::prefixed("SLUICE_").split("__").ignore(&["config"]));
+        // Only nested names are config keys (`SLUICE_GATEWAY__LISTEN`): every
+        // top-level key is a table, so `SLUICE_CONFIG` or a secret such as
+        // `SLUICE_DEMO_WHATZME_SECRET` is left alone.
+        let env = Env::prefixed("SLUICE_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
+        let figment = figment.merge(env);
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
@@ -517,6 +523,19 @@ mod tests {
         id_pointer = "/messages/0/key/id"
         type_pointer = "/event"
     "#;
+
+    #[test]
+    fn environment_variables_override_the_file_and_plain_ones_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("s.toml", "[gateway]\nack_budget = \"1s\"\nbody_limit = 10")?;
+            jail.set_env("SLUICE_GATEWAY__ACK_BUDGET", "700ms");
+            jail.set_env("SLUICE_DEMO_SECRET", "not a key");
+            let config = Config::load(Some(Path::new("s.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.gateway.ack_budget, Duration::from_millis(700));
+            assert_eq!(config.gateway.body_limit, 10);
+            Ok(())
+        });
+    }
 
     #[test]
     fn an_empty_file_gives_the_documented_defaults() {
