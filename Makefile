@@ -1,0 +1,46 @@
+# One entry point for the everyday tasks; each target is a thin wrapper so the
+# scripts stay the single source of truth (CI runs scripts/test.sh too).
+CARGO ?= cargo
+CONFIG ?= config/sluice.example.toml
+
+.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps
+
+## up: start Redis/RabbitMQ if needed, build, run gateway + worker in the background
+up:
+	bash scripts/start.sh
+
+## down: stop what `make up` started
+down:
+	bash scripts/stop.sh
+
+## test: everything CI runs (fmt, clippy, tests, deploy checks)
+test:
+	bash scripts/test.sh
+
+## fmt: format the workspace
+fmt:
+	$(CARGO) fmt --all
+
+## lint: the formatting and clippy checks of CI
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## build: release binaries, as the quick start and the images use them
+build:
+	$(CARGO) build --release --bins
+
+## run-gateway / run-worker: one binary in the foreground with the demo config and secret
+run-gateway: deps
+	. scripts/demo.env && exec $(CARGO) run --bin sluice-gateway -- --config $(CONFIG)
+
+run-worker: deps
+	. scripts/demo.env && exec $(CARGO) run --bin sluice-worker -- --config $(CONFIG)
+
+## check-deploy: validate Dockerfile, compose, Prometheus/Grafana/RabbitMQ files
+check-deploy:
+	bash scripts/check-deploy.sh
+
+## deps: install and start Redis and RabbitMQ if they are missing
+deps:
+	bash scripts/deps.sh
