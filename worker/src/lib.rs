@@ -1,1 +1,38 @@
-//! placeholder
+//! The Sluice worker: deliver events downstream, retry with tiered backoff,
+//! dead-letter what keeps failing.
+//!
+//! A message's way through the modules:
+//! - [`supervisor`] keeps a [`broker`] session alive (reconnecting with
+//!   [`backoff`]) and [`consumer`] takes messages off the work queue, one
+//!   task each, within the prefetch and concurrency limits;
+//! - [`dispatch`] reads the event from its [`message`], picks its route from
+//!   [`routes`] (patterns are [`glob`]s) and makes one attempt, through the
+//!   [`http_handler`] or the log handler;
+//! - a failure is a [`delivery`] error, which [`retry`] turns into a retry
+//!   tier or the dead queue;
+//! - [`settle`] publishes the copy (its headers from [`failure`]) with
+//!   confirms, then acks the original.
+//!
+//! [`app`] builds and runs it all; [`metrics`] and [`readiness`] are what it
+//! reports on the admin port; [`error`] is how it fails.
+
+pub mod app;
+pub mod backoff;
+pub mod broker;
+pub mod consumer;
+pub mod delivery;
+pub mod dispatch;
+pub mod error;
+pub mod failure;
+pub mod glob;
+pub mod http_handler;
+pub mod message;
+pub mod metrics;
+pub mod readiness;
+pub mod retry;
+pub mod routes;
+pub mod settle;
+pub mod supervisor;
+
+pub use app::Worker;
+pub use error::{StartError, WorkerError};

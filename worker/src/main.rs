@@ -1,1 +1,55 @@
-fn main() {}
+//! `sluice-worker`: loads the config, starts logging, consumes until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice_shared::config::{Config, EXIT_BAD_CONFIG};
+use sluice_worker::Worker;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Sluice worker: delivers events, retries, dead-letters"
+)]
+struct Args {
+    /// The TOML config file; `SLUICE_*` variables override it.
+    #[arg(long, env = "SLUICE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Without a command, the worker consumes.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Operator commands (the `dlq` family comes here).
+#[derive(Subcommand)]
+enum Command {}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => return fail(&e.to_string(), EXIT_BAD_CONFIG),
+    };
+    sluice_shared::telemetry::init(&config.telemetry);
+    if let Some(command) = args.command {
+        match command {}
+    }
+    let worker = match Worker::build(config).await {
+        Ok(worker) => worker,
+        Err(e) => return fail(&e.to_string(), e.exit_code()),
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(sluice_shared::signals::cancel_on_signal(shutdown.clone()));
+    match worker.run_until_stopped(shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string(), 1),
+    }
+}
+
+fn fail(message: &str, code: i32) -> ExitCode {
+    eprintln!("sluice-worker: {message}");
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

@@ -1,0 +1,189 @@
+//! The worker as a whole: [`Worker::build`] prepares everything that can fail
+//! at start-up, [`Worker::run_until_stopped`] serves and consumes until told
+//! to stop, then drains.
+//!
+//! Everything lives in the instance (metrics registry included), so tests
+//! can run several workers in one process, each on its own admin port
+//! (port 0 allowed) and its own `amqp.prefix`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_shared::admin;
+use sluice_shared::config::{Config, ConfigError};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::ReconnectBackoff;
+use crate::broker::{BrokerSettings, Session};
+use crate::dispatch::Dispatcher;
+use crate::error::{StartError, WorkerError};
+use crate::http_handler;
+use crate::metrics::WorkerMetrics;
+use crate::readiness::BrokerStatus;
+use crate::retry::RetryPolicy;
+use crate::routes::RouteTable;
+use crate::supervisor::Supervisor;
+
+/// A built worker, ready to run.
+pub struct Worker {
+    supervisor: Supervisor,
+    /// The first session, opened by `build` when the broker was reachable.
+    session: Option<Session>,
+    admin: TcpListener,
+    admin_addr: SocketAddr,
+    registry: prometheus::Registry,
+    shutdown_grace: Duration,
+}
+
+impl Worker {
+    /// Resolves route secrets, builds routes, binds the admin listener and
+    /// makes a first attempt to connect and declare the topology. A topology
+    /// mismatch is an error; an unreachable broker is not (the worker keeps
+    /// trying in the background and `/readyz` says why it is not ready).
+    pub async fn build(config: Config) -> Result<Worker, StartError> {
+        let settings = BrokerSettings::new(&config.amqp);
+        let policy = RetryPolicy::new(settings.topology.retry_tiers())
+            .map_err(|e| ConfigError::invalid("amqp.retry_delays", e.to_string()))?;
+        let routes = RouteTable::from_config(&config.routes)?;
+        let metrics = WorkerMetrics::new(routes.names())?;
+        let client = http_handler::client().map_err(StartError::HttpClient)?;
+        let status = BrokerStatus::new(metrics.clone());
+        let addr = config.worker.admin_listen;
+        let admin = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::AdminBind { addr, source })?;
+        let admin_addr = admin
+            .local_addr()
+            .map_err(|source| StartError::AdminBind { addr, source })?;
+        let session = first_session(&settings, &status).await?;
+        let supervisor = Supervisor {
+            settings,
+            prefetch: config.worker.prefetch,
+            dispatcher: Arc::new(Dispatcher::new(routes, client, policy, metrics.clone())),
+            status,
+            permits: Arc::new(Semaphore::new(config.worker.concurrency)),
+            tasks: JoinSet::new(),
+            backoff: ReconnectBackoff::default(),
+        };
+        Ok(Worker {
+            supervisor,
+            session,
+            admin,
+            admin_addr,
+            registry: metrics.registry(),
+            shutdown_grace: config.worker.shutdown_grace,
+        })
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Serves admin and consumes until `shutdown` is cancelled; then stops
+    /// consuming, waits up to `worker.shutdown_grace` for deliveries in
+    /// flight, closes the channels and the connection, and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let Worker {
+            mut supervisor,
+            session,
+            admin,
+            registry,
+            shutdown_grace,
+            ..
+        } = self;
+        // A child token: the admin port also closes when consuming fails for good.
+        let admin_stop = shutdown.child_token();
+        let router = admin::router(registry, supervisor.status.clone());
+        let server =
+            axum::serve(admin, router).with_graceful_shutdown(admin_stop.clone().cancelled_owned());
+        let server = tokio::spawn(async move { server.await });
+
+        let consumed = supervisor.run(session, &shutdown).await;
+        supervisor.status.set_down("shutting down");
+        tracing::info!("stopped consuming; draining");
+        supervisor.drain(shutdown_grace).await;
+        if let Ok(Some(session)) = &consumed {
+            session.close().await;
+        }
+        admin_stop.cancel();
+        let served = server.await;
+        consumed.map_err(WorkerError::Topology)?;
+        served
+            .map_err(WorkerError::AdminTask)?
+            .map_err(WorkerError::Admin)?;
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+/// The first attempt to reach RabbitMQ: only a topology mismatch is fatal.
+async fn first_session(
+    settings: &BrokerSettings,
+    status: &BrokerStatus,
+) -> Result<Option<Session>, StartError> {
+    match settings.open().await {
+        Ok(session) => {
+            tracing::info!(url = %settings.redacted_url(), "connected to RabbitMQ");
+            Ok(Some(session))
+        }
+        Err(e) if e.is_mismatch() => Err(StartError::Topology(e)),
+        Err(e) => {
+            tracing::warn!(
+                url = %settings.redacted_url(),
+                error = %e,
+                "RabbitMQ is not reachable yet; retrying in the background"
+            );
+            status.set_down(e.to_string());
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Tests and binaries spawn the worker on a multi-threaded runtime.
+    #[allow(dead_code)]
+    fn the_worker_and_its_run_future_can_move_between_threads(worker: Worker) {
+        assert_send(&worker);
+        assert_send(&worker.run_until_stopped(CancellationToken::new()));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_is_not_a_start_error_and_readyz_says_why() {
+        let mut config = Config::from_toml("").unwrap();
+        config.worker.admin_listen = ([127, 0, 0, 1], 0).into();
+        config.amqp.url = "amqp://guest:guest@127.0.0.1:1/%2f".into();
+        config.amqp.connect_timeout = Duration::from_millis(500);
+        let worker = Worker::build(config).await.unwrap();
+        let addr = worker.admin_addr();
+        assert_ne!(addr.port(), 0);
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(worker.run_until_stopped(stop.clone()));
+        let readyz = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+        assert_eq!(readyz.status(), 503);
+        let body = readyz.text().await.unwrap();
+        assert!(body.contains("cannot connect to RabbitMQ"), "{body}");
+        assert!(!body.contains("guest:guest"), "{body}");
+        stop.cancel();
+        running.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn unsorted_retry_delays_are_a_config_error() {
+        let mut config = Config::from_toml("").unwrap();
+        config.worker.admin_listen = ([127, 0, 0, 1], 0).into();
+        config.amqp.retry_delays = vec![Duration::from_secs(5), Duration::from_secs(1)];
+        let err = Worker::build(config).await.err().unwrap();
+        assert_eq!(err.exit_code(), 64);
+        assert!(err.to_string().contains("amqp.retry_delays"), "{err}");
+    }
+}

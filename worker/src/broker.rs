@@ -1,0 +1,210 @@
+//! One session with RabbitMQ: a connection, a channel to consume on and a
+//! confirm channel to publish copies on.
+//!
+//! Opening a session declares the topology (idempotent, so every reconnect
+//! repairs a queue deleted by hand). Two channels because a consumer's flow
+//! and a publisher's confirms should not wait on each other, and because
+//! RabbitMQ closes a channel on some errors: keeping them apart limits what
+//! one error takes down.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Connection, Consumer};
+use sluice_shared::amqp::{self, ConnectError};
+use sluice_shared::config::AmqpConfig;
+use sluice_shared::topology::{Topology, TopologyError};
+use tokio::time::timeout;
+
+use crate::settle::Settler;
+
+/// Why a session could not be opened or started.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("cannot open a channel: {0}")]
+    Channel(#[source] lapin::Error),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error("RabbitMQ did not answer within {0:?} while {1}")]
+    Timeout(Duration, &'static str),
+    #[error("cannot consume queue `{queue}`: {source}")]
+    Consume { queue: String, source: lapin::Error },
+    #[error("the dead exchange name is too long for AMQP")]
+    Name,
+}
+
+impl SessionError {
+    /// A queue or exchange exists with other arguments: reconnecting cannot
+    /// fix that, an operator must (the message says how).
+    pub fn is_mismatch(&self) -> bool {
+        matches!(self, Self::Topology(TopologyError::Mismatch { .. }))
+    }
+}
+
+/// How to reach RabbitMQ and what to declare there.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    pub url: String,
+    pub connect_timeout: Duration,
+    pub topology: Topology,
+    /// Shown in the management UI, e.g. `sluice-worker-4711-0`.
+    pub connection_name: String,
+}
+
+impl BrokerSettings {
+    pub fn new(config: &AmqpConfig) -> Self {
+        Self {
+            url: config.url.clone(),
+            connect_timeout: config.connect_timeout,
+            topology: Topology::new(config),
+            connection_name: unique_name(),
+        }
+    }
+
+    /// The URL with its password hidden, for logs.
+    pub fn redacted_url(&self) -> String {
+        amqp::redact_url(&self.url)
+    }
+
+    /// Connects, declares the topology and opens both channels.
+    pub async fn open(&self) -> Result<Session, SessionError> {
+        let limit = self.connect_timeout;
+        let connection = amqp::connect(&self.url, &self.connection_name, limit).await?;
+        let consume = timeout(limit, connection.create_channel())
+            .await
+            .map_err(|_| SessionError::Timeout(limit, "opening a channel"))?
+            .map_err(SessionError::Channel)?;
+        timeout(limit, self.topology.declare(&consume))
+            .await
+            .map_err(|_| SessionError::Timeout(limit, "declaring the topology"))??;
+        let publish = timeout(limit, amqp::confirm_channel(&connection))
+            .await
+            .map_err(|_| SessionError::Timeout(limit, "opening the confirm channel"))?
+            .map_err(SessionError::Channel)?;
+        let settler = Settler::new(publish, &self.topology.dead_exchange())
+            .map_err(|_| SessionError::Name)?;
+        Ok(Session {
+            connection,
+            consume,
+            settler,
+            limit,
+        })
+    }
+}
+
+/// A live connection with its two channels.
+pub struct Session {
+    connection: Connection,
+    consume: Channel,
+    settler: Settler,
+    limit: Duration,
+}
+
+impl Session {
+    pub fn settler(&self) -> &Settler {
+        &self.settler
+    }
+
+    /// Starts consuming `queue` with at most `prefetch` unacked messages.
+    pub async fn start_consuming(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        tag: &str,
+    ) -> Result<Consumer, SessionError> {
+        let failed = |source| SessionError::Consume {
+            queue: queue.to_owned(),
+            source,
+        };
+        // Per consumer (global: false): quorum queues do not support a
+        // channel-wide prefetch, and there is one consumer per channel anyway.
+        let qos = self
+            .consume
+            .basic_qos(prefetch, BasicQosOptions { global: false });
+        timeout(self.limit, qos)
+            .await
+            .map_err(|_| SessionError::Timeout(self.limit, "setting the prefetch"))?
+            .map_err(failed)?;
+        // Manual acks (no_ack: false): a message is acked only once it is
+        // delivered or its next home confirmed it. Not exclusive: workers
+        // are competing consumers of one queue.
+        let options = BasicConsumeOptions {
+            no_local: false,
+            no_ack: false,
+            exclusive: false,
+            nowait: false,
+        };
+        let consume = self.consume.basic_consume(
+            ShortString::from(queue),
+            ShortString::from(tag),
+            options,
+            FieldTable::default(),
+        );
+        timeout(self.limit, consume)
+            .await
+            .map_err(|_| SessionError::Timeout(self.limit, "starting the consumer"))?
+            .map_err(failed)
+    }
+
+    /// Stops the broker pushing messages to consumer `tag` (best effort).
+    pub async fn cancel(&self, tag: &str) {
+        let cancel = self
+            .consume
+            .basic_cancel(ShortString::from(tag), BasicCancelOptions::default());
+        match timeout(self.limit, cancel).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "basic.cancel failed"),
+            Err(_) => tracing::warn!("basic.cancel timed out"),
+        }
+    }
+
+    /// Closes both channels, then the connection; unacked messages go back
+    /// to the queue. Errors are only logged: the process is leaving anyway.
+    pub async fn close(&self) {
+        let ok = || ShortString::from("worker stopping");
+        for channel in [self.settler.channel(), &self.consume] {
+            if channel.status().connected() {
+                let _ = timeout(self.limit, channel.close(200, ok())).await;
+            }
+        }
+        if self.connection.status().connected()
+            && let Ok(Err(e)) = timeout(self.limit, self.connection.close(200, ok())).await
+        {
+            tracing::debug!(error = %e, "closing the RabbitMQ connection failed");
+        }
+    }
+}
+
+/// `sluice-worker-<pid>-<n>`: unique in the process (tests run several
+/// workers in one), readable in the management UI.
+pub fn unique_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("sluice-worker-{}-{n}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_pid_and_never_repeat() {
+        let first = unique_name();
+        let second = unique_name();
+        assert!(first.starts_with(&format!("sluice-worker-{}-", std::process::id())));
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn the_url_in_logs_has_no_password() {
+        let settings = BrokerSettings::new(&AmqpConfig::default());
+        assert_eq!(
+            settings.redacted_url(),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+    }
+}

@@ -1,0 +1,401 @@
+//! One message, from the work queue to its outcome.
+//!
+//! read the event → find its route → one delivery attempt → decide (done,
+//! retry tier, dead) → settle. Every step that can go wrong ends in a
+//! decision about the message, never in a panic: a message that is not a
+//! Sluice message is dead-lettered as `malformed`, one without a route as
+//! `no_route`. Each event is handled in a span carrying its id, source,
+//! type, route and attempt, so every log line about it can be found by id.
+
+use std::time::{Instant, SystemTime};
+
+use lapin::Acker;
+use lapin::message::Delivery;
+use lapin::types::ShortString;
+use reqwest::Client;
+use sluice_shared::envelope::unix_millis;
+use sluice_shared::topology::RetryTier;
+use tracing::{Instrument, Span};
+
+use crate::delivery::DeliveryError;
+use crate::failure::{self, LastFailure};
+use crate::message::{Malformed, QueuedMessage, SluiceEvent};
+use crate::metrics::{NO_ROUTE, Outcome, WorkerMetrics};
+use crate::retry::{DeadReason, Decision, RetryPolicy};
+use crate::routes::RouteTable;
+use crate::settle::{Destination, SettleError, Settler};
+
+/// What happens to a message once its attempt (if any) is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Delivered,
+    Retry {
+        tier: RetryTier,
+        attempts: u32,
+        last: LastFailure,
+    },
+    Dead {
+        reason: DeadReason,
+        attempts: u32,
+        last: LastFailure,
+    },
+}
+
+/// Everything a delivery task needs, shared by all of them.
+pub struct Dispatcher {
+    routes: RouteTable,
+    client: Client,
+    policy: RetryPolicy,
+    metrics: WorkerMetrics,
+}
+
+impl Dispatcher {
+    pub fn new(
+        routes: RouteTable,
+        client: Client,
+        policy: RetryPolicy,
+        metrics: WorkerMetrics,
+    ) -> Self {
+        Self {
+            routes,
+            client,
+            policy,
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &WorkerMetrics {
+        &self.metrics
+    }
+
+    /// Handles one delivery to the end; errors are logged and counted here.
+    pub async fn handle(&self, settler: &Settler, delivery: Delivery) {
+        let Delivery {
+            acker,
+            routing_key,
+            properties,
+            data,
+            ..
+        } = delivery;
+        let message = QueuedMessage {
+            routing_key,
+            properties,
+            body: data,
+        };
+        match SluiceEvent::read(&message) {
+            Ok(event) => {
+                let span = delivery_span(&event);
+                self.handle_event(settler, &acker, &message, &event)
+                    .instrument(span)
+                    .await;
+            }
+            Err(malformed) => {
+                self.dead_letter_malformed(settler, &acker, &message, &malformed)
+                    .await;
+            }
+        }
+    }
+
+    async fn handle_event(
+        &self,
+        settler: &Settler,
+        acker: &Acker,
+        message: &QueuedMessage,
+        event: &SluiceEvent,
+    ) {
+        let subject = event.subject();
+        let Some(route) = self.routes.find(&subject) else {
+            let verdict = Verdict::Dead {
+                reason: DeadReason::NoRoute,
+                attempts: event.failed_before,
+                last: LastFailure {
+                    error: format!("no route matches {subject}"),
+                    status: None,
+                },
+            };
+            return self
+                .settle(settler, acker, message, Some(event), NO_ROUTE, verdict)
+                .await;
+        };
+        Span::current().record("route", route.name.as_str());
+        let started = Instant::now();
+        let result = route.deliver(&self.client, event, &message.body).await;
+        self.metrics.observe_attempt(&route.name, started.elapsed());
+        let verdict = self.verdict(event, result);
+        self.settle(settler, acker, message, Some(event), &route.name, verdict)
+            .await;
+    }
+
+    async fn dead_letter_malformed(
+        &self,
+        settler: &Settler,
+        acker: &Acker,
+        message: &QueuedMessage,
+        malformed: &Malformed,
+    ) {
+        let message_id = message
+            .properties
+            .message_id()
+            .as_ref()
+            .map(ShortString::as_str);
+        tracing::warn!(
+            message_id,
+            routing_key = %message.routing_key,
+            problem = %malformed,
+            "not a Sluice message; dead-lettering it as malformed"
+        );
+        let verdict = Verdict::Dead {
+            reason: DeadReason::Malformed,
+            attempts: 0,
+            last: LastFailure {
+                error: malformed.to_string(),
+                status: None,
+            },
+        };
+        self.settle(settler, acker, message, None, NO_ROUTE, verdict)
+            .await;
+    }
+
+    /// Turns an attempt's result into a verdict through the retry policy.
+    fn verdict(&self, event: &SluiceEvent, result: Result<(), DeliveryError>) -> Verdict {
+        let Err(error) = result else {
+            return Verdict::Delivered;
+        };
+        let attempts = event.failed_before.saturating_add(1);
+        let last = LastFailure::from(&error);
+        let reason = match self.policy.decide(event.failed_before, &error) {
+            Decision::Retry { tier } => match self.policy.tier(tier) {
+                Some(tier) => {
+                    return Verdict::Retry {
+                        tier: tier.clone(),
+                        attempts,
+                        last,
+                    };
+                }
+                None => DeadReason::AttemptsExhausted,
+            },
+            Decision::Dead { reason } => reason,
+        };
+        Verdict::Dead {
+            reason,
+            attempts,
+            last,
+        }
+    }
+
+    /// Carries out a verdict, then counts and logs what happened.
+    async fn settle(
+        &self,
+        settler: &Settler,
+        acker: &Acker,
+        message: &QueuedMessage,
+        event: Option<&SluiceEvent>,
+        route: &str,
+        verdict: Verdict,
+    ) {
+        let (outcome, settled) = carry_out(settler, acker, message, event, &verdict).await;
+        match settled {
+            Ok(()) => {
+                self.metrics.record_outcome(route, outcome);
+                log_outcome(&verdict);
+            }
+            Err(error) => {
+                self.metrics.record_settle_failure();
+                tracing::warn!(
+                    error = %error,
+                    outcome = outcome.as_str(),
+                    "could not settle the message; RabbitMQ will deliver it again"
+                );
+            }
+        }
+    }
+}
+
+/// Acks, or moves a copy to a retry tier or the dead exchange then acks.
+async fn carry_out(
+    settler: &Settler,
+    acker: &Acker,
+    message: &QueuedMessage,
+    event: Option<&SluiceEvent>,
+    verdict: &Verdict,
+) -> (Outcome, Result<(), SettleError>) {
+    let now_ms = unix_millis(SystemTime::now());
+    match verdict {
+        Verdict::Delivered => (Outcome::Delivered, settler.ack(acker).await),
+        Verdict::Retry {
+            tier,
+            attempts,
+            last,
+        } => {
+            let properties = failure::for_retry(&message.properties, *attempts, last, now_ms);
+            let destination = Destination::RetryQueue(&tier.queue);
+            let moved = settler.move_to(acker, destination, &message.body, properties);
+            (Outcome::Retried, moved.await)
+        }
+        Verdict::Dead {
+            reason,
+            attempts,
+            last,
+        } => {
+            let properties =
+                failure::for_dead(&message.properties, *reason, *attempts, last, now_ms);
+            let key = dead_routing_key(message, event);
+            let moved = settler.move_to(acker, Destination::Dead(&key), &message.body, properties);
+            (Outcome::Dead, moved.await)
+        }
+    }
+}
+
+/// `<source>.<type>` (the original routing key of a message that came back
+/// from a retry tier is the work queue's name), else the original key.
+fn dead_routing_key(message: &QueuedMessage, event: Option<&SluiceEvent>) -> ShortString {
+    event
+        .and_then(|event| ShortString::try_new(event.subject()).ok())
+        .unwrap_or_else(|| message.routing_key.clone())
+}
+
+fn delivery_span(event: &SluiceEvent) -> Span {
+    tracing::info_span!(
+        "delivery",
+        event_id = %event.id,
+        source = %event.source,
+        "type" = %event.event_type,
+        route = tracing::field::Empty,
+        attempt = event.failed_before.saturating_add(1),
+        request_id = event.request_id.as_deref(),
+    )
+}
+
+fn log_outcome(verdict: &Verdict) {
+    match verdict {
+        Verdict::Delivered => tracing::info!(outcome = "delivered", "event delivered"),
+        Verdict::Retry { tier, last, .. } => tracing::warn!(
+            outcome = "retried",
+            error = %last.error,
+            status = last.status,
+            retry_in = %humantime::format_duration(tier.delay),
+            "delivery failed; the event will be retried"
+        ),
+        Verdict::Dead {
+            reason,
+            attempts,
+            last,
+        } => tracing::warn!(
+            outcome = "dead",
+            reason = reason.as_str(),
+            attempts,
+            error = %last.error,
+            status = last.status,
+            "event dead-lettered"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn dispatcher(delays: &[u64]) -> Dispatcher {
+        let tiers = delays
+            .iter()
+            .map(|&s| RetryTier {
+                delay: Duration::from_secs(s),
+                queue: format!("t.retry.{s}s"),
+            })
+            .collect();
+        Dispatcher::new(
+            RouteTable::default(),
+            Client::new(),
+            RetryPolicy::new(tiers).unwrap(),
+            WorkerMetrics::new(std::iter::empty()).unwrap(),
+        )
+    }
+
+    fn event(failed_before: u32) -> SluiceEvent {
+        SluiceEvent {
+            id: "evt-1".into(),
+            source: "demo".into(),
+            event_type: "thing".into(),
+            failed_before,
+            request_id: None,
+        }
+    }
+
+    fn http(status: u16) -> Result<(), DeliveryError> {
+        crate::delivery::classify_status(status, None)
+    }
+
+    #[test]
+    fn a_2xx_is_delivered() {
+        assert_eq!(
+            dispatcher(&[1]).verdict(&event(0), http(200)),
+            Verdict::Delivered
+        );
+    }
+
+    #[test]
+    fn a_503_is_retried_with_the_next_tier() {
+        let verdict = dispatcher(&[1, 5]).verdict(&event(1), http(503));
+        let Verdict::Retry {
+            tier,
+            attempts,
+            last,
+        } = verdict
+        else {
+            panic!("{verdict:?}");
+        };
+        assert_eq!(tier.queue, "t.retry.5s");
+        assert_eq!(attempts, 2);
+        assert_eq!(last.status, Some(503));
+    }
+
+    #[test]
+    fn a_404_is_dead_at_once_as_rejected() {
+        let verdict = dispatcher(&[1, 5]).verdict(&event(0), http(404));
+        assert_eq!(
+            verdict,
+            Verdict::Dead {
+                reason: DeadReason::Rejected,
+                attempts: 1,
+                last: LastFailure {
+                    error: "HTTP 404".into(),
+                    status: Some(404)
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn a_503_after_the_last_tier_is_dead_as_exhausted() {
+        let verdict = dispatcher(&[1, 5]).verdict(&event(2), http(503));
+        assert!(matches!(
+            verdict,
+            Verdict::Dead {
+                reason: DeadReason::AttemptsExhausted,
+                attempts: 3,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_dead_copy_is_routed_by_source_and_type_not_by_the_work_queue_name() {
+        let message = QueuedMessage {
+            routing_key: "sluice.work".into(),
+            properties: Default::default(),
+            body: Vec::new(),
+        };
+        assert_eq!(
+            dead_routing_key(&message, Some(&event(3))).as_str(),
+            "demo.thing"
+        );
+        assert_eq!(dead_routing_key(&message, None).as_str(), "sluice.work");
+        let mut long = event(0);
+        long.event_type = "x".repeat(300);
+        assert_eq!(
+            dead_routing_key(&message, Some(&long)).as_str(),
+            "sluice.work"
+        );
+    }
+}

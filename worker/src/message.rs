@@ -1,0 +1,286 @@
+//! A message taken off the work queue, and the Sluice event read from it.
+//!
+//! The gateway puts everything the worker needs to route and count an event
+//! in the message's properties and headers (DESIGN §5), so the body, the
+//! CloudEvents envelope, is never parsed: it is delivered byte for byte.
+//! A message that lacks an id or a source or type header is not a Sluice
+//! message; [`SluiceEvent::read`] says what is missing and the worker
+//! dead-letters it as `malformed` instead of failing on it.
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use sluice_shared::envelope::headers;
+
+/// A message as it came off the queue, minus its acknowledgement handle.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub routing_key: ShortString,
+    pub properties: BasicProperties,
+    /// The CloudEvents envelope, JSON.
+    pub body: Vec<u8>,
+}
+
+/// What the worker knows about an event from its message's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SluiceEvent {
+    /// The event id (`message_id`), also the `webhook-id` downstream.
+    pub id: String,
+    pub source: String,
+    pub event_type: String,
+    /// Delivery attempts that failed before this one.
+    pub failed_before: u32,
+    /// The gateway's request id, carried into logs and `x-request-id`.
+    pub request_id: Option<String>,
+}
+
+/// Why a message is not a Sluice message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("the message has no message_id (the event id)")]
+    NoMessageId,
+    #[error("the message has no headers")]
+    NoHeaders,
+    #[error("the message has no {0} header, or it is not text")]
+    MissingHeader(&'static str),
+    #[error("the {0} header is not an integer")]
+    NotAnInteger(&'static str),
+}
+
+impl SluiceEvent {
+    /// Reads the event's identity from the message's properties and headers.
+    pub fn read(message: &QueuedMessage) -> Result<Self, Malformed> {
+        let id = message
+            .properties
+            .message_id()
+            .as_ref()
+            .map(ShortString::as_str)
+            .filter(|id| !id.is_empty())
+            .ok_or(Malformed::NoMessageId)?;
+        let table = message
+            .properties
+            .headers()
+            .as_ref()
+            .ok_or(Malformed::NoHeaders)?;
+        let text = |name| {
+            header_text(table, name)
+                .filter(|value| !value.is_empty())
+                .ok_or(Malformed::MissingHeader(name))
+        };
+        let failed_before = match table.inner().get(headers::ATTEMPT) {
+            None => 0,
+            Some(value) => integer(value).ok_or(Malformed::NotAnInteger(headers::ATTEMPT))?,
+        };
+        Ok(Self {
+            id: id.to_owned(),
+            source: text(headers::SOURCE)?,
+            event_type: text(headers::TYPE)?,
+            // A negative count is nonsense: treat it as no failures so far.
+            failed_before: u32::try_from(failed_before.max(0)).unwrap_or(u32::MAX),
+            request_id: header_text(table, headers::REQUEST_ID).filter(|r| !r.is_empty()),
+        })
+    }
+
+    /// `<source>.<type>`: what routes match, and the routing key of its copies.
+    pub fn subject(&self) -> String {
+        format!("{}.{}", self.source, self.event_type)
+    }
+}
+
+/// A text header, whether sent as a long or a (deprecated) short string.
+pub fn header_text(table: &FieldTable, name: &str) -> Option<String> {
+    match table.inner().get(name)? {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_owned),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// An integer header in whatever width the publisher chose (clients differ:
+/// pika sends `l`, Java `I`, lapin what it is given), or digits as text.
+pub fn header_integer(table: &FieldTable, name: &str) -> Option<i64> {
+    integer(table.inner().get(name)?)
+}
+
+/// An integer value of any width, or digits as text.
+pub fn integer(value: &AMQPValue) -> Option<i64> {
+    match value {
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::Timestamp(n) => i64::try_from(*n).ok(),
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.trim().parse().ok(),
+        AMQPValue::ShortString(s) => s.as_str().trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::LongString;
+
+    fn text(value: &str) -> AMQPValue {
+        AMQPValue::LongString(LongString::from(value))
+    }
+
+    fn table(entries: Vec<(&str, AMQPValue)>) -> FieldTable {
+        let mut table = FieldTable::default();
+        for (name, value) in entries {
+            table.insert(name.into(), value);
+        }
+        table
+    }
+
+    fn message(id: Option<&str>, headers: Option<FieldTable>) -> QueuedMessage {
+        let mut properties = BasicProperties::default();
+        if let Some(id) = id {
+            properties = properties.with_message_id(id.into());
+        }
+        if let Some(headers) = headers {
+            properties = properties.with_headers(headers);
+        }
+        QueuedMessage {
+            routing_key: "demo.thing".into(),
+            properties,
+            body: b"{}".to_vec(),
+        }
+    }
+
+    fn sluice_headers(attempt: Option<AMQPValue>) -> FieldTable {
+        let mut entries = vec![
+            (headers::SOURCE, text("demo")),
+            (headers::TYPE, text("thing")),
+            (headers::REQUEST_ID, text("req-1")),
+        ];
+        if let Some(attempt) = attempt {
+            entries.push((headers::ATTEMPT, attempt));
+        }
+        table(entries)
+    }
+
+    #[test]
+    fn a_gateway_message_reads_as_an_event() {
+        let event = SluiceEvent::read(&message(
+            Some("evt-1"),
+            Some(sluice_headers(Some(AMQPValue::LongLongInt(2)))),
+        ))
+        .unwrap();
+        assert_eq!(
+            event,
+            SluiceEvent {
+                id: "evt-1".into(),
+                source: "demo".into(),
+                event_type: "thing".into(),
+                failed_before: 2,
+                request_id: Some("req-1".into()),
+            }
+        );
+        assert_eq!(event.subject(), "demo.thing");
+    }
+
+    #[test]
+    fn a_missing_attempt_header_means_no_failures_yet() {
+        let event = SluiceEvent::read(&message(Some("e"), Some(sluice_headers(None)))).unwrap();
+        assert_eq!(event.failed_before, 0);
+    }
+
+    #[test]
+    fn every_integer_width_reads_as_the_attempt() {
+        for value in [
+            AMQPValue::ShortShortInt(3),
+            AMQPValue::ShortShortUInt(3),
+            AMQPValue::ShortInt(3),
+            AMQPValue::ShortUInt(3),
+            AMQPValue::LongInt(3),
+            AMQPValue::LongUInt(3),
+            AMQPValue::LongLongInt(3),
+            AMQPValue::Timestamp(3),
+            text("3"),
+        ] {
+            let event = SluiceEvent::read(&message(
+                Some("e"),
+                Some(sluice_headers(Some(value.clone()))),
+            ))
+            .unwrap();
+            assert_eq!(event.failed_before, 3, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_negative_attempt_counts_as_zero() {
+        let headers = sluice_headers(Some(AMQPValue::LongInt(-4)));
+        let event = SluiceEvent::read(&message(Some("e"), Some(headers))).unwrap();
+        assert_eq!(event.failed_before, 0);
+    }
+
+    #[test]
+    fn a_non_numeric_attempt_is_malformed() {
+        let headers = sluice_headers(Some(AMQPValue::Boolean(true)));
+        assert_eq!(
+            SluiceEvent::read(&message(Some("e"), Some(headers))),
+            Err(Malformed::NotAnInteger(headers::ATTEMPT))
+        );
+    }
+
+    #[test]
+    fn a_message_without_an_id_is_malformed() {
+        assert_eq!(
+            SluiceEvent::read(&message(None, Some(sluice_headers(None)))),
+            Err(Malformed::NoMessageId)
+        );
+        assert_eq!(
+            SluiceEvent::read(&message(Some(""), Some(sluice_headers(None)))),
+            Err(Malformed::NoMessageId)
+        );
+    }
+
+    #[test]
+    fn a_message_without_headers_is_malformed() {
+        assert_eq!(
+            SluiceEvent::read(&message(Some("e"), None)),
+            Err(Malformed::NoHeaders)
+        );
+    }
+
+    #[test]
+    fn a_message_without_a_type_is_malformed() {
+        let headers = table(vec![(headers::SOURCE, text("demo"))]);
+        assert_eq!(
+            SluiceEvent::read(&message(Some("e"), Some(headers))),
+            Err(Malformed::MissingHeader(headers::TYPE))
+        );
+    }
+
+    #[test]
+    fn short_strings_count_as_text_but_numbers_do_not() {
+        let headers = table(vec![
+            (headers::SOURCE, AMQPValue::ShortString("demo".into())),
+            (headers::TYPE, AMQPValue::LongLongInt(5)),
+        ]);
+        assert_eq!(
+            SluiceEvent::read(&message(Some("e"), Some(headers))),
+            Err(Malformed::MissingHeader(headers::TYPE))
+        );
+    }
+
+    #[test]
+    fn the_request_id_is_optional() {
+        let headers = table(vec![
+            (headers::SOURCE, text("demo")),
+            (headers::TYPE, text("thing")),
+        ]);
+        let event = SluiceEvent::read(&message(Some("e"), Some(headers))).unwrap();
+        assert_eq!(event.request_id, None);
+    }
+
+    #[test]
+    fn header_integer_reads_timestamps_in_milliseconds() {
+        let headers = table(vec![("t", AMQPValue::LongLongInt(1_700_000_000_000))]);
+        assert_eq!(header_integer(&headers, "t"), Some(1_700_000_000_000));
+        assert_eq!(header_integer(&headers, "missing"), None);
+    }
+}

@@ -1,0 +1,230 @@
+//! Routes: which handler delivers an event, chosen by its source and type.
+//!
+//! `config.routes` in order, first match wins, each route a list of globs
+//! over `<source>.<type>`. Built once at start-up, when every `http` route's
+//! secret is resolved and decoded and its URL parsed: a route that cannot
+//! deliver stops the worker before it takes a single message, with the
+//! config key at fault in the error.
+
+use reqwest::{Client, Url};
+use sluice_shared::config::{HandlerKind, RouteConfig};
+use sluice_shared::secret::SecretError;
+use sluice_shared::standard_webhooks::{BadSecret, SigningKey};
+
+use crate::delivery::DeliveryError;
+use crate::glob::Glob;
+use crate::http_handler::HttpTarget;
+use crate::message::SluiceEvent;
+
+/// A route that cannot be built; `key` is the config key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("config key `{key}`: {source}")]
+    Secret { key: String, source: SecretError },
+    #[error("config key `{key}`: {source}")]
+    BadSecret { key: String, source: BadSecret },
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+/// What delivering means for a route.
+#[derive(Debug, Clone)]
+pub enum Handler {
+    /// POST the envelope, signed.
+    Http(HttpTarget),
+    /// Log the event's id, source and type (never its data), then succeed.
+    Log,
+}
+
+/// One configured route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The route's name: a log field and a metric label.
+    pub name: String,
+    patterns: Vec<Glob>,
+    pub handler: Handler,
+}
+
+/// The routes in config order.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Builds every route, resolving secrets from the environment or files.
+    pub fn from_config(configs: &[RouteConfig]) -> Result<Self, RouteError> {
+        let routes = configs
+            .iter()
+            .enumerate()
+            .map(|(index, config)| Route::from_config(index, config))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { routes })
+    }
+
+    /// The first route with a pattern matching `subject` (`<source>.<type>`).
+    pub fn find(&self, subject: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|route| route.patterns.iter().any(|glob| glob.matches(subject)))
+    }
+
+    /// Route names in order, for pre-registering metric series.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|route| route.name.as_str())
+    }
+}
+
+impl Route {
+    fn from_config(index: usize, config: &RouteConfig) -> Result<Self, RouteError> {
+        let key = |field: &str| format!("routes[{index}] ({}).{field}", config.name);
+        let handler = match config.handler {
+            HandlerKind::Log => Handler::Log,
+            HandlerKind::Http => Handler::Http(http_target(config, key)?),
+        };
+        Ok(Self {
+            name: config.name.clone(),
+            patterns: config.patterns.iter().map(|p| Glob::new(p)).collect(),
+            handler,
+        })
+    }
+
+    /// One delivery attempt of `event` (whose envelope is `body`).
+    pub async fn deliver(
+        &self,
+        client: &Client,
+        event: &SluiceEvent,
+        body: &[u8],
+    ) -> Result<(), DeliveryError> {
+        match &self.handler {
+            Handler::Http(target) => target.deliver(client, event, body).await,
+            Handler::Log => {
+                tracing::info!(
+                    event_id = %event.id,
+                    source = %event.source,
+                    "type" = %event.event_type,
+                    route = %self.name,
+                    "event received by the log handler"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+fn http_target(
+    config: &RouteConfig,
+    key: impl Fn(&str) -> String,
+) -> Result<HttpTarget, RouteError> {
+    let invalid = |field: &str, problem: &str| RouteError::Invalid {
+        key: key(field),
+        problem: problem.to_owned(),
+    };
+    let url = config
+        .url
+        .as_deref()
+        .ok_or_else(|| invalid("url", "the http handler needs a url"))?;
+    let url = Url::parse(url).map_err(|e| invalid("url", &format!("not a valid URL: {e}")))?;
+    let secret = config
+        .secret
+        .as_ref()
+        .ok_or_else(|| invalid("secret", "the http handler needs a whsec_ secret"))?
+        .resolve()
+        .map_err(|source| RouteError::Secret {
+            key: key("secret"),
+            source,
+        })?;
+    let signing_key = SigningKey::from_secret(&secret).map_err(|source| RouteError::BadSecret {
+        key: key("secret"),
+        source,
+    })?;
+    Ok(HttpTarget::new(url, signing_key, config.timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_shared::config::Config;
+
+    fn table(toml: &str) -> Result<RouteTable, RouteError> {
+        RouteTable::from_config(&Config::from_toml(toml).unwrap().routes)
+    }
+
+    const TWO_ROUTES: &str = r#"
+        [[routes]]
+        name = "messages"
+        match = ["whatsapp.message.*", "whatzme.messages.*"]
+        handler = "log"
+
+        [[routes]]
+        name = "everything"
+        match = ["*"]
+        handler = "log"
+    "#;
+
+    #[test]
+    fn the_first_matching_route_wins() {
+        let routes = table(TWO_ROUTES).unwrap();
+        let name = |subject| routes.find(subject).map(|r| r.name.as_str());
+        assert_eq!(name("whatsapp.message.text"), Some("messages"));
+        assert_eq!(name("whatzme.messages.upsert"), Some("messages"));
+        assert_eq!(name("whatsapp.status.read"), Some("everything"));
+        assert_eq!(
+            routes.names().collect::<Vec<_>>(),
+            ["messages", "everything"]
+        );
+    }
+
+    #[test]
+    fn an_event_no_pattern_matches_has_no_route() {
+        let routes = table(&TWO_ROUTES.replace("[\"*\"]", "[\"demo.*\"]")).unwrap();
+        assert!(routes.find("other.thing").is_none());
+        assert!(RouteTable::default().find("demo.thing").is_none());
+    }
+
+    fn http_route(secret: &str, url: &str) -> String {
+        format!(
+            "[[routes]]\nname = \"crm\"\nmatch = [\"*\"]\nhandler = \"http\"\nurl = \"{url}\"\nsecret = \"{secret}\""
+        )
+    }
+
+    #[test]
+    fn a_missing_secret_variable_names_the_route_key() {
+        let err = table(&http_route("env:SLUICE_WORKER_TEST_UNSET_9", "http://x/")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("routes[0] (crm).secret"), "{text}");
+        assert!(text.contains("SLUICE_WORKER_TEST_UNSET_9"), "{text}");
+    }
+
+    #[test]
+    fn a_secret_that_is_not_whsec_names_the_route_key() {
+        let dir = std::env::temp_dir().join(format!("sluice-worker-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("not-whsec");
+        std::fs::write(&path, "hunter2\n").unwrap();
+        let err = table(&http_route(
+            &format!("file:{}", path.display()),
+            "http://x/",
+        ))
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, RouteError::BadSecret { .. }), "{text}");
+        assert!(text.contains("routes[0] (crm).secret"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn an_http_route_with_a_good_secret_builds() {
+        let dir = std::env::temp_dir().join(format!("sluice-worker-ok-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("whsec");
+        std::fs::write(&path, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+        let routes = table(&http_route(
+            &format!("file:{}", path.display()),
+            "http://127.0.0.1:9/hook",
+        ))
+        .unwrap();
+        let route = routes.find("a.b").unwrap();
+        assert!(matches!(route.handler, Handler::Http(_)));
+    }
+}

@@ -1,0 +1,139 @@
+//! Keeps the worker consuming: connect, consume, and after a lost
+//! connection wait (250 ms doubling to 5 s), reconnect, re-declare, resume.
+//!
+//! Owns what outlives a session: the delivery tasks (a message's task may
+//! still be running when its connection drops) and the concurrency permits.
+//! At shutdown [`Supervisor::drain`] gives those tasks the grace period, then
+//! abandons the rest; the broker redelivers their unacked messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::ReconnectBackoff;
+use crate::broker::{BrokerSettings, Session, SessionError};
+use crate::consumer::{self, ConsumeContext, SessionEnd};
+use crate::dispatch::Dispatcher;
+use crate::readiness::BrokerStatus;
+
+/// The reconnecting consumer.
+pub struct Supervisor {
+    pub settings: BrokerSettings,
+    pub prefetch: u16,
+    pub dispatcher: Arc<Dispatcher>,
+    pub status: BrokerStatus,
+    pub permits: Arc<Semaphore>,
+    pub tasks: JoinSet<()>,
+    pub backoff: ReconnectBackoff,
+}
+
+impl Supervisor {
+    /// Consumes until `shutdown`, reconnecting as needed. Returns the live
+    /// session (its consumer cancelled) so the caller can drain then close
+    /// it, or an error a reconnect cannot fix (a topology mismatch).
+    pub async fn run(
+        &mut self,
+        mut session: Option<Session>,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Arc<Session>>, SessionError> {
+        let queue = self.settings.topology.work_queue();
+        loop {
+            let current = match session.take() {
+                Some(session) => Arc::new(session),
+                None => match self.connect(shutdown).await? {
+                    Some(session) => Arc::new(session),
+                    None => return Ok(None),
+                },
+            };
+            let ctx = ConsumeContext {
+                queue: &queue,
+                prefetch: self.prefetch,
+                dispatcher: &self.dispatcher,
+                permits: &self.permits,
+                tasks: &mut self.tasks,
+                status: &self.status,
+                shutdown,
+            };
+            match consumer::consume(&current, ctx).await {
+                SessionEnd::Stopped => return Ok(Some(current)),
+                SessionEnd::Lost(reason) => {
+                    tracing::warn!(
+                        url = %self.settings.redacted_url(),
+                        reason = %reason,
+                        "lost the RabbitMQ session; reconnecting"
+                    );
+                    self.status.set_down(format!("connection lost: {reason}"));
+                }
+            }
+            if !self.pause(shutdown).await {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Tries to open a session until one opens (`Some`) or `shutdown` (`None`).
+    async fn connect(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Session>, SessionError> {
+        loop {
+            let opened = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(None),
+                opened = self.settings.open() => opened,
+            };
+            match opened {
+                Ok(session) => {
+                    self.backoff.reset();
+                    tracing::info!(url = %self.settings.redacted_url(), "connected to RabbitMQ");
+                    return Ok(Some(session));
+                }
+                Err(e) if e.is_mismatch() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(
+                        url = %self.settings.redacted_url(),
+                        error = %e,
+                        "cannot reach RabbitMQ; retrying"
+                    );
+                    self.status.set_down(e.to_string());
+                }
+            }
+            if !self.pause(shutdown).await {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Waits the next backoff delay; false if `shutdown` came first.
+    async fn pause(&mut self, shutdown: &CancellationToken) -> bool {
+        let delay = self.backoff.next_delay();
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    /// Waits up to `grace` for delivery tasks, then aborts what is left.
+    pub async fn drain(&mut self, grace: Duration) {
+        let in_flight = self.tasks.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, grace = %humantime::format_duration(grace), "waiting for in-flight deliveries");
+        }
+        let all_done = async {
+            while let Some(joined) = self.tasks.join_next().await {
+                consumer::report(joined);
+            }
+        };
+        if tokio::time::timeout(grace, all_done).await.is_err() {
+            tracing::warn!(
+                abandoned = self.tasks.len(),
+                "shutdown grace is over; abandoning in-flight deliveries (RabbitMQ redelivers them)"
+            );
+            self.tasks.shutdown().await;
+        }
+    }
+}
