@@ -525,6 +525,10 @@ mod tests {
     "#;
 
     #[test]
+    #[allow(
+        clippy::result_large_err,
+        reason = "figment's Jail fixes the closure's error type"
+    )]
     fn environment_variables_override_the_file_and_plain_ones_are_ignored() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("s.toml", "[gateway]\nack_budget = \"1s\"\nbody_limit = 10")?;

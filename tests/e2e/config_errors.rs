@@ -1,0 +1,44 @@
+//! A bad config stops the worker before it runs, with a message naming the key.
+
+use std::process::Command;
+
+use crate::support::TestEnv;
+
+fn run_worker(env: &TestEnv, toml: &str) -> (Option<i32>, String) {
+    let path = env.dir.path().join("bad.toml");
+    std::fs::write(&path, toml).expect("config file");
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice-worker"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("the worker binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_route_secret_that_is_not_set_stops_the_worker_with_code_64() {
+    let env = TestEnv::new("cfg");
+    let route = "[[routes]]\nname = \"crm\"\nmatch = [\"*\"]\nhandler = \"http\"\nurl = \"http://127.0.0.1:9/\"\nsecret = \"env:SLUICE_E2E_SURELY_UNSET_SECRET\"\n";
+    let (code, stderr) = run_worker(&env, &env.config_toml(route));
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("SLUICE_E2E_SURELY_UNSET_SECRET"),
+        "names the variable: {stderr}"
+    );
+    assert!(stderr.contains("routes[0]"), "names the key: {stderr}");
+}
+
+#[test]
+fn an_unknown_handler_stops_the_worker_with_code_64() {
+    let env = TestEnv::new("cfg");
+    let route = "[[routes]]\nname = \"crm\"\nmatch = [\"*\"]\nhandler = \"carrier-pigeon\"\n";
+    let (code, stderr) = run_worker(&env, &env.config_toml(route));
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("carrier-pigeon") && stderr.contains("handler"),
+        "{stderr}"
+    );
+}

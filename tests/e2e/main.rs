@@ -1,0 +1,14 @@
+//! End-to-end tests: the real gateway and worker against the real Redis and
+//! RabbitMQ on this machine, providers and downstream services as real HTTP
+//! on loopback. Each test has its own queue prefix and Redis key prefix, so
+//! tests never see each other's data. Tests that stop a broker start their own.
+
+mod support;
+
+mod bad_input;
+mod broker_outage;
+mod config_errors;
+mod delivery;
+mod redis;
+mod retries;
+mod worker_crash;

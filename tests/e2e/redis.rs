@@ -1,0 +1,162 @@
+//! Redis in trouble, and the two-phase dedup keys: a Redis outage follows the
+//! `on_redis_error` policy; a key another request holds gives 409.
+
+use std::time::Duration;
+
+use sluice_shared::config::RedisErrorPolicy;
+
+use crate::support::broker::Broker;
+use crate::support::private::PrivateRedis;
+use crate::support::{
+    RunningGateway, SHARED_AMQP, SHARED_REDIS, TestEnv, eventually, post_signed, upsert_body,
+};
+
+async fn metric(
+    client: &reqwest::Client,
+    admin: std::net::SocketAddr,
+    line_start: &str,
+) -> Option<f64> {
+    let text = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_the_publish_policy_accepts_and_counts_the_bypass_and_reject_answers_503() {
+    let redis = PrivateRedis::start().await;
+    let env = TestEnv::with_brokers("redisdown", SHARED_AMQP, &redis.url());
+    let publish = RunningGateway::start(env.config("")).await;
+    let mut config = env.config("");
+    config.gateway.on_redis_error = RedisErrorPolicy::Reject;
+    let reject = RunningGateway::start(config).await;
+    let client = reqwest::Client::new();
+    let body = upsert_body(&format!("{}-1", env.prefix));
+
+    let (status, answer) = post_signed(&client, &publish.url("whatzme"), &body).await;
+    assert_eq!(
+        (status, answer["duplicates"].as_u64()),
+        (200, Some(0)),
+        "{answer}"
+    );
+    let (status, answer) = post_signed(&client, &publish.url("whatzme"), &body).await;
+    assert_eq!(
+        (status, answer["duplicates"].as_u64()),
+        (200, Some(1)),
+        "dedup works while Redis is up"
+    );
+
+    redis.stop();
+    let other = upsert_body(&format!("{}-2", env.prefix));
+    let (status, answer) = post_signed(&client, &publish.url("whatzme"), &other).await;
+    assert_eq!(
+        (status, answer["accepted"].as_u64()),
+        (200, Some(1)),
+        "publish policy accepts: {answer}"
+    );
+    let bypass = metric(
+        &client,
+        publish.admin_addr,
+        "sluice_gateway_dedup_bypass_total{source=\"whatzme\"}",
+    )
+    .await;
+    assert_eq!(bypass, Some(1.0), "the bypass is counted");
+    let (status, answer) = post_signed(&client, &reject.url("whatzme"), &other).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (503, Some("unavailable")),
+        "reject policy refuses"
+    );
+
+    redis.boot().await;
+    let third = upsert_body(&format!("{}-3", env.prefix));
+    let recovered = eventually(Duration::from_secs(10), || async {
+        post_signed(&client, &reject.url("whatzme"), &third).await.0 == 200
+    })
+    .await;
+    assert!(recovered, "the gateway uses Redis again once it is back");
+    let (_, answer) = post_signed(&client, &reject.url("whatzme"), &third).await;
+    assert_eq!(answer["duplicates"], 1, "and deduplicates again");
+    publish.stop().await;
+    reject.stop().await;
+
+    let broker = Broker::connect(&env.amqp_url).await;
+    assert_eq!(
+        broker.count(&env.topology().work_queue()).await,
+        3,
+        "events 1, 2 and 3, each once"
+    );
+    broker.delete(&env.topology()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_pending_elsewhere_gets_409_and_its_retry_finds_it_done() {
+    let env = TestEnv::new("inflight");
+    let gateway = RunningGateway::start(env.config("")).await;
+    let client = reqwest::Client::new();
+    let id = format!("{}-busy", env.prefix);
+    let key = format!("{}:whatzme:{id}", env.prefix);
+    let mut redis = redis::Client::open(SHARED_REDIS)
+        .and_then(|c| c.get_connection())
+        .expect("Redis");
+    redis::cmd("SET")
+        .arg(&key)
+        .arg("pending")
+        .arg("EX")
+        .arg(60)
+        .exec(&mut redis)
+        .expect("SET");
+
+    let response = client
+        .post(gateway.url("whatzme"))
+        .header(
+            "X-Signature",
+            crate::support::signature(upsert_body(&id).as_bytes()),
+        )
+        .body(upsert_body(&id))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 409);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let answer: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(answer["in_flight"], 1, "{answer}");
+
+    redis::cmd("SET")
+        .arg(&key)
+        .arg("done")
+        .arg("EX")
+        .arg(60)
+        .exec(&mut redis)
+        .expect("SET");
+    let (status, answer) = post_signed(&client, &gateway.url("whatzme"), &upsert_body(&id)).await;
+    assert_eq!(
+        (status, answer["duplicates"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    gateway.stop().await;
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut redis).expect("DEL");
+
+    let broker = Broker::connect(&env.amqp_url).await;
+    assert_eq!(
+        broker.count(&env.topology().work_queue()).await,
+        0,
+        "the other request's event is not published twice"
+    );
+    broker.delete(&env.topology()).await;
+}

@@ -1,0 +1,139 @@
+//! A failing downstream: retried through the tiers, or dead with its reasons.
+
+use std::time::Duration;
+
+use sluice_shared::envelope::headers;
+
+use crate::support::broker::Broker;
+use crate::support::downstream::{Downstream, Plan};
+use crate::support::{
+    RunningGateway, RunningWorker, TestEnv, eventually, post_signed, upsert_body,
+};
+
+/// Sends one event through a gateway and worker whose downstream follows `plan`.
+/// Returns the downstream, the broker and the env, with the worker still running.
+async fn one_event(
+    name: &str,
+    plan: Plan,
+) -> (TestEnv, Downstream, RunningGateway, RunningWorker, String) {
+    let env = TestEnv::new(name);
+    let downstream = Downstream::start(plan).await;
+    let config = env.config(&env.http_route(&downstream.url()));
+    let gateway = RunningGateway::start(config.clone()).await;
+    let worker = RunningWorker::start(config).await;
+    let id = format!("{}-event", env.prefix);
+    let (status, answer) = post_signed(
+        &reqwest::Client::new(),
+        &gateway.url("whatzme"),
+        &upsert_body(&id),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    (env, downstream, gateway, worker, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_fails_twice_arrives_on_the_third_attempt() {
+    let (env, downstream, gateway, worker, id) = one_event("twice", Plan::FailFirst(2, 500)).await;
+    let arrived = eventually(Duration::from_secs(20), || async {
+        downstream.delivered_ids().contains(&id)
+    })
+    .await;
+    assert!(arrived, "the event arrives after two retries");
+    assert_eq!(
+        downstream.attempts(&id),
+        3,
+        "two failures, then the success"
+    );
+    worker.stop().await;
+    gateway.stop().await;
+    let broker = Broker::connect(&env.amqp_url).await;
+    assert_eq!(
+        broker.total(&env.topology()).await,
+        0,
+        "nothing is left in any queue"
+    );
+    broker.delete(&env.topology()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_sends_the_event_to_the_dead_queue_at_once_with_its_reasons() {
+    let (env, downstream, gateway, worker, id) = one_event("rejected", Plan::Always(400)).await;
+    let broker = Broker::connect(&env.amqp_url).await;
+    let topology = env.topology();
+    let dead = eventually(Duration::from_secs(10), || async {
+        broker.count(&topology.dead_queue()).await == 1
+    })
+    .await;
+    assert!(dead, "the event reaches the dead queue");
+    worker.stop().await;
+    gateway.stop().await;
+    assert_eq!(downstream.attempts(&id), 1, "a 400 is never retried");
+    let taken = broker.drain(&topology.dead_queue()).await;
+    let message = &taken[0];
+    assert_eq!(
+        message
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string()),
+        Some(id.clone())
+    );
+    assert_eq!(
+        message.header_str(headers::REASON).as_deref(),
+        Some("rejected")
+    );
+    assert_eq!(
+        message.routing_key, "whatzme.messages.upsert",
+        "the dead copy keeps <source>.<type>"
+    );
+    assert_eq!(message.header_int(headers::LAST_STATUS), Some(400));
+    assert_eq!(message.header_int(headers::ATTEMPTS), Some(1));
+    assert!(
+        message
+            .header_str(headers::LAST_ERROR)
+            .is_some_and(|e| !e.is_empty())
+    );
+    assert!(message.header_int(headers::FIRST_FAILURE_MS).is_some());
+    assert!(message.header_int(headers::LAST_FAILURE_MS).is_some());
+    assert_eq!(
+        message.json()["id"],
+        id,
+        "the dead message keeps its envelope"
+    );
+    assert_eq!(broker.total(&topology).await, 0);
+    broker.delete(&topology).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_always_fails_is_dead_after_the_last_tier() {
+    let (env, downstream, gateway, worker, id) = one_event("always", Plan::Always(503)).await;
+    let broker = Broker::connect(&env.amqp_url).await;
+    let topology = env.topology();
+    let dead = eventually(Duration::from_secs(30), || async {
+        broker.count(&topology.dead_queue()).await == 1
+    })
+    .await;
+    assert!(dead, "the event reaches the dead queue");
+    worker.stop().await;
+    gateway.stop().await;
+    let tiers = topology.retry_tiers().len() as u32;
+    assert_eq!(
+        downstream.attempts(&id),
+        tiers + 1,
+        "one attempt, then one per tier"
+    );
+    let taken = broker.drain(&topology.dead_queue()).await;
+    assert_eq!(
+        taken[0].header_str(headers::REASON).as_deref(),
+        Some("attempts_exhausted")
+    );
+    assert_eq!(
+        taken[0].header_int(headers::ATTEMPTS),
+        Some(i64::from(tiers + 1))
+    );
+    assert_eq!(taken[0].header_int(headers::LAST_STATUS), Some(503));
+    assert!(downstream.delivered_ids().is_empty());
+    assert_eq!(broker.total(&topology).await, 0);
+    broker.delete(&topology).await;
+}

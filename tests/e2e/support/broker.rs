@@ -1,0 +1,123 @@
+//! Looking into RabbitMQ from a test: queue depths, draining a queue to read
+//! its messages and headers, and deleting a test's topology afterwards.
+
+use lapin::options::{
+    BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use sluice_shared::topology::Topology;
+
+pub struct Broker {
+    _connection: Connection,
+    channel: Channel,
+}
+
+/// A message taken off a queue.
+#[derive(Debug)]
+pub struct Taken {
+    pub routing_key: String,
+    pub properties: BasicProperties,
+    pub body: Vec<u8>,
+}
+
+impl Taken {
+    pub fn header(&self, name: &str) -> Option<&AMQPValue> {
+        self.properties.headers().as_ref()?.inner().get(name)
+    }
+
+    pub fn header_str(&self, name: &str) -> Option<String> {
+        match self.header(name)? {
+            AMQPValue::LongString(s) => Some(s.to_string()),
+            AMQPValue::ShortString(s) => Some(s.to_string()),
+            _ => None,
+        }
+    }
+
+    pub fn header_int(&self, name: &str) -> Option<i64> {
+        match self.header(name)? {
+            AMQPValue::LongLongInt(n) => Some(*n),
+            AMQPValue::LongInt(n) => Some(i64::from(*n)),
+            AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+            AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+            AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+            AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+            AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+            _ => None,
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("the message body is JSON")
+    }
+}
+
+impl Broker {
+    pub async fn connect(url: &str) -> Self {
+        let connection = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .expect("the test reaches RabbitMQ");
+        let channel = connection.create_channel().await.expect("a channel");
+        Self {
+            _connection: connection,
+            channel,
+        }
+    }
+
+    /// Ready messages in a queue that exists.
+    pub async fn count(&self, queue: &str) -> u32 {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        self.channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .expect("the queue exists")
+            .message_count()
+    }
+
+    /// Sum of ready messages over every queue of a topology.
+    pub async fn total(&self, topology: &Topology) -> u32 {
+        let mut total = 0;
+        for queue in topology.all_queues() {
+            total += self.count(&queue).await;
+        }
+        total
+    }
+
+    /// Takes every ready message off `queue` (acknowledged: gone).
+    pub async fn drain(&self, queue: &str) -> Vec<Taken> {
+        let mut taken = Vec::new();
+        while let Some(message) = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            let delivery = message.delivery;
+            taken.push(Taken {
+                routing_key: delivery.routing_key.to_string(),
+                properties: delivery.properties,
+                body: delivery.data,
+            });
+        }
+        taken
+    }
+
+    /// Removes a test's queues and exchanges.
+    pub async fn delete(&self, topology: &Topology) {
+        for queue in topology.all_queues() {
+            let _ = self
+                .channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [topology.events_exchange(), topology.dead_exchange()] {
+            let _ = self
+                .channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+}

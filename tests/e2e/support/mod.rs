@@ -1,0 +1,218 @@
+//! What every end-to-end test needs: an isolated namespace on the shared Redis
+//! and RabbitMQ, the gateway and worker running in-process, a downstream HTTP
+//! server that records what reaches it, and broker helpers.
+
+pub mod broker;
+pub mod downstream;
+pub mod private;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sluice_gateway::Gateway;
+use sluice_gateway::signature::hex_hmac_sha256;
+use sluice_shared::config::Config;
+use sluice_shared::topology::Topology;
+use sluice_worker::Worker;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const SHARED_AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
+/// The HMAC secret of the test source `whatzme`.
+pub const SOURCE_SECRET: &str = "whatzme-secret-for-tests";
+/// The Standard Webhooks secret the worker signs deliveries with.
+pub const ROUTE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// One test's namespace: its own queue prefix, Redis key prefix and secret files.
+pub struct TestEnv {
+    pub prefix: String,
+    pub dir: tempfile::TempDir,
+    pub amqp_url: String,
+    pub redis_url: String,
+}
+
+impl TestEnv {
+    pub fn new(name: &str) -> Self {
+        Self::with_brokers(name, SHARED_AMQP, SHARED_REDIS)
+    }
+
+    pub fn with_brokers(name: &str, amqp_url: &str, redis_url: &str) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(dir.path().join("source.secret"), SOURCE_SECRET).expect("secret file");
+        std::fs::write(dir.path().join("route.secret"), ROUTE_SECRET).expect("secret file");
+        Self {
+            prefix: format!("e2e-{name}-{}", &id[..8]),
+            dir,
+            amqp_url: amqp_url.to_owned(),
+            redis_url: redis_url.to_owned(),
+        }
+    }
+
+    pub fn secret_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A config with the `whatzme` source and `extra` TOML appended (routes, tweaks).
+    pub fn config_toml(&self, extra: &str) -> String {
+        format!(
+            r#"
+[gateway]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[worker]
+admin_listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+[redis]
+url = "{redis}"
+key_prefix = "{prefix}"
+[amqp]
+url = "{amqp}"
+prefix = "{prefix}"
+retry_delays = ["200ms", "400ms", "800ms"]
+[telemetry]
+log_level = "warn"
+[sources.whatzme]
+scheme = "hmac-sha256"
+secrets = ["file:{source_secret}"]
+header = "X-Signature"
+prefix = "sha256="
+id_pointer = "/messages/0/key/id"
+type_pointer = "/event"
+{extra}
+"#,
+            redis = self.redis_url,
+            amqp = self.amqp_url,
+            prefix = self.prefix,
+            source_secret = self.secret_path("source.secret").display(),
+        )
+    }
+
+    pub fn config(&self, extra: &str) -> Config {
+        Config::from_toml(&self.config_toml(extra)).expect("the test config is valid")
+    }
+
+    /// An `http` route to `url` matching everything.
+    pub fn http_route(&self, url: &str) -> String {
+        format!(
+            "[[routes]]\nname = \"downstream\"\nmatch = [\"*\"]\nhandler = \"http\"\nurl = \"{url}\"\nsecret = \"file:{}\"\ntimeout = \"2s\"\n",
+            self.secret_path("route.secret").display()
+        )
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.config("").amqp)
+    }
+}
+
+/// A gateway serving in the background.
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningGateway {
+    pub async fn start(config: Config) -> Self {
+        let gateway = Gateway::build(config).await.expect("the gateway starts");
+        let stop = CancellationToken::new();
+        let (addr, admin_addr) = (gateway.addr(), gateway.admin_addr());
+        let task = tokio::spawn(gateway.run_until_stopped(stop.clone()));
+        Self {
+            addr,
+            admin_addr,
+            stop,
+            task,
+        }
+    }
+
+    pub fn url(&self, source: &str) -> String {
+        format!("http://{}/webhooks/{source}", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// A worker consuming in the background.
+pub struct RunningWorker {
+    pub admin_addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl RunningWorker {
+    pub async fn start(config: Config) -> Self {
+        let worker = Worker::build(config).await.expect("the worker starts");
+        let stop = CancellationToken::new();
+        let admin_addr = worker.admin_addr();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let _ = worker.run_until_stopped(token).await;
+        });
+        Self {
+            admin_addr,
+            stop,
+            task,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// A body in the WhatzMeAPI `messages.upsert` shape with the given message id.
+pub fn upsert_body(id: &str) -> String {
+    format!(
+        r#"{{"event":"messages.upsert","messages":[{{"key":{{"id":"{id}","fromMe":false}},"message":{{"conversation":"hola"}}}}]}}"#
+    )
+}
+
+/// The `X-Signature` value a WhatzMeAPI sender would send for `body`.
+pub fn signature(body: &[u8]) -> String {
+    format!("sha256={}", hex_hmac_sha256(SOURCE_SECRET, body))
+}
+
+/// POSTs a correctly signed body; returns the status and the JSON answer.
+pub async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let response = client
+        .post(url)
+        .header("X-Signature", signature(body.as_bytes()))
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("the gateway answers");
+    let status = response.status().as_u16();
+    let json = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,151 @@
+//! Brokers a test may stop and start: a private RabbitMQ node and a private
+//! Redis on ports of their own, never the shared ones.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// A free TCP port in `range`, also free at `port + offset`.
+fn free_port(range: std::ops::Range<u16>, offset: u16) -> u16 {
+    let seed = u16::try_from(std::process::id() % 1000).unwrap_or(0);
+    let span = range.end - range.start;
+    (0..span)
+        .map(|i| range.start + (seed * 7 + i) % span)
+        .find(|&p| {
+            std::net::TcpListener::bind(("0.0.0.0", p)).is_ok()
+                && std::net::TcpListener::bind(("0.0.0.0", p + offset)).is_ok()
+        })
+        .expect("a free port")
+}
+
+/// A RabbitMQ node of the test's own (DESIGN §9 recipe).
+pub struct PrivateRabbit {
+    pub port: u16,
+    node: String,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateRabbit {
+    pub async fn start() -> Self {
+        let port = free_port(16000..19000, 20000);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let node = format!("sluice-e2e-{port}@localhost");
+        let rabbit = Self { port, node, dir };
+        // rabbitmq-server switches to the rabbitmq user when run as root.
+        let status = Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(rabbit.dir.path())
+            .status()
+            .expect("chown runs");
+        assert!(status.success(), "chown of the private RabbitMQ dir failed");
+        rabbit.boot().await;
+        rabbit
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts the node (again) on the same data and waits until it answers.
+    pub async fn boot(&self) {
+        // The machine's /etc/rabbitmq/rabbitmq.conf may pin the shared node's
+        // listener, which would override RABBITMQ_NODE_PORT: use a config of our own.
+        let config = format!("listeners.tcp.default = 127.0.0.1:{}\n", self.port);
+        std::fs::write(self.path("rabbitmq.conf"), config).expect("private rabbitmq.conf");
+        let status = Command::new("rabbitmq-server")
+            .arg("-detached")
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", (self.port + 20000).to_string())
+            .env("RABBITMQ_MNESIA_BASE", self.path("mnesia"))
+            .env("RABBITMQ_LOG_BASE", self.path("log"))
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                self.path("enabled_plugins"),
+            )
+            .env("RABBITMQ_CONFIG_FILE", self.path("rabbitmq.conf"))
+            .status()
+            .expect("rabbitmq-server runs");
+        assert!(status.success(), "rabbitmq-server -detached failed");
+        let up = super::eventually(Duration::from_secs(90), || async {
+            let ok = tokio::process::Command::new("rabbitmqctl")
+                .args(["-n", &self.node, "await_startup", "--timeout", "5"])
+                .output()
+                .await
+                .is_ok_and(|o| o.status.success());
+            ok && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        })
+        .await;
+        assert!(up, "the private RabbitMQ {} did not start", self.node);
+    }
+
+    /// Stops the node and waits until its port is closed.
+    pub async fn stop(&self) {
+        let _ = tokio::process::Command::new("rabbitmqctl")
+            .args(["-n", &self.node, "stop"])
+            .output()
+            .await;
+        let down = super::eventually(Duration::from_secs(30), || async {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err()
+        })
+        .await;
+        assert!(down, "the private RabbitMQ did not stop");
+    }
+}
+
+impl Drop for PrivateRabbit {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["-n", &self.node, "stop"])
+            .output();
+    }
+}
+
+/// A Redis of the test's own, keeping nothing on disk.
+pub struct PrivateRedis {
+    pub port: u16,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let port = free_port(21000..24000, 0);
+        let redis = Self { port };
+        redis.boot().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn boot(&self) {
+        let status = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--daemonize", "yes", "--save", "", "--appendonly", "no"])
+            .status()
+            .expect("redis-server runs");
+        assert!(status.success(), "redis-server failed to start");
+        let up = super::eventually(Duration::from_secs(10), || async {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        })
+        .await;
+        assert!(up, "the private Redis did not start");
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
+            .output();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
