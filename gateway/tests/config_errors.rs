@@ -12,7 +12,10 @@ fn run_gateway(toml: &str) -> (Option<i32>, String) {
         .arg(&path)
         .output()
         .expect("the gateway binary runs");
-    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 const SOURCE: &str = r#"
@@ -28,15 +31,24 @@ secrets = ["env:SLUICE_TEST_SURELY_UNSET_SECRET"]
 fn a_missing_secret_stops_the_gateway_and_names_the_variable() {
     let (code, stderr) = run_gateway(SOURCE);
     assert_eq!(code, Some(64), "{stderr}");
-    assert!(stderr.contains("sources.whatzme.secrets[0]"), "names the key: {stderr}");
-    assert!(stderr.contains("SLUICE_TEST_SURELY_UNSET_SECRET"), "names the variable: {stderr}");
+    assert!(
+        stderr.contains("sources.whatzme.secrets[0]"),
+        "names the key: {stderr}"
+    );
+    assert!(
+        stderr.contains("SLUICE_TEST_SURELY_UNSET_SECRET"),
+        "names the variable: {stderr}"
+    );
 }
 
 #[test]
 fn an_unknown_scheme_stops_the_gateway_and_lists_the_known_ones() {
     let (code, stderr) = run_gateway(&SOURCE.replace("hmac-sha256", "md5"));
     assert_eq!(code, Some(64), "{stderr}");
-    assert!(stderr.contains("md5") && stderr.contains("hmac-sha256"), "{stderr}");
+    assert!(
+        stderr.contains("md5") && stderr.contains("hmac-sha256"),
+        "{stderr}"
+    );
     assert!(stderr.contains("scheme"), "names the key: {stderr}");
 }
 
