@@ -399,6 +399,12 @@ impl Config {
                 "a delay of 0 would loop at once",
             ));
         }
+        if self.amqp.retry_delays.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(ConfigError::invalid(
+                "amqp.retry_delays",
+                "delays must grow strictly, e.g. [\"1s\", \"5s\", \"25s\"]: each names its own queue",
+            ));
+        }
         if self.amqp.delivery_limit == 0 {
             return Err(ConfigError::invalid(
                 "amqp.delivery_limit",
@@ -576,6 +582,12 @@ mod tests {
     fn a_budget_of_two_seconds_or_more_is_refused() {
         let err = Config::from_toml("[gateway]\nack_budget = \"2s\"").unwrap_err();
         assert!(err.to_string().contains("gateway.ack_budget"), "{err}");
+    }
+
+    #[test]
+    fn retry_delays_that_do_not_grow_are_refused() {
+        let err = Config::from_toml("[amqp]\nretry_delays = [\"5s\", \"1s\"]").unwrap_err();
+        assert!(err.to_string().contains("amqp.retry_delays"), "{err}");
     }
 
     #[test]
