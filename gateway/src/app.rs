@@ -127,6 +127,7 @@ impl Gateway {
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/webhooks/{source}", post(webhook::receive))
+        .method_not_allowed_fallback(webhook::method_not_allowed)
         .fallback(webhook::not_found)
         .with_state(state)
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -159,9 +159,19 @@ fn log_refusal(error: &GatewayError) {
 
 /// 404 for any other path, as JSON like every other answer.
 pub async fn not_found() -> Response {
+    plain_error(StatusCode::NOT_FOUND, "not_found")
+}
+
+/// 405 for another method on a webhook path.
+pub async fn method_not_allowed() -> Response {
+    plain_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+}
+
+fn plain_error(status: StatusCode, code: &str) -> Response {
+    let message = "webhooks are sent as POST /webhooks/{source}";
     (
-        axum::http::StatusCode::NOT_FOUND,
-        axum::Json(serde_json::json!({"error": "not_found", "message": "POST /webhooks/{source}"})),
+        status,
+        axum::Json(serde_json::json!({"error": code, "message": message})),
     )
         .into_response()
 }

@@ -144,6 +144,14 @@ async fn every_kind_of_bad_input_gets_its_status_and_nothing_is_published() {
         .await
         .expect("answer");
     assert_eq!(response.status().as_u16(), 404);
+    let response = reqwest::Client::new()
+        .get(&url)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 405, "a GET is not a webhook");
+    let answer: serde_json::Value = response.json().await.expect("a JSON error");
+    assert_eq!(answer["error"], "method_not_allowed");
 
     // Authenticated but unparseable: kept in the dead queue, answered 200.
     let deep = format!("{}{}", "[".repeat(500), "]".repeat(500)).into_bytes();

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::support::broker::Broker;
 use crate::support::downstream::{Downstream, Plan};
 use crate::support::{
     RunningGateway, RunningWorker, TestEnv, eventually, post_signed, upsert_body,
@@ -104,8 +103,5 @@ async fn a_thousand_events_and_two_hundred_repeats_arrive_exactly_once_each() {
 
     worker.stop().await;
     gateway.stop().await;
-    let broker = Broker::connect(&env.amqp_url).await;
-    let topology = env.topology();
-    assert_eq!(broker.total(&topology).await, 0, "every queue ends empty");
-    broker.delete(&topology).await;
+    env.assert_queues_empty_and_delete().await;
 }

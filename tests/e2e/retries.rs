@@ -47,13 +47,7 @@ async fn an_event_that_fails_twice_arrives_on_the_third_attempt() {
     );
     worker.stop().await;
     gateway.stop().await;
-    let broker = Broker::connect(&env.amqp_url).await;
-    assert_eq!(
-        broker.total(&env.topology()).await,
-        0,
-        "nothing is left in any queue"
-    );
-    broker.delete(&env.topology()).await;
+    env.assert_queues_empty_and_delete().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::support::broker::Broker;
 use crate::support::downstream::{Downstream, Plan};
 use crate::support::{RunningGateway, TestEnv, eventually, post_signed, upsert_body};
 
@@ -92,11 +91,5 @@ async fn a_worker_killed_mid_delivery_loses_nothing_after_a_restart() {
     assert!(exit.success(), "SIGTERM ends the worker cleanly: {exit:?}");
     gateway.stop().await;
 
-    let broker = Broker::connect(&env.amqp_url).await;
-    assert_eq!(
-        broker.total(&env.topology()).await,
-        0,
-        "nothing is left in any queue"
-    );
-    broker.delete(&env.topology()).await;
+    env.assert_queues_empty_and_delete().await;
 }

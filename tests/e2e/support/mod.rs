@@ -105,6 +105,18 @@ type_pointer = "/event"
     pub fn topology(&self) -> Topology {
         Topology::new(&self.config("").amqp)
     }
+
+    /// The end of a run: every queue of this test is empty, then deleted.
+    pub async fn assert_queues_empty_and_delete(&self) {
+        let broker = broker::Broker::connect(&self.amqp_url).await;
+        let topology = self.topology();
+        assert_eq!(
+            broker.total(&topology).await,
+            0,
+            "nothing is left in any queue"
+        );
+        broker.delete(&topology).await;
+    }
 }
 
 /// A gateway serving in the background.
