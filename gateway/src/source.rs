@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use sluice_shared::config::{ConfigError, ExtractorKind, SchemeKind, SourceConfig};
 
-use crate::extract::{Extracted, JsonExtractor};
+use crate::extract::Extracted;
+use crate::extract::json::JsonExtractor;
 use crate::signature::{HmacSignature, SignatureError, VerifiedBody};
 
 /// A configured source name (validated by the config: `[a-z0-9_-]{1,64}`).
