@@ -126,7 +126,10 @@ impl Gateway {
 
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/webhooks/{source}", post(webhook::receive))
+        .route(
+            "/webhooks/{source}",
+            post(webhook::receive).get(webhook::handshake),
+        )
         .method_not_allowed_fallback(webhook::method_not_allowed)
         .fallback(webhook::not_found)
         .with_state(state)

@@ -1,18 +1,27 @@
-//! Sources: the providers allowed to POST, each with its scheme and extractor.
-//!
-//! Built once at start-up from `[sources.*]`; resolving a source's secrets
-//! here means a missing secret stops the gateway before it serves.
+//! Sources: the providers allowed to POST, each with its authentication,
+//! extractor, optional handshake and challenge, built once at start-up from
+//! `[sources.*]`. Resolving a source's secrets here means a missing secret
+//! stops the gateway before it serves.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName};
 use bytes::Bytes;
-use sluice_shared::config::{ConfigError, ExtractorKind, SchemeKind, SourceConfig};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sluice_shared::config::{ConfigError, DigestEncoding, ExtractorKind, SchemeKind, SourceConfig};
+use sluice_shared::secret::{Secret, SecretRef};
+use sluice_shared::standard_webhooks::SigningKey;
+use subtle::ConstantTimeEq;
 
-use crate::extract::Extracted;
 use crate::extract::json::JsonExtractor;
-use crate::signature::{HmacSignature, SignatureError, VerifiedBody};
+use crate::extract::whatsapp::WhatsAppExtractor;
+use crate::extract::{Event, Extracted, Extractor};
+use crate::signature::{
+    Authenticator, HmacSignature, Scheme, SignatureError, StandardSignature, TokenCheck,
+    VerifiedBody,
+};
 
 /// A configured source name (validated by the config: `[a-z0-9_-]{1,64}`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -24,45 +33,68 @@ impl SourceName {
     }
 }
 
+/// A POSTed event that is a verification challenge: its value is echoed.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    event_type: String,
+    pointer: String,
+}
+
 /// One provider endpoint, ready to authenticate and extract.
 pub struct Source {
     pub name: SourceName,
-    scheme: HmacSignature,
-    extractor: JsonExtractor,
+    auth: Authenticator,
+    extractor: Extractor,
+    /// Digest of Meta's `verify_token`, when the source answers the GET handshake.
+    verify_token: Option<[u8; 32]>,
+    challenge: Option<Challenge>,
     /// How long an accepted event id is remembered.
     pub dedup_ttl: Duration,
 }
 
+/// Why a GET handshake is refused (403).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("this source has no GET handshake")]
+    NotSupported,
+    #[error("hub.mode must be \"subscribe\"")]
+    Mode,
+    #[error("hub.verify_token is missing or wrong")]
+    Token,
+    #[error("hub.challenge is missing or longer than 1024 characters")]
+    Challenge,
+}
+
 impl Source {
     pub fn from_config(name: &str, config: &SourceConfig) -> Result<Self, ConfigError> {
-        let secrets = config
-            .secrets
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                r.resolve().map_err(|e| {
-                    ConfigError::invalid(format!("sources.{name}.secrets[{i}]"), e.to_string())
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let header = HeaderName::try_from(config.header.as_str()).map_err(|_| {
-            ConfigError::invalid(format!("sources.{name}.header"), "not a valid header name")
-        })?;
-        let scheme = match config.scheme {
-            SchemeKind::HmacSha256 => {
-                HmacSignature::new(header, config.prefix.clone(), config.encoding, &secrets)
-            }
+        let secrets = resolve_all(name, "secrets", &config.secrets)?;
+        let tokens = resolve_all(name, "tokens", &config.tokens)?;
+        let verify_token = match &config.verify_token {
+            Some(reference) => Some(digest(
+                resolve(name, "verify_token", reference)?
+                    .expose()
+                    .as_bytes(),
+            )),
+            None => None,
         };
-        let extractor = match config.extractor {
-            ExtractorKind::Json => JsonExtractor {
-                id_pointer: config.id_pointer.clone(),
-                type_pointer: config.type_pointer.clone(),
-            },
+        let token = (!tokens.is_empty())
+            .then(|| header(name, "token_header", &config.token_header))
+            .transpose()?
+            .map(|h| TokenCheck::new(h, config.token_format, &tokens));
+        let auth = Authenticator {
+            scheme: scheme(name, config, &secrets)?,
+            token,
         };
+        let challenge = config.challenge_type.as_ref().map(|t| Challenge {
+            event_type: t.clone(),
+            pointer: config.challenge_pointer.clone(),
+        });
         Ok(Self {
             name: SourceName(name.to_owned()),
-            scheme,
-            extractor,
+            auth,
+            extractor: extractor(config),
+            verify_token,
+            challenge,
             dedup_ttl: config.dedup_ttl,
         })
     }
@@ -72,12 +104,124 @@ impl Source {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<VerifiedBody, SignatureError> {
-        self.scheme.verify(headers, body)
+        self.auth.verify(headers, body)
     }
 
     pub fn extract(&self, body: &VerifiedBody) -> Extracted {
         self.extractor.extract(body)
     }
+
+    /// The value to echo when `events` is this source's challenge event.
+    pub fn challenge_answer(&self, events: &[Event]) -> Option<String> {
+        let challenge = self.challenge.as_ref()?;
+        match events {
+            [event] if event.event_type.as_str() == challenge.event_type => {
+                match event.data.pointer(&challenge.pointer) {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(other) => Some(other.to_string()),
+                    None => Some(String::new()),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Meta's subscription handshake: the challenge to echo, or why not.
+    pub fn handshake(
+        &self,
+        mode: Option<&str>,
+        token: Option<&str>,
+        challenge: Option<&str>,
+    ) -> Result<String, HandshakeError> {
+        let expected = self.verify_token.ok_or(HandshakeError::NotSupported)?;
+        if mode != Some("subscribe") {
+            return Err(HandshakeError::Mode);
+        }
+        let presented = digest(token.unwrap_or_default().as_bytes());
+        if token.is_none() || !bool::from(presented.ct_eq(&expected)) {
+            return Err(HandshakeError::Token);
+        }
+        match challenge {
+            Some(c) if !c.is_empty() && c.len() <= 1024 => Ok(c.to_owned()),
+            _ => Err(HandshakeError::Challenge),
+        }
+    }
+}
+
+fn scheme(name: &str, config: &SourceConfig, secrets: &[Secret]) -> Result<Scheme, ConfigError> {
+    Ok(match config.scheme {
+        SchemeKind::HmacSha256 => Scheme::Hmac(HmacSignature::new(
+            header(name, "header", &config.header)?,
+            config.prefix.clone(),
+            config.encoding,
+            secrets,
+        )),
+        // Meta signs with the app secret: `X-Hub-Signature-256: sha256=<hex>`.
+        SchemeKind::WhatsappCloud => Scheme::Hmac(HmacSignature::new(
+            HeaderName::from_static("x-hub-signature-256"),
+            Some("sha256=".into()),
+            DigestEncoding::Hex,
+            secrets,
+        )),
+        SchemeKind::StandardWebhooks => {
+            let keys = secrets
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    SigningKey::from_secret(s).map_err(|e| {
+                        ConfigError::invalid(format!("sources.{name}.secrets[{i}]"), e.to_string())
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Scheme::Standard(StandardSignature::new(keys, config.tolerance))
+        }
+        SchemeKind::Token => Scheme::TokenOnly,
+    })
+}
+
+fn extractor(config: &SourceConfig) -> Extractor {
+    let json = JsonExtractor {
+        items_pointer: config.items_pointer.clone(),
+        id_pointer: config.id_pointer.clone(),
+        id_suffix_pointer: config.id_suffix_pointer.clone(),
+        type_pointer: config.type_pointer.clone(),
+    };
+    match config.extractor() {
+        ExtractorKind::Json => Extractor::Json(json),
+        ExtractorKind::WhatsappCloud => Extractor::WhatsApp(WhatsAppExtractor),
+        ExtractorKind::StandardWebhooks => Extractor::StandardWebhooks(JsonExtractor {
+            type_pointer: json.type_pointer.or_else(|| Some("/type".into())),
+            ..JsonExtractor::default()
+        }),
+    }
+}
+
+fn header(name: &str, field: &str, value: &str) -> Result<HeaderName, ConfigError> {
+    HeaderName::try_from(value).map_err(|_| {
+        ConfigError::invalid(format!("sources.{name}.{field}"), "not a valid header name")
+    })
+}
+
+fn resolve(name: &str, field: &str, reference: &SecretRef) -> Result<Secret, ConfigError> {
+    reference
+        .resolve()
+        .map_err(|e| ConfigError::invalid(format!("sources.{name}.{field}"), e.to_string()))
+}
+
+fn resolve_all(
+    name: &str,
+    field: &str,
+    references: &[SecretRef],
+) -> Result<Vec<Secret>, ConfigError> {
+    references
+        .iter()
+        .enumerate()
+        .map(|(i, r)| resolve(name, &format!("{field}[{i}]"), r))
+        .collect()
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
 }
 
 /// All configured sources by name.

@@ -4,13 +4,14 @@
 //! (dedup, publish, confirm) → answer. The whole request runs against one
 //! deadline, request start plus `gateway.ack_budget`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -21,6 +22,7 @@ use crate::app::AppState;
 use crate::error::{Counts, GatewayError, accepted_response};
 use crate::extract::Extracted;
 use crate::ingest::{RequestContext, dead_letter_unparseable, ingest_events};
+use crate::source::HandshakeError;
 
 /// The header a request id is taken from and echoed in.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -46,7 +48,7 @@ pub async fn receive(
         .await;
     state.metrics.in_flight.dec();
     let (outcome, mut response) = match result {
-        Ok(counts) => {
+        Ok(Answer::Accepted(counts)) => {
             span.in_scope(|| {
                 tracing::info!(
                     accepted = counts.accepted,
@@ -55,6 +57,10 @@ pub async fn receive(
                 )
             });
             (counts.outcome(), accepted_response(counts))
+        }
+        Ok(Answer::Challenge(value)) => {
+            span.in_scope(|| tracing::info!("verification challenge answered"));
+            ("challenge", text_response(value))
         }
         Err(error) => {
             span.in_scope(|| log_refusal(&error));
@@ -87,7 +93,7 @@ async fn handle(
     body: Body,
     started: Instant,
     request_id: &str,
-) -> Result<Counts, GatewayError> {
+) -> Result<Answer, GatewayError> {
     let source = state.sources.get(name).ok_or(GatewayError::UnknownSource)?;
     let deadline = started + state.config.ack_budget;
     let read_deadline = (started + state.config.body_read_timeout).min(deadline);
@@ -100,9 +106,76 @@ async fn handle(
         deadline,
     };
     match source.extract(&verified) {
-        Extracted::Events(events) => ingest_events(state, &ctx, events).await,
-        Extracted::Unparseable { id } => dead_letter_unparseable(state, &ctx, id, &verified).await,
+        Extracted::Events(events) => match source.challenge_answer(&events) {
+            Some(value) => Ok(Answer::Challenge(value)),
+            None => ingest_events(state, &ctx, events)
+                .await
+                .map(Answer::Accepted),
+        },
+        Extracted::Unparseable { id } => dead_letter_unparseable(state, &ctx, id, &verified)
+            .await
+            .map(Answer::Accepted),
     }
+}
+
+/// A 200 answer.
+enum Answer {
+    /// Events made durable (or found duplicate, or kept as unparseable).
+    Accepted(Counts),
+    /// A verification challenge's value, echoed as text.
+    Challenge(String),
+}
+
+/// `GET /webhooks/{source}`: Meta's subscription handshake.
+pub async fn handshake(
+    State(state): State<Arc<AppState>>,
+    Path(source): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(found) = state.sources.get(&source) else {
+        state
+            .metrics
+            .requests
+            .with_label_values(&["unknown", "unknown_source"])
+            .inc();
+        return GatewayError::UnknownSource.into_response_with(state.config.retry_after);
+    };
+    let param = |key: &str| query.get(key).map(String::as_str);
+    let result = found.handshake(
+        param("hub.mode"),
+        param("hub.verify_token"),
+        param("hub.challenge"),
+    );
+    let (outcome, response) = match result {
+        Ok(challenge) => ("handshake", text_response(challenge)),
+        Err(HandshakeError::NotSupported) => ("bad_request", method_not_allowed().await),
+        Err(refusal) => {
+            tracing::info!(source = %source, reason = %refusal, "handshake refused");
+            let body = serde_json::json!({"error": "forbidden", "message": refusal.to_string()});
+            (
+                "forbidden",
+                (StatusCode::FORBIDDEN, axum::Json(body)).into_response(),
+            )
+        }
+    };
+    state
+        .metrics
+        .requests
+        .with_label_values(&[source.as_str(), outcome])
+        .inc();
+    response
+}
+
+/// A raw text answer (a challenge echo), never sniffed as HTML.
+fn text_response(text: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        text,
+    )
+        .into_response()
 }
 
 /// Reads the body without ever holding more than `limit` bytes or waiting past `deadline`.

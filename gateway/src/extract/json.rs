@@ -6,32 +6,83 @@ use serde_json::Value;
 use super::{Event, EventId, EventType, Extracted};
 use crate::signature::VerifiedBody;
 
-/// The `json` extractor: one event, id and type from JSON pointers.
+/// The `json` extractor: id and type from JSON pointers, one event per
+/// request or one per item of an array.
 #[derive(Debug, Clone, Default)]
 pub struct JsonExtractor {
+    /// An array whose items are one event each (`/statuses`).
+    pub items_pointer: Option<String>,
+    /// The id: in the body, or in each item when `items_pointer` is set.
     pub id_pointer: Option<String>,
+    /// Text appended to the id after `:`, from the same place as the id.
+    pub id_suffix_pointer: Option<String>,
+    /// The type, always from the body.
     pub type_pointer: Option<String>,
 }
 
 impl JsonExtractor {
     pub fn extract(&self, body: &VerifiedBody) -> Extracted {
         let bytes = body.bytes();
-        let Ok(data) = serde_json::from_slice::<Value>(bytes) else {
+        let Ok(mut data) = serde_json::from_slice::<Value>(bytes) else {
             return Extracted::Unparseable {
                 id: EventId::digest_of(bytes),
             };
         };
-        let id = lookup(&data, self.id_pointer.as_deref())
-            .map(|raw| EventId::from_provider(&raw))
-            .unwrap_or_else(|| EventId::digest_of(bytes));
         let event_type = lookup(&data, self.type_pointer.as_deref())
             .map(|raw| EventType::normalise(&raw))
             .unwrap_or_else(EventType::unknown);
-        Extracted::Events(vec![Event {
-            id,
-            event_type,
-            data,
-        }])
+        let items = self.take_items(&mut data);
+        if items.is_empty() {
+            let id = self
+                .id_of(&data)
+                .unwrap_or_else(|| EventId::digest_of(bytes));
+            return Extracted::Events(vec![Event {
+                id,
+                event_type,
+                data,
+            }]);
+        }
+        let pointer = self.items_pointer.as_deref().unwrap_or_default();
+        let events = items
+            .into_iter()
+            .map(|item| {
+                // No id in an item: hash the item, so each item still counts once.
+                let id = self
+                    .id_of(&item)
+                    .unwrap_or_else(|| EventId::digest_of(item.to_string().as_bytes()));
+                let mut event_data = data.clone();
+                if let Some(slot) = event_data.pointer_mut(pointer) {
+                    *slot = Value::Array(vec![item]);
+                }
+                Event {
+                    id,
+                    event_type: event_type.clone(),
+                    data: event_data,
+                }
+            })
+            .collect();
+        Extracted::Events(events)
+    }
+
+    /// Takes the items array out of the body (left empty), so each event's
+    /// data is the small rest of the body plus its one item.
+    fn take_items(&self, data: &mut Value) -> Vec<Value> {
+        let Some(pointer) = self.items_pointer.as_deref() else {
+            return Vec::new();
+        };
+        match data.pointer_mut(pointer) {
+            Some(Value::Array(items)) => std::mem::take(items),
+            _ => Vec::new(),
+        }
+    }
+
+    fn id_of(&self, value: &Value) -> Option<EventId> {
+        let id = lookup(value, self.id_pointer.as_deref())?;
+        let raw = match lookup(value, self.id_suffix_pointer.as_deref()) {
+            Some(suffix) => format!("{id}:{suffix}"),
+            None => id,
+        };
+        Some(EventId::from_provider(&raw))
     }
 }
 
@@ -54,16 +105,70 @@ mod tests {
         JsonExtractor {
             id_pointer: Some("/messages/0/key/id".into()),
             type_pointer: Some("/event".into()),
+            ..JsonExtractor::default()
         }
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../../shared/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn a_status_batch_fans_out_one_event_per_item_with_status_suffixed_ids() {
+        let extractor = JsonExtractor {
+            items_pointer: Some("/statuses".into()),
+            id_pointer: Some("/id".into()),
+            id_suffix_pointer: Some("/status".into()),
+            type_pointer: Some("/event".into()),
+        };
+        let Extracted::Events(events) =
+            extractor.extract(&verified(fixture("whatzme-update.json")))
+        else {
+            panic!("JSON");
+        };
+        let ids: Vec<_> = events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "3EB0C767D26A1D2E5F01:delivered",
+                "3EB0C767D26A1D2E5F01:read"
+            ]
+        );
+        assert!(
+            events
+                .iter()
+                .all(|e| e.event_type.as_str() == "messages.update")
+        );
+        assert_eq!(events[1].data["statuses"].as_array().map(Vec::len), Some(1));
+        assert_eq!(events[1].data["statuses"][0]["status"], "read");
+        assert_eq!(events[1].data["event"], "messages.update");
+    }
+
+    #[test]
+    fn the_notmeta_fixture_reads_id_and_type_at_the_top() {
+        let extractor = JsonExtractor {
+            id_pointer: Some("/id".into()),
+            type_pointer: Some("/type".into()),
+            ..JsonExtractor::default()
+        };
+        let Extracted::Events(events) =
+            extractor.extract(&verified(fixture("notmeta-message-received.json")))
+        else {
+            panic!("JSON");
+        };
+        assert_eq!(
+            (events[0].id.as_str(), events[0].event_type.as_str()),
+            ("evt_123456789", "message.received")
+        );
     }
 
     #[test]
     fn the_whatzme_upsert_fixture_gives_its_documented_id_and_type() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/whatzme-upsert.json"
-        );
-        let body = std::fs::read(path).unwrap();
+        let body = fixture("whatzme-upsert.json");
         let Extracted::Events(events) = whatzme().extract(&verified(body)) else {
             panic!("the fixture is JSON");
         };

@@ -9,6 +9,9 @@
 //! thrown away.
 
 pub mod json;
+pub mod whatsapp;
+
+use crate::signature::VerifiedBody;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -95,9 +98,53 @@ pub enum Extracted {
     },
 }
 
+/// A source's extractor.
+#[derive(Debug, Clone)]
+pub enum Extractor {
+    Json(json::JsonExtractor),
+    WhatsApp(whatsapp::WhatsAppExtractor),
+    /// The `json` extractor, with the id the Standard Webhooks signature covered.
+    StandardWebhooks(json::JsonExtractor),
+}
+
+impl Extractor {
+    pub fn extract(&self, body: &VerifiedBody) -> Extracted {
+        match self {
+            Self::Json(json) => json.extract(body),
+            Self::WhatsApp(whatsapp) => whatsapp.extract(body),
+            Self::StandardWebhooks(json) => {
+                let mut extracted = json.extract(body);
+                if let (Extracted::Events(events), Some(id)) = (&mut extracted, body.webhook_id()) {
+                    for event in events {
+                        event.id = EventId::from_provider(id);
+                    }
+                }
+                extracted
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_standard_webhooks_extractor_takes_the_signed_webhook_id_and_the_type() {
+        let extractor = Extractor::StandardWebhooks(json::JsonExtractor {
+            type_pointer: Some("/type".into()),
+            ..json::JsonExtractor::default()
+        });
+        let body = br#"{"type":"invoice.paid","data":{"id":"in_1"}}"#.to_vec();
+        let verified = crate::signature::tests_support::verified_with_id(body, "msg_2");
+        let Extracted::Events(events) = extractor.extract(&verified) else {
+            panic!("JSON");
+        };
+        assert_eq!(
+            (events[0].id.as_str(), events[0].event_type.as_str()),
+            ("msg_2", "invoice.paid")
+        );
+    }
 
     #[test]
     fn types_are_normalised_for_routing_keys() {

@@ -16,7 +16,11 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
-use crate::secret::SecretRef;
+mod route;
+mod source;
+
+pub use route::{HandlerKind, RouteConfig};
+pub use source::{DigestEncoding, ExtractorKind, SchemeKind, SourceConfig, TokenFormat};
 
 /// The exit code of a process whose configuration is wrong (`EX_CONFIG`... `EX_USAGE`).
 pub const EXIT_BAD_CONFIG: i32 = 64;
@@ -208,110 +212,6 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// One provider endpoint, `POST /webhooks/{name}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    /// How requests are authenticated.
-    pub scheme: SchemeKind,
-    /// Active secrets; two during a rotation. Each `env:NAME` or `file:/path`.
-    pub secrets: Vec<SecretRef>,
-    /// Header carrying the signature (`hmac-sha256`).
-    #[serde(default = "default_signature_header")]
-    pub header: String,
-    /// Text before the digest in the header, e.g. `sha256=`.
-    #[serde(default)]
-    pub prefix: Option<String>,
-    /// How the digest is written.
-    #[serde(default)]
-    pub encoding: DigestEncoding,
-    /// How one request becomes events.
-    #[serde(default)]
-    pub extractor: ExtractorKind,
-    /// JSON pointer to the event id (`json` extractor); without one, or when
-    /// it points at nothing, the id is the SHA-256 of the body.
-    #[serde(default)]
-    pub id_pointer: Option<String>,
-    /// JSON pointer to the event type (`json` extractor).
-    #[serde(default)]
-    pub type_pointer: Option<String>,
-    /// How long an event id is remembered; Meta retries for up to 7 days.
-    #[serde(default = "default_dedup_ttl", with = "humantime_serde")]
-    pub dedup_ttl: Duration,
-}
-
-/// A list of durations written as `["1s", "5s", "2m"]`.
-fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
-    let list = Vec::<humantime_serde::Serde<Duration>>::deserialize(deserializer)?;
-    Ok(list.into_iter().map(|d| d.into_inner()).collect())
-}
-
-fn default_signature_header() -> String {
-    "X-Signature".into()
-}
-
-fn default_dedup_ttl() -> Duration {
-    Duration::from_secs(7 * 24 * 3600)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SchemeKind {
-    /// HMAC-SHA256 of the raw body in a configurable header.
-    HmacSha256,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DigestEncoding {
-    #[default]
-    Hex,
-    Base64,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ExtractorKind {
-    /// One event; id and type from JSON pointers.
-    #[default]
-    Json,
-}
-
-/// Where the worker delivers events that match.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Names the route in logs and metrics.
-    pub name: String,
-    /// Globs over `<source>.<type>`, e.g. `whatzme.*` or `whatsapp.message.*`.
-    #[serde(rename = "match")]
-    pub patterns: Vec<String>,
-    /// What delivering means.
-    pub handler: HandlerKind,
-    /// Where the `http` handler POSTs.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// `whsec_...` secret the `http` handler signs with (Standard Webhooks).
-    #[serde(default)]
-    pub secret: Option<SecretRef>,
-    /// Limit on one delivery attempt.
-    #[serde(default = "default_delivery_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-fn default_delivery_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HandlerKind {
-    /// POST the CloudEvents envelope, signed, to `url`.
-    Http,
-    /// Log the event's id and type (never its data) and acknowledge.
-    Log,
-}
-
 /// A configuration that cannot be used, with the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -418,103 +318,28 @@ impl Config {
             ));
         }
         for (name, source) in &self.sources {
-            validate_source(name, source)?;
+            source::validate(name, source)?;
         }
         for (index, route) in self.routes.iter().enumerate() {
-            validate_route(index, route)?;
+            route::validate(index, route)?;
         }
         Ok(())
     }
 }
 
+/// A list of durations written as `["1s", "5s", "2m"]`.
+fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    let list = Vec::<humantime_serde::Serde<Duration>>::deserialize(deserializer)?;
+    Ok(list.into_iter().map(|d| d.into_inner()).collect())
+}
+
 /// Names that become parts of routing keys, Redis keys and metric labels.
-fn is_name(text: &str, extra: &str) -> bool {
+pub(crate) fn is_name(text: &str, extra: &str) -> bool {
     !text.is_empty()
         && text.len() <= 64
         && text.chars().all(|c| {
             c.is_ascii_lowercase() || c.is_ascii_digit() || "-_".contains(c) || extra.contains(c)
         })
-}
-
-fn validate_source(name: &str, source: &SourceConfig) -> Result<(), ConfigError> {
-    let key = |field: &str| format!("sources.{name}.{field}");
-    if !is_name(name, "") {
-        return Err(ConfigError::invalid(
-            format!("sources.{name}"),
-            "a source name is 1 to 64 of a-z, 0-9, '-' and '_' (it appears in URLs and routing keys)",
-        ));
-    }
-    if source.secrets.is_empty() {
-        return Err(ConfigError::invalid(
-            key("secrets"),
-            "list at least one secret",
-        ));
-    }
-    if source.header.trim().is_empty() || axum::http::HeaderName::try_from(&source.header).is_err()
-    {
-        return Err(ConfigError::invalid(
-            key("header"),
-            "must be a valid HTTP header name",
-        ));
-    }
-    for (field, pointer) in [
-        ("id_pointer", &source.id_pointer),
-        ("type_pointer", &source.type_pointer),
-    ] {
-        if let Some(p) = pointer
-            && !p.is_empty()
-            && !p.starts_with('/')
-        {
-            return Err(ConfigError::invalid(
-                key(field),
-                "a JSON pointer starts with '/', e.g. \"/messages/0/key/id\"",
-            ));
-        }
-    }
-    if source.dedup_ttl < Duration::from_secs(1) {
-        return Err(ConfigError::invalid(
-            key("dedup_ttl"),
-            "must be at least 1s",
-        ));
-    }
-    Ok(())
-}
-
-fn validate_route(index: usize, route: &RouteConfig) -> Result<(), ConfigError> {
-    let key = |field: &str| format!("routes[{index}] ({}).{field}", route.name);
-    if !is_name(&route.name, "") {
-        return Err(ConfigError::invalid(
-            key("name"),
-            "1 to 64 of a-z, 0-9, '-' and '_'",
-        ));
-    }
-    if route.patterns.is_empty() {
-        return Err(ConfigError::invalid(
-            key("match"),
-            "list at least one glob, e.g. \"whatzme.*\"",
-        ));
-    }
-    if route.handler == HandlerKind::Http {
-        match &route.url {
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {}
-            _ => {
-                return Err(ConfigError::invalid(
-                    key("url"),
-                    "the http handler needs an http:// or https:// URL",
-                ));
-            }
-        }
-        if route.secret.is_none() {
-            return Err(ConfigError::invalid(
-                key("secret"),
-                "the http handler signs every delivery: set secret = \"env:NAME\" (a whsec_ secret)",
-            ));
-        }
-    }
-    if route.timeout.is_zero() {
-        return Err(ConfigError::invalid(key("timeout"), "must be above 0"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
