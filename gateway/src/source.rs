@@ -181,9 +181,10 @@ fn scheme(name: &str, config: &SourceConfig, secrets: &[Secret]) -> Result<Schem
 
 fn extractor(config: &SourceConfig) -> Extractor {
     let json = JsonExtractor {
-        items_pointer: config.items_pointer.clone(),
         id_pointer: config.id_pointer.clone(),
-        id_suffix_pointer: config.id_suffix_pointer.clone(),
+        items_pointer: config.items_pointer.clone(),
+        item_id_pointer: config.item_id_pointer.clone(),
+        item_id_suffix_pointer: config.item_id_suffix_pointer.clone(),
         type_pointer: config.type_pointer.clone(),
     };
     match config.extractor() {

@@ -10,12 +10,14 @@ use crate::signature::VerifiedBody;
 /// request or one per item of an array.
 #[derive(Debug, Clone, Default)]
 pub struct JsonExtractor {
+    /// The id in the body.
+    pub id_pointer: Option<String>,
     /// An array whose items are one event each (`/statuses`).
     pub items_pointer: Option<String>,
-    /// The id: in the body, or in each item when `items_pointer` is set.
-    pub id_pointer: Option<String>,
-    /// Text appended to the id after `:`, from the same place as the id.
-    pub id_suffix_pointer: Option<String>,
+    /// An item's id, relative to the item.
+    pub item_id_pointer: Option<String>,
+    /// Text appended to an item's id after `:`, relative to the item.
+    pub item_id_suffix_pointer: Option<String>,
     /// The type, always from the body.
     pub type_pointer: Option<String>,
 }
@@ -33,8 +35,8 @@ impl JsonExtractor {
             .unwrap_or_else(EventType::unknown);
         let items = self.take_items(&mut data);
         if items.is_empty() {
-            let id = self
-                .id_of(&data)
+            let id = lookup(&data, self.id_pointer.as_deref())
+                .map(|raw| EventId::from_provider(&raw))
                 .unwrap_or_else(|| EventId::digest_of(bytes));
             return Extracted::Events(vec![Event {
                 id,
@@ -48,7 +50,7 @@ impl JsonExtractor {
             .map(|item| {
                 // No id in an item: hash the item, so each item still counts once.
                 let id = self
-                    .id_of(&item)
+                    .item_id(&item)
                     .unwrap_or_else(|| EventId::digest_of(item.to_string().as_bytes()));
                 let mut event_data = data.clone();
                 if let Some(slot) = event_data.pointer_mut(pointer) {
@@ -76,9 +78,9 @@ impl JsonExtractor {
         }
     }
 
-    fn id_of(&self, value: &Value) -> Option<EventId> {
-        let id = lookup(value, self.id_pointer.as_deref())?;
-        let raw = match lookup(value, self.id_suffix_pointer.as_deref()) {
+    fn item_id(&self, item: &Value) -> Option<EventId> {
+        let id = lookup(item, self.item_id_pointer.as_deref())?;
+        let raw = match lookup(item, self.item_id_suffix_pointer.as_deref()) {
             Some(suffix) => format!("{id}:{suffix}"),
             None => id,
         };
@@ -119,12 +121,19 @@ mod tests {
 
     #[test]
     fn a_status_batch_fans_out_one_event_per_item_with_status_suffixed_ids() {
+        // One config serves both WhatzMeAPI shapes: upsert (id in the body) and update (per status).
         let extractor = JsonExtractor {
             items_pointer: Some("/statuses".into()),
-            id_pointer: Some("/id".into()),
-            id_suffix_pointer: Some("/status".into()),
-            type_pointer: Some("/event".into()),
+            item_id_pointer: Some("/id".into()),
+            item_id_suffix_pointer: Some("/status".into()),
+            ..whatzme()
         };
+        let Extracted::Events(upsert) =
+            extractor.extract(&verified(fixture("whatzme-upsert.json")))
+        else {
+            panic!("JSON");
+        };
+        assert_eq!(upsert[0].id.as_str(), "3EB0C767D26A1D2E5F01");
         let Extracted::Events(events) =
             extractor.extract(&verified(fixture("whatzme-update.json")))
         else {

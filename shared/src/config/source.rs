@@ -48,18 +48,21 @@ pub struct SourceConfig {
     /// (`whatsapp-cloud`, `standard-webhooks`), else `json`.
     #[serde(default)]
     pub extractor: Option<ExtractorKind>,
-    /// JSON pointer to an array whose items are one event each (`json`);
-    /// `id_pointer` and `id_suffix_pointer` are then relative to each item.
-    #[serde(default)]
-    pub items_pointer: Option<String>,
-    /// JSON pointer to the event id (`json`); without one, or when it points
-    /// at nothing, the id is the SHA-256 of the body.
+    /// JSON pointer to the event id in the body (`json`); without one, or
+    /// when it points at nothing, the id is the SHA-256 of the body.
     #[serde(default)]
     pub id_pointer: Option<String>,
-    /// JSON pointer to text appended to the id after `:` (e.g. `/status`,
-    /// so each status of one message is its own event).
+    /// JSON pointer to an array whose items become one event each (`json`),
+    /// e.g. `/statuses`; a body without it is one event as usual.
     #[serde(default)]
-    pub id_suffix_pointer: Option<String>,
+    pub items_pointer: Option<String>,
+    /// JSON pointer to an item's id, relative to the item (e.g. `/id`).
+    #[serde(default)]
+    pub item_id_pointer: Option<String>,
+    /// JSON pointer, relative to the item, to text appended to its id after
+    /// `:` (e.g. `/status`, so each status of one message is its own event).
+    #[serde(default)]
+    pub item_id_suffix_pointer: Option<String>,
     /// JSON pointer to the event type in the body (`json`, `standard-webhooks`).
     #[serde(default)]
     pub type_pointer: Option<String>,
@@ -191,7 +194,11 @@ pub(super) fn validate(name: &str, source: &SourceConfig) -> Result<(), ConfigEr
     let pointers = [
         ("items_pointer", source.items_pointer.as_deref()),
         ("id_pointer", source.id_pointer.as_deref()),
-        ("id_suffix_pointer", source.id_suffix_pointer.as_deref()),
+        ("item_id_pointer", source.item_id_pointer.as_deref()),
+        (
+            "item_id_suffix_pointer",
+            source.item_id_suffix_pointer.as_deref(),
+        ),
         ("type_pointer", source.type_pointer.as_deref()),
         ("challenge_pointer", Some(source.challenge_pointer.as_str())),
     ];
