@@ -81,6 +81,9 @@ header = "X-Signature"
 prefix = "sha256="
 id_pointer = "/messages/0/key/id"
 type_pointer = "/event"
+items_pointer = "/statuses"
+item_id_pointer = "/id"
+item_id_suffix_pointer = "/status"
 {extra}
 "#,
             redis = self.redis_url,
