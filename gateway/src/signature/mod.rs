@@ -10,6 +10,9 @@ pub mod hmac;
 pub mod standard;
 pub mod token;
 
+#[cfg(test)]
+mod properties;
+
 use axum::http::{HeaderMap, HeaderName};
 use bytes::Bytes;
 
