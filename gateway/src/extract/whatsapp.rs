@@ -8,9 +8,12 @@
 //! then read), any other change by a hash of its content. Each event's data
 //! keeps Meta's own envelope (`object`, `entry_id`, `field`, `value`) narrowed
 //! to its one item, so a receiver parses it as it would parse Meta's, with the
-//! `metadata` and `contacts` of the change still beside the item. The body is
+//! `metadata` of the change still beside the item and `contacts` narrowed to
+//! the message's sender (all of them for a status, or when none matches). The body is
 //! parsed once and its parts are moved, not copied, into the events; only the
 //! small context of a change is cloned per item.
+
+use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
@@ -115,10 +118,53 @@ fn split_change(object: &Value, entry_id: &Value, change: Value, events: &mut Ve
     // Taken out once, so each item's value is the context plus that item alone.
     let messages = into_items(context.remove(List::Messages.key()).unwrap_or_default());
     let statuses = into_items(context.remove(List::Statuses.key()).unwrap_or_default());
-    let items = (messages.into_iter().map(|item| (List::Messages, item)))
-        .chain(statuses.into_iter().map(|item| (List::Statuses, item)));
-    for (list, item) in items {
-        events.push(item_event(&origin, &context, list, item));
+    let contacts = context
+        .remove("contacts")
+        .map(|c| Contacts::new(into_items(c)));
+    for message in messages {
+        let mut context = context.clone();
+        if let Some(contacts) = &contacts {
+            context.insert("contacts".into(), contacts.of_sender(&message));
+        }
+        events.push(item_event(&origin, &context, List::Messages, message));
+    }
+    if let Some(contacts) = &contacts {
+        context.insert("contacts".into(), contacts.all());
+    }
+    for status in statuses {
+        events.push(item_event(&origin, &context, List::Statuses, status));
+    }
+}
+
+/// A change's `contacts`, indexed by `wa_id`, so each message keeps only its
+/// sender's profile (the right one at `contacts[0]`) in linear time.
+struct Contacts {
+    list: Vec<Value>,
+    by_wa_id: HashMap<String, Vec<usize>>,
+}
+
+impl Contacts {
+    fn new(list: Vec<Value>) -> Self {
+        let mut by_wa_id: HashMap<String, Vec<usize>> = HashMap::new();
+        for (index, contact) in list.iter().enumerate() {
+            if let Some(wa_id) = contact.get("wa_id").and_then(Value::as_str) {
+                by_wa_id.entry(wa_id.to_owned()).or_default().push(index);
+            }
+        }
+        Self { list, by_wa_id }
+    }
+
+    /// The contacts whose `wa_id` is the message's `from`; all of them when none is.
+    fn of_sender(&self, message: &Value) -> Value {
+        let from = message.get("from").and_then(Value::as_str);
+        match from.and_then(|f| self.by_wa_id.get(f)) {
+            Some(indices) => Value::Array(indices.iter().map(|&i| self.list[i].clone()).collect()),
+            None => self.all(),
+        }
+    }
+
+    fn all(&self) -> Value {
+        Value::Array(self.list.clone())
     }
 }
 
@@ -323,7 +369,9 @@ mod tests {
             let value = &message.data["value"];
             assert_eq!(value["messages"].as_array().unwrap().len(), 1);
             assert_eq!(value["messages"][0]["id"], message.id.as_str());
-            assert_eq!(value["contacts"].as_array().unwrap().len(), 2);
+            let contacts = value["contacts"].as_array().unwrap();
+            assert_eq!(contacts.len(), 1, "only the sender's contact");
+            assert_eq!(contacts[0]["wa_id"], value["messages"][0]["from"]);
             assert!(value.get("statuses").is_none());
         }
         for status in &events[3..] {
