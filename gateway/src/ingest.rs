@@ -53,7 +53,15 @@ pub async fn ingest_events(
     for ((event, key), claim) in events.into_iter().zip(keys).zip(claims) {
         match claim {
             Claim::New => {
-                messages.push(event_message(state, ctx, event));
+                let exchange = state.publisher.topology().events_exchange();
+                let source = ctx.source.name.as_str();
+                messages.push(event_message(
+                    exchange,
+                    source,
+                    ctx.request_id,
+                    ctx.received,
+                    event,
+                ));
                 if keys_held {
                     held.push(key);
                 }
@@ -103,7 +111,7 @@ pub async fn dead_letter_unparseable(
         ctx.received,
         body.bytes(),
     );
-    let mut table = common_headers(ctx, "unparseable");
+    let mut table = common_headers(source, ctx.request_id, ctx.received, "unparseable");
     let now = AMQPValue::LongLongInt(unix_millis(SystemTime::now()));
     table.insert(headers::REASON.into(), text("unparseable"));
     table.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(0));
@@ -204,34 +212,41 @@ fn first_of_each_id(events: Vec<Event>) -> (Vec<Event>, usize) {
     (unique, repeated)
 }
 
-fn event_message(state: &AppState, ctx: &RequestContext<'_>, event: Event) -> Outgoing {
-    let source = ctx.source.name.as_str();
+/// The message the gateway publishes for one event: the CloudEvents envelope,
+/// routing key `<source>.<type>`, persistent, headers for the worker. Public
+/// so the load generator's floor mode publishes exactly what the gateway does.
+pub fn event_message(
+    exchange: String,
+    source: &str,
+    request_id: &str,
+    received: SystemTime,
+    event: Event,
+) -> Outgoing {
     let event_type = event.event_type.as_str();
-    let envelope = Envelope::json(
-        source,
-        event.id.as_str(),
-        event_type,
-        ctx.received,
-        event.data,
-    );
-    let mut table = common_headers(ctx, event_type);
+    let envelope = Envelope::json(source, event.id.as_str(), event_type, received, event.data);
+    let mut table = common_headers(source, request_id, received, event_type);
     table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(0));
     Outgoing {
-        exchange: state.publisher.topology().events_exchange(),
+        exchange,
         routing_key: format!("{source}.{event_type}"),
         body: envelope.to_bytes(),
-        properties: properties(event.id.as_str(), ctx.received, table),
+        properties: properties(event.id.as_str(), received, table),
     }
 }
 
-fn common_headers(ctx: &RequestContext<'_>, event_type: &str) -> FieldTable {
+fn common_headers(
+    source: &str,
+    request_id: &str,
+    received: SystemTime,
+    event_type: &str,
+) -> FieldTable {
     let mut table = FieldTable::default();
-    table.insert(headers::SOURCE.into(), text(ctx.source.name.as_str()));
+    table.insert(headers::SOURCE.into(), text(source));
     table.insert(headers::TYPE.into(), text(event_type));
-    table.insert(headers::REQUEST_ID.into(), text(ctx.request_id));
+    table.insert(headers::REQUEST_ID.into(), text(request_id));
     table.insert(
         headers::RECEIVED_AT_MS.into(),
-        AMQPValue::LongLongInt(unix_millis(ctx.received)),
+        AMQPValue::LongLongInt(unix_millis(received)),
     );
     table
 }
