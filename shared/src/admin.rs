@@ -1,7 +1,8 @@
 //! The admin port both binaries serve: `/healthz`, `/readyz`, `/metrics`.
 //!
 //! Kept apart from the gateway's public port so that metrics and readiness are
-//! never exposed to providers.
+//! never exposed to providers. `/readyz` answers 200 or 503 with a JSON body
+//! naming every check and what is wrong with each one that fails.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -12,12 +13,33 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// What a binary depends on, checked on every `/readyz`.
 pub trait Readiness: Clone + Send + Sync + 'static {
     /// One entry per dependency: `Ok` or what is wrong with it.
     fn check(&self) -> impl Future<Output = BTreeMap<&'static str, Result<(), String>>> + Send;
+}
+
+/// The git commit the binary was built from, when the build set `SLUICE_GIT_COMMIT`.
+const COMMIT: &str = match option_env!("SLUICE_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
+/// Registers `sluice_<binary>_build_info{version, commit} 1`, so a dashboard
+/// shows which build runs where (and a deploy shows as a change of labels).
+pub fn register_build_info(registry: &Registry, binary: &str) -> Result<(), prometheus::Error> {
+    let info = IntGaugeVec::new(
+        Opts::new(
+            format!("sluice_{binary}_build_info"),
+            "Always 1; the labels say which build is running.",
+        ),
+        &["version", "commit"],
+    )?;
+    info.with_label_values(&[env!("CARGO_PKG_VERSION"), COMMIT])
+        .set(1);
+    registry.register(Box::new(info))
 }
 
 #[derive(Clone)]

@@ -3,7 +3,7 @@
 //!
 //! The body on the queue is the envelope as JSON; the headers repeat what the
 //! worker must read without parsing the body (source, type, attempt, request
-//! id) and, on the dead queue, why the event died.
+//! id, trace context, time received) and, on the dead queue, why the event died.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,6 +23,9 @@ pub mod headers {
     pub const ATTEMPT: &str = "x-sluice-attempt";
     /// The request id, carried into the worker's logs and deliveries.
     pub const REQUEST_ID: &str = "x-sluice-request-id";
+    /// The W3C trace context of the gateway's publish (see [`crate::trace`]);
+    /// the worker sends a child of it downstream.
+    pub const TRACEPARENT: &str = crate::trace::TRACEPARENT;
     /// When the gateway received the event, milliseconds since the Unix epoch.
     pub const RECEIVED_AT_MS: &str = "x-sluice-received-at-ms";
     /// Dead queue: why the event is there (`rejected`, `attempts_exhausted`, `unparseable`, `no_route`).

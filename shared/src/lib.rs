@@ -6,8 +6,9 @@
 //! - [`topology`]: exchanges and queues, declared by both binaries;
 //! - [`amqp`]: connecting to RabbitMQ within a time limit;
 //! - [`standard_webhooks`]: the signature the worker puts on deliveries;
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`;
-//! - [`telemetry`]: JSON-line logging.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics` and the build-info metric;
+//! - [`telemetry`]: JSON-line logging;
+//! - [`trace`]: the W3C `traceparent` that follows an event to delivery.
 
 pub mod admin;
 pub mod amqp;
@@ -18,3 +19,4 @@ pub mod signals;
 pub mod standard_webhooks;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;

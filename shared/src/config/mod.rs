@@ -114,6 +114,10 @@ pub struct WorkerConfig {
     /// How long SIGTERM waits for in-flight deliveries before closing.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How often the worker reads the work, retry and dead queue depths for
+    /// `sluice_worker_queue_depth` (one passive declare per queue).
+    #[serde(with = "humantime_serde")]
+    pub queue_depth_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -123,6 +127,7 @@ impl Default for WorkerConfig {
             prefetch: 64,
             concurrency: 32,
             shutdown_grace: Duration::from_secs(30),
+            queue_depth_interval: Duration::from_secs(5),
         }
     }
 }
@@ -285,6 +290,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "gateway.body_limit",
                 "must be at least 1 byte",
+            ));
+        }
+        if self.worker.queue_depth_interval < Duration::from_millis(100) {
+            return Err(ConfigError::invalid(
+                "worker.queue_depth_interval",
+                "must be at least 100ms: each poll asks RabbitMQ about every queue",
             ));
         }
         if self.worker.concurrency == 0 || self.worker.prefetch == 0 {
