@@ -1,0 +1,133 @@
+//! Driving the gateway over HTTP: closed loop (N connections, each sends as
+//! soon as it is answered) and open loop (a fixed rate; latency counted from
+//! the intended send time, so a slow gateway cannot hide queueing).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Semaphore};
+use tokio::time::Instant;
+
+use crate::requests::Prepared;
+use crate::stats::RunStats;
+
+pub fn client(connections: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .http1_only()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_else(|e| panic!("HTTP client: {e}"))
+}
+
+/// Sends one request; returns the status and the events the gateway accepted.
+async fn send(client: &reqwest::Client, url: &str, request: &Prepared) -> (Option<u16>, u64) {
+    let sent = client
+        .post(url)
+        .header(request.header.0, &request.header.1)
+        .header("content-type", "application/json")
+        .body(request.body.clone())
+        .send()
+        .await;
+    let Ok(response) = sent else {
+        return (None, 0);
+    };
+    let status = response.status().as_u16();
+    let accepted = match response.bytes().await {
+        Ok(body) => serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["accepted"].as_u64())
+            .unwrap_or(0),
+        Err(_) => 0,
+    };
+    (Some(status), accepted)
+}
+
+/// N workers share the prepared list; stops at its end or after `limit`.
+pub async fn closed(
+    name: &str,
+    url: &str,
+    requests: Vec<Prepared>,
+    connections: usize,
+    limit: Duration,
+) -> RunStats {
+    let client = client(connections);
+    let requests = Arc::new(requests);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + limit;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (client, requests, next, url) = (
+            client.clone(),
+            requests.clone(),
+            next.clone(),
+            url.to_owned(),
+        );
+        let name = name.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut stats = RunStats::new(&name);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests.len() || Instant::now() >= deadline {
+                    return stats;
+                }
+                let t0 = Instant::now();
+                let (status, accepted) = send(&client, &url, &requests[i]).await;
+                stats.record(t0.elapsed(), status, accepted);
+            }
+        }));
+    }
+    let mut total = RunStats::new(name);
+    for task in tasks {
+        if let Ok(stats) = task.await {
+            total.merge(&stats);
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// Sends at `rate` per second for `limit`; each latency starts at the intended send time.
+pub async fn open(
+    name: &str,
+    url: &str,
+    requests: Vec<Prepared>,
+    rate: f64,
+    limit: Duration,
+) -> RunStats {
+    let client = client(256);
+    let stats = Arc::new(Mutex::new(RunStats::new(name)));
+    // Bounds memory if the gateway stalls; waiting for a permit still counts as latency.
+    let in_flight = Arc::new(Semaphore::new(4096));
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1e-6));
+    let mut handles = Vec::new();
+    for (i, request) in requests.into_iter().enumerate() {
+        let intended = started + interval.mul_f64(i as f64);
+        if intended >= started + limit {
+            break;
+        }
+        tokio::time::sleep_until(intended).await;
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let (client, url, stats) = (client.clone(), url.to_owned(), stats.clone());
+        handles.push(tokio::spawn(async move {
+            let (status, accepted) = send(&client, &url, &request).await;
+            stats
+                .lock()
+                .await
+                .record(intended.elapsed(), status, accepted);
+            drop(permit);
+        }));
+    }
+    for handle in handles {
+        let _ = handle.await;
+    }
+    let mut total = RunStats::new(name);
+    total.merge(&*stats.lock().await);
+    total.elapsed = started.elapsed();
+    total
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The benchmark suite (docs/benchmarks.md): builds release binaries, runs the
+# gateway against the local Redis and RabbitMQ under a prefix of its own, and
+# prints one table from one run: the I/O floor, closed loop, open loop at half
+# the closed-loop rate, 1,000-update WhatsApp batches, the worker's drain rate
+# and end-to-end latency. About 3 minutes. Traffic stays on loopback.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/deps.sh
+cargo build --release --bins >/dev/null
+
+run=.run/bench
+mkdir -p "$run"
+prefix="bench-$(date +%s)"
+export SLUICE_BENCH_SECRET=bench-only-secret SLUICE_BENCH_WA_SECRET=bench-only-wa-secret \
+  SLUICE_BENCH_WA_VERIFY=bench-only-verify SLUICE_BENCH_ROUTE_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+sed "s/@PREFIX@/$prefix/" scripts/bench.toml >"$run/sluice.toml"
+export SLUICE_CONFIG=$run/sluice.toml
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for q in work dead retry.1s retry.5s retry.25s retry.2m retry.10m retry.1h; do
+    rabbitmqctl delete_queue "$prefix.$q" -q >/dev/null 2>&1 || true
+  done
+}
+trap cleanup EXIT
+
+wait_ready() {
+  for _ in $(seq 1 100); do
+    curl -fsS "http://$1/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "bench: $1 did not become ready" >&2
+  exit 1
+}
+
+target/release/sluice-gateway >"$run/gateway.log" 2>&1 &
+gateway=$!
+pids+=("$gateway")
+wait_ready 127.0.0.1:19180
+load=(target/release/sluice-load --pid "gateway=$gateway")
+
+echo "## $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; gateway, Redis, RabbitMQ and load generator on this machine"
+echo
+echo "### floor: the gateway's Redis + RabbitMQ work per event, no HTTP"
+"${load[@]}" floor --concurrency 32 --duration 10s | tee "$run/floor.txt"
+echo
+echo "### closed loop, 32 connections, one event per request"
+"${load[@]}" closed --connections 32 --duration 15s | tee "$run/closed.txt"
+closed_rate=$(awk -F'|' '/closed/{gsub(/ /,"",$3); print $3}' "$run/closed.txt")
+floor_rate=$(awk -F'|' '/floor/{gsub(/ /,"",$4); print $4}' "$run/floor.txt")
+closed_events=$(awk -F'|' '/closed/{gsub(/ /,"",$4); print $4}' "$run/closed.txt")
+echo
+echo "closed-loop events/s over floor events/s: $(awk -v a="$closed_events" -v b="$floor_rate" 'BEGIN{printf "%.2f", a/b}')"
+echo
+echo "### closed loop, 4 connections, WhatsApp batches of 1,000 updates"
+"${load[@]}" closed --kind whatsapp --source whatsapp --batch 1000 --connections 4 --count 150 --duration 60s --label "batches of 1,000, 4 connections"
+
+echo
+echo "### worker: drain the backlog, then deliver while the open loop runs"
+target/release/sluice-load receive --listen 127.0.0.1:18999 --idle 3s --bursts 2 >"$run/receive.txt" &
+receiver=$!
+pids+=("$receiver")
+sleep 0.5
+target/release/sluice-worker >"$run/worker.log" 2>&1 &
+worker=$!
+pids+=("$worker")
+wait "$receiver" 2>/dev/null &
+# The first burst is the backlog; wait for its row before the open loop starts.
+for _ in $(seq 1 600); do grep -q "worker 1" "$run/receive.txt" 2>/dev/null && break; sleep 0.5; done
+cat "$run/receive.txt"
+half=$(awk -v r="$closed_rate" 'BEGIN{printf "%.0f", r/2}')
+echo
+echo "### open loop at half the closed-loop rate ($half req/s), worker delivering"
+"${load[@]}" --pid "worker=$worker" open --rate "$half" --duration 15s
+for _ in $(seq 1 120); do grep -q "worker 2" "$run/receive.txt" 2>/dev/null && break; sleep 0.5; done
+grep "worker 2" "$run/receive.txt" || echo "(no second delivery burst recorded)"
