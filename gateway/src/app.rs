@@ -1,11 +1,13 @@
 //! Start-up: [`Gateway::build`] turns a config into bound listeners and live
 //! clients; [`Gateway::run_until_stopped`] serves until told to stop, then
-//! drains in-flight requests and closes the AMQP connection.
+//! drains in-flight requests and closes the AMQP connection. The admin port
+//! serves `/healthz`, `/readyz` (Redis, RabbitMQ, topology) and `/metrics`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
@@ -19,6 +21,9 @@ use crate::metrics::GatewayMetrics;
 use crate::publisher::{self, ConfirmedPublisher};
 use crate::source::Sources;
 use crate::webhook;
+
+/// How often Redis is pinged for `sluice_gateway_redis_up` between requests.
+const REDIS_PROBE_PERIOD: Duration = Duration::from_secs(5);
 
 /// What every request handler shares.
 pub struct AppState {
@@ -60,8 +65,9 @@ pub struct Gateway {
 impl Gateway {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let sources = Sources::from_config(&config.sources)?;
-        let dedup = DedupStore::new(&config.redis)?;
         let metrics = GatewayMetrics::new()?;
+        metrics.register_sources(config.sources.keys().map(String::as_str));
+        let dedup = DedupStore::new(&config.redis)?.with_metrics(metrics.clone());
         let background = CancellationToken::new();
         let channels = config.gateway.publisher_channels;
         let publisher =
@@ -104,6 +110,8 @@ impl Gateway {
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let probe = self.state.dedup.clone();
+        tokio::spawn(probe.probe_every(REDIS_PROBE_PERIOD, self.background.clone()));
         let readiness = GatewayReadiness(self.state.clone());
         let admin = admin::router(self.state.metrics.registry.clone(), readiness);
         let admin_stop = shutdown.clone();
@@ -147,11 +155,19 @@ struct GatewayReadiness(Arc<AppState>);
 impl Readiness for GatewayReadiness {
     async fn check(&self) -> BTreeMap<&'static str, Result<(), String>> {
         let redis = self.0.dedup.ping().await.map_err(|e| e.to_string());
-        let rabbitmq = if self.0.publisher.is_connected() {
-            Ok(())
+        // A session exists only once the topology is declared on it.
+        let (rabbitmq, topology) = if self.0.publisher.is_connected() {
+            (Ok(()), Ok(()))
         } else {
-            Err("not connected (reconnecting)".to_owned())
+            (
+                Err("not connected (reconnecting)".to_owned()),
+                Err("not declared: waiting for a RabbitMQ connection".to_owned()),
+            )
         };
-        BTreeMap::from([("redis", redis), ("rabbitmq", rabbitmq)])
+        BTreeMap::from([
+            ("redis", redis),
+            ("rabbitmq", rabbitmq),
+            ("topology", topology),
+        ])
     }
 }

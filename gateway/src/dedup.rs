@@ -9,15 +9,18 @@
 //!
 //! Every call is bounded by `redis.timeout`: the connection manager reconnects
 //! on its own, but the failing call still fails, and the caller's
-//! `on_redis_error` policy decides what that means.
+//! `on_redis_error` policy decides what that means. Every call is timed into
+//! `sluice_gateway_redis_duration_seconds` and sets `sluice_gateway_redis_up`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ExistenceCheck, SetExpiry, SetOptions};
 use sluice_shared::config::RedisConfig;
+use tokio_util::sync::CancellationToken;
 
 use crate::extract::EventId;
+use crate::metrics::GatewayMetrics;
 use crate::source::SourceName;
 
 const PENDING: &str = "pending";
@@ -60,6 +63,8 @@ pub struct DedupStore {
     prefix: String,
     pending_ttl: Duration,
     timeout: Duration,
+    /// Where call times and Redis's state are reported, once attached.
+    metrics: Option<GatewayMetrics>,
 }
 
 impl DedupStore {
@@ -75,7 +80,16 @@ impl DedupStore {
             prefix: config.key_prefix.clone(),
             pending_ttl: config.pending_ttl,
             timeout: config.timeout,
+            metrics: None,
         })
+    }
+
+    /// Reports every call's time and outcome to `metrics`.
+    pub fn with_metrics(self, metrics: GatewayMetrics) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..self
+        }
     }
 
     pub fn key(&self, source: &SourceName, id: &EventId) -> DedupKey {
@@ -98,7 +112,7 @@ impl DedupStore {
             pipe.set_options(key.as_str(), PENDING, options.clone());
             pipe.get(key.as_str());
         }
-        let replies: Vec<Option<String>> = self.run(&pipe).await?;
+        let replies: Vec<Option<String>> = self.run("claim", &pipe).await?;
         Ok(replies
             .chunks(2)
             .map(|pair| match pair {
@@ -120,7 +134,7 @@ impl DedupStore {
             pipe.set_options(key.as_str(), DONE, options.clone())
                 .ignore();
         }
-        self.run::<()>(&pipe).await
+        self.run::<()>("mark_done", &pipe).await
     }
 
     /// Frees keys whose publish failed, so the provider's retry is accepted.
@@ -131,21 +145,47 @@ impl DedupStore {
         let names: Vec<&str> = keys.iter().map(DedupKey::as_str).collect();
         let mut pipe = redis::pipe();
         pipe.del(names).ignore();
-        self.run::<()>(&pipe).await
+        self.run::<()>("release", &pipe).await
     }
 
     /// Whether Redis answers, for `/readyz`.
     pub async fn ping(&self) -> Result<(), DedupError> {
         let mut pipe = redis::pipe();
         pipe.cmd("PING").ignore();
-        self.run::<()>(&pipe).await
+        self.run::<()>("ping", &pipe).await
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, DedupError> {
+    /// Pings Redis every `period` until `stop`, so `sluice_gateway_redis_up`
+    /// tells the truth while no requests come in.
+    pub async fn probe_every(self, period: Duration, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => {
+                    // The outcome is in the metric; a request's own call logs.
+                    let _ = self.ping().await;
+                }
+            }
+        }
+    }
+
+    /// Runs `pipe` within the timeout; `operation` names it in the metrics.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        operation: &str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, DedupError> {
+        let started = Instant::now();
         let mut connection = self.connection.clone();
-        tokio::time::timeout(self.timeout, pipe.query_async(&mut connection))
+        let result = tokio::time::timeout(self.timeout, pipe.query_async(&mut connection))
             .await
-            .map_err(|_| DedupError::Timeout(self.timeout))?
-            .map_err(DedupError::Redis)
+            .map_err(|_| DedupError::Timeout(self.timeout))
+            .and_then(|reply| reply.map_err(DedupError::Redis));
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_redis(operation, started.elapsed(), result.is_ok());
+        }
+        result
     }
 }

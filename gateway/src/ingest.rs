@@ -1,5 +1,9 @@
 //! The durable part of a request: deduplicate, publish with confirms, settle
 //! the dedup keys. No HTTP here; [`crate::webhook`] calls it.
+//!
+//! Each event gets one log line once its fate is known (`published`,
+//! `duplicate`, `in_flight`) with its id and type; the request's span adds
+//! the source, request id and trace id. Never its data.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +18,7 @@ use sluice_shared::envelope::{CONTENT_TYPE, Envelope, headers, unix_millis};
 use tokio::time::timeout_at;
 
 use crate::app::AppState;
+use crate::correlation::Correlation;
 use crate::dedup::{Claim, DedupError, DedupKey};
 use crate::error::{Counts, GatewayError, Unavailable};
 use crate::extract::{Event, EventId};
@@ -24,7 +29,8 @@ use crate::source::Source;
 /// What every event of one request shares.
 pub struct RequestContext<'a> {
     pub source: &'a Source,
-    pub request_id: &'a str,
+    /// The request id and trace context every message carries.
+    pub correlation: &'a Correlation,
     pub received: SystemTime,
     /// Request start plus the ack budget.
     pub deadline: Instant,
@@ -49,16 +55,18 @@ pub async fn ingest_events(
         ..Counts::default()
     };
     let mut messages = Vec::new();
+    let mut published = Vec::new();
     let mut held = Vec::new();
     for ((event, key), claim) in events.into_iter().zip(keys).zip(claims) {
         match claim {
             Claim::New => {
                 let exchange = state.publisher.topology().events_exchange();
                 let source = ctx.source.name.as_str();
+                published.push((event.id.clone(), event.event_type.clone()));
                 messages.push(event_message(
                     exchange,
                     source,
-                    ctx.request_id,
+                    ctx.correlation.clone(),
                     ctx.received,
                     event,
                 ));
@@ -66,12 +74,29 @@ pub async fn ingest_events(
                     held.push(key);
                 }
             }
-            Claim::Duplicate => counts.duplicates += 1,
-            Claim::InFlight => counts.in_flight += 1,
+            Claim::Duplicate => {
+                log_unpublished(&event, "duplicate");
+                counts.duplicates += 1;
+            }
+            Claim::InFlight => {
+                log_unpublished(&event, "in_flight");
+                counts.in_flight += 1;
+            }
         }
     }
     counts.accepted = messages.len();
     publish(state, ctx, messages, &held).await?;
+    for (id, event_type) in &published {
+        tracing::info!(
+            event_id = %id.as_str(),
+            "type" = %event_type.as_str(),
+            outcome = "published",
+            "event published"
+        );
+        state
+            .metrics
+            .count_published_type(source.name.as_str(), event_type.as_str());
+    }
     if !held.is_empty()
         && let Err(e) =
             timeout_at(ctx.deadline, state.dedup.mark_done(&held, source.dedup_ttl)).await
@@ -90,6 +115,7 @@ pub async fn ingest_events(
     state
         .metrics
         .count_events(name, "in_flight", counts.in_flight);
+    state.metrics.count_dedup_hits(name, counts.duplicates);
     if counts.in_flight > 0 {
         return Err(GatewayError::InFlight(counts));
     }
@@ -111,7 +137,7 @@ pub async fn dead_letter_unparseable(
         ctx.received,
         body.bytes(),
     );
-    let mut table = common_headers(source, ctx.request_id, ctx.received, "unparseable");
+    let mut table = common_headers(source, ctx.correlation, ctx.received, "unparseable");
     let now = AMQPValue::LongLongInt(unix_millis(SystemTime::now()));
     table.insert(headers::REASON.into(), text("unparseable"));
     table.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(0));
@@ -124,7 +150,12 @@ pub async fn dead_letter_unparseable(
         properties: properties(id.as_str(), ctx.received, table),
     };
     publish(state, ctx, vec![message], &[]).await?;
-    tracing::warn!(event_id = %id.as_str(), "unparseable body kept in the dead queue");
+    tracing::warn!(
+        event_id = %id.as_str(),
+        "type" = "unparseable",
+        outcome = "dead_lettered",
+        "unparseable body kept in the dead queue"
+    );
     state.metrics.count_events(source, "dead_lettered", 1);
     Ok(Counts {
         dead_lettered: 1,
@@ -200,6 +231,16 @@ fn warn_redis_bypass(last_warned: &AtomicU64, error: &DedupError) {
     }
 }
 
+/// The one line about an event that is not published; its data never appears.
+fn log_unpublished(event: &Event, outcome: &str) {
+    tracing::info!(
+        event_id = %event.id.as_str(),
+        "type" = %event.event_type.as_str(),
+        outcome,
+        "event not published"
+    );
+}
+
 /// Keeps the first event of each id; returns how many repeats were dropped.
 fn first_of_each_id(events: Vec<Event>) -> (Vec<Event>, usize) {
     let total = events.len();
@@ -214,17 +255,18 @@ fn first_of_each_id(events: Vec<Event>) -> (Vec<Event>, usize) {
 
 /// The message the gateway publishes for one event: the CloudEvents envelope,
 /// routing key `<source>.<type>`, persistent, headers for the worker. Public
-/// so the load generator's floor mode publishes exactly what the gateway does.
+/// so the load generator's floor mode publishes exactly what the gateway does
+/// (it may pass a bare request id: its trace is then derived from it).
 pub fn event_message(
     exchange: String,
     source: &str,
-    request_id: &str,
+    correlation: impl Into<Correlation>,
     received: SystemTime,
     event: Event,
 ) -> Outgoing {
     let event_type = event.event_type.as_str();
     let envelope = Envelope::json(source, event.id.as_str(), event_type, received, event.data);
-    let mut table = common_headers(source, request_id, received, event_type);
+    let mut table = common_headers(source, &correlation.into(), received, event_type);
     table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(0));
     Outgoing {
         exchange,
@@ -236,14 +278,18 @@ pub fn event_message(
 
 fn common_headers(
     source: &str,
-    request_id: &str,
+    correlation: &Correlation,
     received: SystemTime,
     event_type: &str,
 ) -> FieldTable {
     let mut table = FieldTable::default();
     table.insert(headers::SOURCE.into(), text(source));
     table.insert(headers::TYPE.into(), text(event_type));
-    table.insert(headers::REQUEST_ID.into(), text(request_id));
+    table.insert(headers::REQUEST_ID.into(), text(&correlation.request_id));
+    table.insert(
+        headers::TRACEPARENT.into(),
+        text(&correlation.trace.header_value()),
+    );
     table.insert(
         headers::RECEIVED_AT_MS.into(),
         AMQPValue::LongLongInt(unix_millis(received)),

@@ -2,14 +2,17 @@
 //!
 //! A request flows through these modules in order:
 //! - [`webhook`]: the HTTP handler, body limits, the deadline;
+//! - [`correlation`]: the request id and trace context each event carries;
 //! - [`source`] and [`signature`]: which provider, and is it really them;
 //! - [`extract`]: one body becomes events with ids and types;
 //! - [`ingest`]: [`dedup`] in Redis, then [`publisher`] with confirms;
 //! - [`error`]: every non-200 answer, in one place.
 //!
-//! [`app`] builds and runs it all; [`metrics`] is what it reports.
+//! [`app`] builds and runs it all; [`metrics`] is what it reports (and
+//! [`dedup`] keeps `sluice_gateway_redis_up` current between requests).
 
 pub mod app;
+pub mod correlation;
 pub mod dedup;
 pub mod error;
 pub mod extract;

@@ -2,7 +2,9 @@
 //!
 //! read (bounded in size and time) → authenticate → extract → ingest
 //! (dedup, publish, confirm) → answer. The whole request runs against one
-//! deadline, request start plus `gateway.ack_budget`.
+//! deadline, request start plus `gateway.ack_budget`. Each request runs in a
+//! `webhook` span (`source`, `request_id`, `trace_id`, see
+//! [`crate::correlation`]) and ends in one line with its outcome.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,13 +21,14 @@ use futures_util::StreamExt;
 use tracing::Instrument;
 
 use crate::app::AppState;
+use crate::correlation::Correlation;
 use crate::error::{Counts, GatewayError, accepted_response};
 use crate::extract::Extracted;
 use crate::ingest::{RequestContext, dead_letter_unparseable, ingest_events};
+use crate::metrics::UNKNOWN_SOURCE;
 use crate::source::HandshakeError;
 
-/// The header a request id is taken from and echoed in.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub use crate::correlation::REQUEST_ID_HEADER;
 
 pub async fn receive(
     State(state): State<Arc<AppState>>,
@@ -34,16 +37,21 @@ pub async fn receive(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let request_id = request_id(&headers);
+    let correlation = Correlation::from_headers(&headers);
     // Unknown names are tenant-supplied text: never a metric label.
     let label = if state.sources.get(&source).is_some() {
         source.as_str()
     } else {
-        "unknown"
+        UNKNOWN_SOURCE
     };
-    let span = tracing::info_span!("webhook", source = label, request_id = %request_id);
+    let span = tracing::info_span!(
+        "webhook",
+        source = label,
+        request_id = %correlation.request_id,
+        trace_id = %correlation.trace.trace_id(),
+    );
     state.metrics.in_flight.inc();
-    let result = handle(&state, &source, &headers, body, started, &request_id)
+    let result = handle(&state, &source, &headers, body, started, &correlation)
         .instrument(span.clone())
         .await;
     state.metrics.in_flight.dec();
@@ -80,7 +88,7 @@ pub async fn receive(
         .ack_seconds
         .with_label_values(&[label])
         .observe(started.elapsed().as_secs_f64());
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    if let Ok(value) = HeaderValue::from_str(&correlation.request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
@@ -92,7 +100,7 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
     started: Instant,
-    request_id: &str,
+    correlation: &Correlation,
 ) -> Result<Answer, GatewayError> {
     let source = state.sources.get(name).ok_or(GatewayError::UnknownSource)?;
     let deadline = started + state.config.ack_budget;
@@ -101,7 +109,7 @@ async fn handle(
     let verified = source.authenticate(headers, bytes)?;
     let ctx = RequestContext {
         source,
-        request_id,
+        correlation,
         received: SystemTime::now(),
         deadline,
     };
@@ -136,7 +144,7 @@ pub async fn handshake(
         state
             .metrics
             .requests
-            .with_label_values(&["unknown", "unknown_source"])
+            .with_label_values(&[UNKNOWN_SOURCE, "unknown_source"])
             .inc();
         return GatewayError::UnknownSource.into_response_with(state.config.retry_after);
     };
@@ -207,16 +215,6 @@ async fn read_body(
     tokio::time::timeout_at(deadline, read)
         .await
         .map_err(|_| GatewayError::BodyTimeout)?
-}
-
-/// The caller's `X-Request-Id` when it is short printable ASCII, else a new UUID.
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 /// Client mistakes are routine (info); failing to make events durable is ours (warn).

@@ -1,29 +1,77 @@
 //! The gateway's Prometheus metrics, on a registry of its own (one per
-//! gateway, so tests can run several in one process). Labels are bounded:
-//! configured source names (or `unknown`) and fixed outcome words, never an id.
+//! gateway, so tests can run several in one process).
+//!
+//! Labels are bounded: `source` is a configured source name (or `unknown`),
+//! `outcome` and `operation` are fixed words listed here, and `type` is an
+//! event type capped per source (see [`type_label`]). Never an id.
+//! Every series of a configured source is created at zero on start, so
+//! `rate()` and alerts see it before the first request.
+
+mod type_label;
 
 use std::time::Duration;
 
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+pub use type_label::{MAX_TYPES_PER_SOURCE, OTHER, TypeLabels};
 
 /// Buckets from 0.5 ms to 5 s: fine enough to see 1 ms and the 1.5 s budget.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 5.0,
 ];
 
+/// Buckets for Redis calls: 0.1 ms up to the default 250 ms timeout and past it.
+const REDIS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// Every `outcome` of `sluice_gateway_requests_total` for a configured source.
+pub const REQUEST_OUTCOMES: &[&str] = &[
+    "accepted",
+    "duplicate",
+    "dead_lettered",
+    "challenge",
+    "handshake",
+    "invalid_signature",
+    "forbidden",
+    "bad_request",
+    "too_large",
+    "timeout",
+    "in_flight",
+    "unavailable",
+];
+
+/// Every `outcome` of `sluice_gateway_events_total`.
+pub const EVENT_OUTCOMES: &[&str] = &["published", "duplicate", "in_flight", "dead_lettered"];
+
+/// Every `operation` of `sluice_gateway_redis_duration_seconds`.
+pub const REDIS_OPERATIONS: &[&str] = &["claim", "mark_done", "release", "ping"];
+
+/// The `source` label of a request to a source that is not configured.
+pub const UNKNOWN_SOURCE: &str = "unknown";
+
 #[derive(Clone)]
 pub struct GatewayMetrics {
     pub registry: Registry,
-    /// Requests by source and outcome (`accepted`, `duplicate`, `invalid_signature`...).
+    /// Requests by source and outcome ([`REQUEST_OUTCOMES`], `unknown_source`).
     pub requests: IntCounterVec,
-    /// Events by source and outcome (`published`, `duplicate`, `in_flight`, `dead_lettered`).
+    /// Events by source and outcome ([`EVENT_OUTCOMES`]).
     pub events: IntCounterVec,
+    /// Events published, by source and (capped) type.
+    events_published: IntCounterVec,
+    types: std::sync::Arc<TypeLabels>,
     /// Request start to answer, by source.
     pub ack_seconds: HistogramVec,
     /// Publish of a request's messages to the last confirm.
     pub confirm_seconds: Histogram,
+    /// Events found already published (Redis says `done`, or repeated in one request).
+    pub dedup_hits: IntCounterVec,
     /// Events accepted without deduplication because Redis failed.
     pub dedup_bypass: IntCounterVec,
+    /// One Redis round trip, by operation.
+    pub redis_seconds: HistogramVec,
+    /// 1 while the last Redis call (or the periodic ping) succeeded.
+    pub redis_up: IntGauge,
     pub in_flight: IntGauge,
     /// 1 while the AMQP connection is up.
     pub broker_connected: IntGauge,
@@ -32,24 +80,48 @@ pub struct GatewayMetrics {
 impl GatewayMetrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "sluice_gateway_requests_total",
-                "Webhook requests by source and outcome.",
-            ),
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let vec = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(vec.clone()))?;
+            Ok::<_, prometheus::Error>(vec)
+        };
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help)?;
+            registry.register(Box::new(gauge.clone()))?;
+            Ok::<_, prometheus::Error>(gauge)
+        };
+        let requests = counter(
+            "sluice_gateway_requests_total",
+            "Webhook requests by source and outcome.",
             &["source", "outcome"],
         )?;
-        let events = IntCounterVec::new(
-            Opts::new(
-                "sluice_gateway_events_total",
-                "Events by source and outcome.",
-            ),
+        let events = counter(
+            "sluice_gateway_events_total",
+            "Events by source and outcome.",
             &["source", "outcome"],
+        )?;
+        let events_published = counter(
+            "sluice_gateway_events_published_total",
+            &format!(
+                "Events published (confirmed by RabbitMQ), by source and event type; \
+                 at most {MAX_TYPES_PER_SOURCE} types per source, then `{OTHER}`."
+            ),
+            &["source", "type"],
+        )?;
+        let dedup_hits = counter(
+            "sluice_gateway_dedup_hits_total",
+            "Events suppressed as duplicates, by source.",
+            &["source"],
+        )?;
+        let dedup_bypass = counter(
+            "sluice_gateway_dedup_bypass_total",
+            "Events accepted without deduplication because Redis failed.",
+            &["source"],
         )?;
         let ack_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "sluice_gateway_ack_duration_seconds",
-                "Request start to answer.",
+                "Request start to answer, by source.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["source"],
@@ -61,38 +133,64 @@ impl GatewayMetrics {
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
-        let dedup_bypass = IntCounterVec::new(
-            Opts::new(
-                "sluice_gateway_dedup_bypass_total",
-                "Events accepted without deduplication because Redis failed.",
-            ),
-            &["source"],
+        let redis_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_gateway_redis_duration_seconds",
+                "One Redis round trip (a pipeline), by operation.",
+            )
+            .buckets(REDIS_BUCKETS.to_vec()),
+            &["operation"],
         )?;
-        let in_flight = IntGauge::new(
+        registry.register(Box::new(ack_seconds.clone()))?;
+        registry.register(Box::new(confirm_seconds.clone()))?;
+        registry.register(Box::new(redis_seconds.clone()))?;
+        let redis_up = gauge(
+            "sluice_gateway_redis_up",
+            "1 while Redis answers the gateway's calls, else 0.",
+        )?;
+        let in_flight = gauge(
             "sluice_gateway_in_flight_requests",
             "Requests being handled.",
         )?;
-        let broker_connected = IntGauge::new(
+        let broker_connected = gauge(
             "sluice_gateway_broker_connected",
-            "1 while connected to RabbitMQ.",
+            "1 while connected to RabbitMQ (topology declared), else 0.",
         )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(events.clone()))?;
-        registry.register(Box::new(ack_seconds.clone()))?;
-        registry.register(Box::new(confirm_seconds.clone()))?;
-        registry.register(Box::new(dedup_bypass.clone()))?;
-        registry.register(Box::new(in_flight.clone()))?;
-        registry.register(Box::new(broker_connected.clone()))?;
+        sluice_shared::admin::register_build_info(&registry, "gateway")?;
+        for operation in REDIS_OPERATIONS {
+            redis_seconds.with_label_values(&[operation]);
+        }
+        requests.with_label_values(&[UNKNOWN_SOURCE, "unknown_source"]);
         Ok(Self {
             registry,
             requests,
             events,
+            events_published,
+            types: Default::default(),
             ack_seconds,
             confirm_seconds,
+            dedup_hits,
             dedup_bypass,
+            redis_seconds,
+            redis_up,
             in_flight,
             broker_connected,
         })
+    }
+
+    /// Creates every series of these sources at zero.
+    pub fn register_sources<'a>(&self, sources: impl IntoIterator<Item = &'a str>) {
+        for source in sources {
+            for outcome in REQUEST_OUTCOMES {
+                self.requests.with_label_values(&[source, outcome]);
+            }
+            for outcome in EVENT_OUTCOMES {
+                self.events.with_label_values(&[source, outcome]);
+            }
+            self.ack_seconds.with_label_values(&[source]);
+            self.dedup_hits.with_label_values(&[source]);
+            self.dedup_bypass.with_label_values(&[source]);
+        }
     }
 
     pub fn observe_confirm(&self, elapsed: Duration) {
@@ -103,7 +201,94 @@ impl GatewayMetrics {
         if n > 0 {
             self.events
                 .with_label_values(&[source, outcome])
-                .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+                .inc_by(count(n));
         }
+    }
+
+    /// One published event of `source` and `event_type` (capped per source).
+    pub fn count_published_type(&self, source: &str, event_type: &str) {
+        let label = self.types.label(source, event_type);
+        self.events_published
+            .with_label_values(&[source, label])
+            .inc();
+    }
+
+    pub fn count_dedup_hits(&self, source: &str, n: usize) {
+        if n > 0 {
+            self.dedup_hits
+                .with_label_values(&[source])
+                .inc_by(count(n));
+        }
+    }
+
+    /// One Redis call: its time, and whether Redis is up.
+    pub fn observe_redis(&self, operation: &str, elapsed: Duration, ok: bool) {
+        self.redis_seconds
+            .with_label_values(&[operation])
+            .observe(elapsed.as_secs_f64());
+        self.redis_up.set(i64::from(ok));
+    }
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::{Encoder, TextEncoder};
+
+    fn render(metrics: &GatewayMetrics) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&metrics.registry.gather(), &mut buffer)
+            .unwrap();
+        String::from_utf8(buffer).unwrap()
+    }
+
+    #[test]
+    fn a_configured_source_has_every_series_from_the_start() {
+        let metrics = GatewayMetrics::new().unwrap();
+        metrics.register_sources(["whatzme"]);
+        let text = render(&metrics);
+        for outcome in REQUEST_OUTCOMES {
+            let line = format!(
+                r#"sluice_gateway_requests_total{{outcome="{outcome}",source="whatzme"}} 0"#
+            );
+            assert!(text.contains(&line), "{line}");
+        }
+        assert!(text.contains(r#"sluice_gateway_dedup_bypass_total{source="whatzme"} 0"#));
+        assert!(
+            text.contains(r#"sluice_gateway_redis_duration_seconds_count{operation="claim"} 0"#)
+        );
+        assert!(text.contains("sluice_gateway_build_info{"));
+    }
+
+    #[test]
+    fn published_types_are_capped_per_source() {
+        let metrics = GatewayMetrics::new().unwrap();
+        for i in 0..=MAX_TYPES_PER_SOURCE {
+            metrics.count_published_type("s", &format!("t{i}"));
+        }
+        metrics.count_published_type("s", "t0");
+        let text = render(&metrics);
+        assert!(text.contains(r#"sluice_gateway_events_published_total{source="s",type="t0"} 2"#));
+        assert!(
+            text.contains(r#"sluice_gateway_events_published_total{source="s",type="other"} 1"#)
+        );
+    }
+
+    #[test]
+    fn a_failed_redis_call_marks_redis_down() {
+        let metrics = GatewayMetrics::new().unwrap();
+        metrics.observe_redis("claim", Duration::from_micros(300), true);
+        assert!(render(&metrics).contains("sluice_gateway_redis_up 1"));
+        metrics.observe_redis("claim", Duration::from_millis(250), false);
+        let text = render(&metrics);
+        assert!(text.contains("sluice_gateway_redis_up 0"));
+        assert!(text.contains(
+            r#"sluice_gateway_redis_duration_seconds_bucket{operation="claim",le="0.0005"} 1"#
+        ));
     }
 }
