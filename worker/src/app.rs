@@ -23,6 +23,7 @@ use crate::dispatch::Dispatcher;
 use crate::error::{StartError, WorkerError};
 use crate::http_handler;
 use crate::metrics::WorkerMetrics;
+use crate::queue_depth::QueueDepthPoller;
 use crate::readiness::BrokerStatus;
 use crate::retry::RetryPolicy;
 use crate::routes::RouteTable;
@@ -37,6 +38,7 @@ pub struct Worker {
     admin_addr: SocketAddr,
     registry: prometheus::Registry,
     shutdown_grace: Duration,
+    depths: QueueDepthPoller,
 }
 
 impl Worker {
@@ -60,6 +62,8 @@ impl Worker {
             .local_addr()
             .map_err(|source| StartError::AdminBind { addr, source })?;
         let session = first_session(&settings, &status).await?;
+        let interval = config.worker.queue_depth_interval;
+        let depths = QueueDepthPoller::new(&settings, interval, &metrics.registry())?;
         let supervisor = Supervisor {
             settings,
             prefetch: config.worker.prefetch,
@@ -76,6 +80,7 @@ impl Worker {
             admin_addr,
             registry: metrics.registry(),
             shutdown_grace: config.worker.shutdown_grace,
+            depths,
         })
     }
 
@@ -94,6 +99,7 @@ impl Worker {
             admin,
             registry,
             shutdown_grace,
+            depths,
             ..
         } = self;
         // A child token: the admin port also closes when consuming fails for good.
@@ -102,6 +108,7 @@ impl Worker {
         let server =
             axum::serve(admin, router).with_graceful_shutdown(admin_stop.clone().cancelled_owned());
         let server = tokio::spawn(async move { server.await });
+        tokio::spawn(depths.run(admin_stop.clone()));
 
         let consumed = supervisor.run(session, &shutdown).await;
         supervisor.status.set_down("shutting down");

@@ -5,9 +5,10 @@
 //! decision about the message, never in a panic: a message that is not a
 //! Sluice message is dead-lettered as `malformed`, one without a route as
 //! `no_route`. Each event is handled in a span carrying its id, source,
-//! type, route and attempt, so every log line about it can be found by id.
+//! type, route, attempt, request id and trace id, so every log line about it
+//! can be found by id and tied to the gateway's lines for the same request.
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use lapin::Acker;
 use lapin::message::Delivery;
@@ -197,6 +198,15 @@ impl Dispatcher {
         match settled {
             Ok(()) => {
                 self.metrics.record_outcome(route, outcome);
+                match (&verdict, event) {
+                    (Verdict::Delivered, Some(event)) => self.metrics.record_delivered(
+                        route,
+                        event.failed_before.saturating_add(1),
+                        age(event),
+                    ),
+                    (Verdict::Dead { reason, .. }, _) => self.metrics.record_dead(*reason),
+                    _ => {}
+                }
                 log_outcome(&verdict);
             }
             Err(error) => {
@@ -254,6 +264,15 @@ fn dead_routing_key(message: &QueuedMessage, event: Option<&SluiceEvent>) -> Sho
         .unwrap_or_else(|| message.routing_key.clone())
 }
 
+/// Time since the gateway received the event, when the message says.
+fn age(event: &SluiceEvent) -> Option<Duration> {
+    let received = event.received_at_ms?;
+    let now = unix_millis(SystemTime::now());
+    u64::try_from(now.checked_sub(received)?)
+        .ok()
+        .map(Duration::from_millis)
+}
+
 fn delivery_span(event: &SluiceEvent) -> Span {
     tracing::info_span!(
         "delivery",
@@ -263,6 +282,7 @@ fn delivery_span(event: &SluiceEvent) -> Span {
         route = tracing::field::Empty,
         attempt = event.failed_before.saturating_add(1),
         request_id = event.request_id.as_deref(),
+        trace_id = %event.trace_context().trace_id(),
     )
 }
 
@@ -319,6 +339,8 @@ mod tests {
             event_type: "thing".into(),
             failed_before,
             request_id: None,
+            trace: None,
+            received_at_ms: None,
         }
     }
 

@@ -3,7 +3,9 @@
 //! The body goes out byte for byte as it sits on the queue, with
 //! `content-type: application/cloudevents+json` and the Standard Webhooks
 //! headers (`webhook-id` = the event id, stable across retries so receivers
-//! can be idempotent; `webhook-timestamp`; `webhook-signature`). Redirects are
+//! can be idempotent; `webhook-timestamp`; `webhook-signature`), plus
+//! `x-request-id` and a W3C `traceparent` (the gateway's trace, a new span
+//! per attempt) so the receiver can correlate it with Sluice's logs. Redirects are
 //! not followed: a receiver that moved answers 3xx, which is a permanent
 //! failure an operator must look at, and following one would send a signed
 //! payload to a host nobody configured. The answer's body is never read.
@@ -15,6 +17,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, Url, redirect};
 use sluice_shared::envelope;
 use sluice_shared::standard_webhooks::SigningKey;
+use sluice_shared::trace::TRACEPARENT;
 
 use crate::delivery::{self, DeliveryError};
 use crate::message::SluiceEvent;
@@ -105,6 +108,9 @@ impl HttpTarget {
             .and_then(|id| HeaderValue::from_str(id).ok())
         {
             headers.insert("x-request-id", value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&event.trace_context().child().header_value()) {
+            headers.insert(TRACEPARENT, value);
         }
         Ok(headers)
     }

@@ -27,6 +27,10 @@ fn event(id: &str) -> SluiceEvent {
         event_type: "thing".into(),
         failed_before: 0,
         request_id: Some("req-42".into()),
+        trace: sluice_shared::trace::TraceContext::parse(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        received_at_ms: None,
     }
 }
 
@@ -78,6 +82,13 @@ async fn a_delivery_carries_the_body_and_a_verifiable_signature() {
     assert_eq!(get("content-type"), "application/cloudevents+json");
     assert_eq!(get("webhook-id"), "evt-1");
     assert_eq!(get("x-request-id"), "req-42");
+    let traceparent = get("traceparent");
+    assert!(
+        traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+            && traceparent.ends_with("-01")
+            && !traceparent.contains("00f067aa0ba902b7"),
+        "the gateway's trace, with a span of the attempt's own: {traceparent}"
+    );
     let timestamp: i64 = get("webhook-timestamp").parse().unwrap();
     assert!((timestamp - unix_seconds(SystemTime::now())).abs() < 5);
     assert!(key().verify("evt-1", timestamp, &body, &get("webhook-signature")));

@@ -13,8 +13,9 @@
 //! - [`settle`] publishes the copy (its headers from [`failure`]) with
 //!   confirms, then acks the original.
 //!
-//! [`app`] builds and runs it all; [`metrics`] and [`readiness`] are what it
-//! reports on the admin port; [`error`] is how it fails.
+//! [`app`] builds and runs it all; [`metrics`], [`queue_depth`] and
+//! [`readiness`] are what it reports on the admin port; [`error`] is how it
+//! fails.
 
 pub mod app;
 pub mod backoff;
@@ -28,6 +29,7 @@ pub mod glob;
 pub mod http_handler;
 pub mod message;
 pub mod metrics;
+pub mod queue_depth;
 pub mod readiness;
 pub mod retry;
 pub mod routes;

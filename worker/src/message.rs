@@ -10,6 +10,7 @@
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use sluice_shared::envelope::headers;
+use sluice_shared::trace::TraceContext;
 
 /// A message as it came off the queue, minus its acknowledgement handle.
 #[derive(Debug, Clone)]
@@ -31,6 +32,10 @@ pub struct SluiceEvent {
     pub failed_before: u32,
     /// The gateway's request id, carried into logs and `x-request-id`.
     pub request_id: Option<String>,
+    /// The gateway's trace context; each attempt sends a child of it.
+    pub trace: Option<TraceContext>,
+    /// When the gateway received the event (ms since the Unix epoch).
+    pub received_at_ms: Option<i64>,
 }
 
 /// Why a message is not a Sluice message.
@@ -77,6 +82,17 @@ impl SluiceEvent {
             // A negative count is nonsense: treat it as no failures so far.
             failed_before: u32::try_from(failed_before.max(0)).unwrap_or(u32::MAX),
             request_id: header_text(table, headers::REQUEST_ID).filter(|r| !r.is_empty()),
+            trace: header_text(table, headers::TRACEPARENT)
+                .and_then(|value| TraceContext::parse(&value)),
+            received_at_ms: header_integer(table, headers::RECEIVED_AT_MS),
+        })
+    }
+
+    /// The trace this event belongs to: the gateway's, else one derived from
+    /// the request id or, for a message without either, from the event id.
+    pub fn trace_context(&self) -> TraceContext {
+        self.trace.unwrap_or_else(|| {
+            TraceContext::derived_from(self.request_id.as_deref().unwrap_or(&self.id))
         })
     }
 
@@ -177,6 +193,8 @@ mod tests {
                 event_type: "thing".into(),
                 failed_before: 2,
                 request_id: Some("req-1".into()),
+                trace: None,
+                received_at_ms: None,
             }
         );
         assert_eq!(event.subject(), "demo.thing");
@@ -275,6 +293,30 @@ mod tests {
         ]);
         let event = SluiceEvent::read(&message(Some("e"), Some(headers))).unwrap();
         assert_eq!(event.request_id, None);
+    }
+
+    #[test]
+    fn the_trace_and_receive_time_are_read_and_a_bad_trace_is_ignored() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut headers = sluice_headers(None);
+        headers.insert(headers::TRACEPARENT.into(), text(parent));
+        headers.insert(
+            headers::RECEIVED_AT_MS.into(),
+            AMQPValue::LongLongInt(1_700_000_000_000),
+        );
+        let event = SluiceEvent::read(&message(Some("e"), Some(headers))).unwrap();
+        assert_eq!(event.trace_context().to_string(), parent);
+        assert_eq!(event.received_at_ms, Some(1_700_000_000_000));
+
+        let mut headers = sluice_headers(None);
+        headers.insert(headers::TRACEPARENT.into(), text("garbage"));
+        let event = SluiceEvent::read(&message(Some("e"), Some(headers))).unwrap();
+        assert_eq!(event.trace, None);
+        assert_eq!(
+            event.trace_context().trace_id(),
+            TraceContext::derived_from("req-1").trace_id(),
+            "without a trace, the request id seeds one"
+        );
     }
 
     #[test]

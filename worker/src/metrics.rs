@@ -2,14 +2,17 @@
 //!
 //! One [`Registry`] per worker, never the global one, so that several
 //! workers in one test process each count their own. Labels are bounded:
-//! a route name (from the config, or `none` when no route applies) and an
-//! outcome; never an event id.
+//! a route name (from the config, or `none` when no route applies), an
+//! outcome, a dead-letter reason; never an event id. Queue depths are
+//! reported by [`crate::queue_depth`] into the same registry.
 
 use std::time::Duration;
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
+
+use crate::retry::DeadReason;
 
 /// The `route` label of an event that has no route (malformed or unrouted).
 pub const NO_ROUTE: &str = "none";
@@ -37,12 +40,30 @@ impl Outcome {
     const ALL: [Self; 3] = [Self::Delivered, Self::Retried, Self::Dead];
 }
 
+/// One delivery attempt: 1 ms up to the longest sensible route timeout.
+const ATTEMPT_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Received at the gateway to delivered: milliseconds on a good day, up to
+/// the last retry tier (about 75 minutes with the default delays) on a bad one.
+const END_TO_END_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+    3600.0, 7200.0,
+];
+
+/// Attempts it took to deliver an event: 1 is the healthy case.
+const ATTEMPT_COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0];
+
 /// The worker's metrics.
 #[derive(Clone)]
 pub struct WorkerMetrics {
     registry: Registry,
     deliveries: IntCounterVec,
+    dead: IntCounterVec,
     duration: HistogramVec,
+    end_to_end: HistogramVec,
+    attempts: Histogram,
     in_flight: IntGauge,
     broker_connected: IntGauge,
     settle_failures: IntCounter,
@@ -60,15 +81,35 @@ impl WorkerMetrics {
             ),
             &["route", "outcome"],
         )?;
+        let dead = IntCounterVec::new(
+            Opts::new(
+                "sluice_worker_dead_lettered_total",
+                "Events the worker published to the dead queue, by reason.",
+            ),
+            &["reason"],
+        )?;
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "sluice_worker_delivery_duration_seconds",
                 "Time one delivery attempt took, by route.",
             )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
+            .buckets(ATTEMPT_BUCKETS.to_vec()),
             &["route"],
+        )?;
+        let end_to_end = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_worker_end_to_end_duration_seconds",
+                "Received by the gateway to delivered downstream, retries included, by route.",
+            )
+            .buckets(END_TO_END_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let attempts = Histogram::with_opts(
+            HistogramOpts::new(
+                "sluice_worker_delivery_attempts",
+                "Attempts each delivered event took (1 = first try).",
+            )
+            .buckets(ATTEMPT_COUNT_BUCKETS.to_vec()),
         )?;
         let in_flight = IntGauge::new("sluice_worker_in_flight", "Deliveries being handled now.")?;
         let broker_connected = IntGauge::new(
@@ -80,19 +121,33 @@ impl WorkerMetrics {
             "Events whose ack, retry or dead-letter publish failed; the broker redelivers them.",
         )?;
         registry.register(Box::new(deliveries.clone()))?;
+        registry.register(Box::new(dead.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(end_to_end.clone()))?;
+        registry.register(Box::new(attempts.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(broker_connected.clone()))?;
         registry.register(Box::new(settle_failures.clone()))?;
+        sluice_shared::admin::register_build_info(&registry, "worker")?;
         for route in routes.chain([NO_ROUTE]) {
             for outcome in Outcome::ALL {
                 deliveries.with_label_values(&[route, outcome.as_str()]);
             }
+            if route != NO_ROUTE {
+                duration.with_label_values(&[route]);
+                end_to_end.with_label_values(&[route]);
+            }
+        }
+        for reason in DeadReason::ALL {
+            dead.with_label_values(&[reason.as_str()]);
         }
         Ok(Self {
             registry,
             deliveries,
+            dead,
             duration,
+            end_to_end,
+            attempts,
             in_flight,
             broker_connected,
             settle_failures,
@@ -108,6 +163,21 @@ impl WorkerMetrics {
         self.deliveries
             .with_label_values(&[route, outcome.as_str()])
             .inc();
+    }
+
+    /// An event delivered after `attempts` attempts, `end_to_end` after the
+    /// gateway received it (unknown for a message without the header).
+    pub fn record_delivered(&self, route: &str, attempts: u32, end_to_end: Option<Duration>) {
+        self.attempts.observe(f64::from(attempts));
+        if let Some(took) = end_to_end {
+            self.end_to_end
+                .with_label_values(&[route])
+                .observe(took.as_secs_f64());
+        }
+    }
+
+    pub fn record_dead(&self, reason: DeadReason) {
+        self.dead.with_label_values(&[reason.as_str()]).inc();
     }
 
     pub fn observe_attempt(&self, route: &str, took: Duration) {
@@ -180,6 +250,22 @@ mod tests {
         assert!(render(&metrics).contains("sluice_worker_in_flight 1"));
         drop(guard);
         assert!(render(&metrics).contains("sluice_worker_in_flight 0"));
+    }
+
+    #[test]
+    fn a_delivered_event_counts_its_attempts_and_its_age() {
+        let metrics = WorkerMetrics::new(["crm"].into_iter()).unwrap();
+        metrics.record_delivered("crm", 3, Some(Duration::from_millis(1200)));
+        metrics.record_dead(DeadReason::Rejected);
+        let text = render(&metrics);
+        assert!(text.contains(r#"sluice_worker_delivery_attempts_bucket{le="2"} 0"#));
+        assert!(text.contains(r#"sluice_worker_delivery_attempts_bucket{le="3"} 1"#));
+        assert!(text.contains(
+            r#"sluice_worker_end_to_end_duration_seconds_bucket{route="crm",le="2.5"} 1"#
+        ));
+        assert!(text.contains(r#"sluice_worker_dead_lettered_total{reason="rejected"} 1"#));
+        assert!(text.contains(r#"sluice_worker_dead_lettered_total{reason="no_route"} 0"#));
+        assert!(text.contains("sluice_worker_build_info{"));
     }
 
     #[test]

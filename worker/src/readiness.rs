@@ -1,9 +1,9 @@
 //! Whether the worker is doing its job, for `/readyz` and the connected gauge.
 //!
-//! The worker is ready while it is connected to RabbitMQ and consuming;
-//! otherwise `/readyz` answers 503 with the reason (not connected yet, lost
-//! the connection and why, shutting down). The consume loop sets the state;
-//! readers never block it.
+//! The worker is ready while it is connected to RabbitMQ, has declared the
+//! topology and is consuming; otherwise `/readyz` answers 503 with the reason
+//! (not connected yet, lost the connection and why, shutting down). The
+//! consume loop sets the state; readers never block it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,7 +55,14 @@ impl BrokerStatus {
 
 impl Readiness for BrokerStatus {
     async fn check(&self) -> BTreeMap<&'static str, Result<(), String>> {
-        BTreeMap::from([("rabbitmq", self.current())])
+        let current = self.current();
+        // Consuming implies a session, and a session is only opened once the
+        // topology is declared on it.
+        let topology = current
+            .as_ref()
+            .map(|()| ())
+            .map_err(|_| "not declared on a live RabbitMQ session".to_owned());
+        BTreeMap::from([("rabbitmq", current), ("topology", topology)])
     }
 }
 

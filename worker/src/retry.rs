@@ -29,6 +29,14 @@ pub enum DeadReason {
 }
 
 impl DeadReason {
+    /// Every reason, for zeroed metric series.
+    pub const ALL: [Self; 4] = [
+        Self::Rejected,
+        Self::AttemptsExhausted,
+        Self::NoRoute,
+        Self::Malformed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Rejected => "rejected",
