@@ -36,6 +36,9 @@ pub struct Delivered {
     pub id: String,
     pub signature_ok: bool,
     pub envelope: serde_json::Value,
+    /// The `traceparent` and `x-request-id` the worker sent, if any.
+    pub traceparent: Option<String>,
+    pub request_id: Option<String>,
 }
 
 struct Inner {
@@ -126,10 +129,13 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
     };
     if status == 200 {
         let envelope = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        let optional = |name: &str| Some(header(name)).filter(|v| !v.is_empty());
         inner.delivered.lock().expect("lock").push(Delivered {
             id,
             signature_ok,
             envelope,
+            traceparent: optional("traceparent"),
+            request_id: optional("x-request-id"),
         });
     }
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
