@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/sluice.example.toml
 
-.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps
+.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps bench
 
 ## up: start Redis/RabbitMQ if needed, build, run gateway + worker in the background
 up:
@@ -44,3 +44,8 @@ check-deploy:
 ## deps: install and start Redis and RabbitMQ if they are missing
 deps:
 	bash scripts/deps.sh
+
+## bench: the load-generator suite (scripts/bench.sh, about 3 minutes) and the Criterion micro-benchmarks
+bench:
+	bash scripts/bench.sh
+	$(CARGO) bench -p sluice-gateway --bench hot_paths
