@@ -20,6 +20,10 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# Before the tests: they run `promtool check metrics`, which this installs.
+step "alert rules and their unit tests (scripts/check-alerts.sh)"
+bash scripts/check-alerts.sh
+
 # cargo test rather than nextest: it is always there and its summary lines are
 # what CI reads.
 step "cargo test --workspace"
