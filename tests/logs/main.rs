@@ -99,10 +99,10 @@ fn personal_values() -> BTreeSet<String> {
         match value {
             Value::Object(map) => map.iter().for_each(|(k, v)| walk(v, Some(k), found)),
             Value::Array(items) => items.iter().for_each(|v| walk(v, key, found)),
-            Value::String(s) if key.is_some_and(|k| PERSONAL_KEYS.contains(&k)) => {
-                if s.chars().count() >= 4 {
-                    found.insert(s.clone());
-                }
+            Value::String(s)
+                if key.is_some_and(|k| PERSONAL_KEYS.contains(&k)) && s.chars().count() >= 4 =>
+            {
+                found.insert(s.clone());
             }
             _ => {}
         }

@@ -58,10 +58,10 @@ impl Readiness for BrokerStatus {
         let current = self.current();
         // Consuming implies a session, and a session is only opened once the
         // topology is declared on it.
-        let topology = current
-            .as_ref()
-            .map(|()| ())
-            .map_err(|_| "not declared on a live RabbitMQ session".to_owned());
+        let topology = match current {
+            Ok(()) => Ok(()),
+            Err(_) => Err("not declared on a live RabbitMQ session".to_owned()),
+        };
         BTreeMap::from([("rabbitmq", current), ("topology", topology)])
     }
 }
