@@ -16,9 +16,11 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+mod dlq;
 mod route;
 mod source;
 
+pub use dlq::{DlqConfig, DlqHttpConfig};
 pub use route::{HandlerKind, RouteConfig};
 pub use source::{DigestEncoding, ExtractorKind, SchemeKind, SourceConfig, TokenFormat};
 
@@ -50,6 +52,9 @@ pub struct Config {
     /// Where the worker delivers events; the first route that matches wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// The dead-letter-queue operations (`sluice-worker dlq`, `/dlq` over HTTP).
+    #[serde(default)]
+    pub dlq: DlqConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -334,6 +339,7 @@ impl Config {
         for (index, route) in self.routes.iter().enumerate() {
             route::validate(index, route)?;
         }
+        dlq::validate(&self.dlq)?;
         Ok(())
     }
 }

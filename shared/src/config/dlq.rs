@@ -1,0 +1,74 @@
+//! `[dlq]`: the dead-letter-queue operator commands' settings.
+//!
+//! The `sluice-worker dlq ...` commands need nothing beyond `[amqp]`; this
+//! table only switches on the same operations over HTTP on the worker's admin
+//! port, which is off by default because replay and purge change the queue.
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::secret::SecretRef;
+
+/// Settings of the dead-letter-queue operations.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlqConfig {
+    /// The HTTP API (`/dlq/...`) on `worker.admin_listen`.
+    pub http: DlqHttpConfig,
+}
+
+/// `[dlq.http]`: the HTTP API beside `/metrics` on the worker's admin port.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlqHttpConfig {
+    /// Serve `/dlq/stats`, `/dlq/peek`, `/dlq/export`, `/dlq/replay` and
+    /// `/dlq/purge`; off by default.
+    pub enabled: bool,
+    /// The bearer token every `/dlq` request must present
+    /// (`Authorization: Bearer ...`), as `env:NAME` or `file:/path`;
+    /// required when `enabled`.
+    pub token: Option<SecretRef>,
+}
+
+pub(super) fn validate(dlq: &DlqConfig) -> Result<(), ConfigError> {
+    if dlq.http.enabled && dlq.http.token.is_none() {
+        return Err(ConfigError::invalid(
+            "dlq.http.token",
+            "the /dlq API replays and purges events: set token = \"env:NAME\" (or \"file:/path\") \
+             when dlq.http.enabled is true",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::secret::SecretRef;
+
+    #[test]
+    fn the_http_api_is_off_by_default() {
+        let config = Config::from_toml("").unwrap();
+        assert!(!config.dlq.http.enabled);
+        assert!(config.dlq.http.token.is_none());
+    }
+
+    #[test]
+    fn an_enabled_api_without_a_token_names_the_key() {
+        let err = Config::from_toml("[dlq.http]\nenabled = true").unwrap_err();
+        assert!(err.to_string().contains("dlq.http.token"), "{err}");
+    }
+
+    #[test]
+    fn an_enabled_api_reads_its_token_reference() {
+        let config =
+            Config::from_toml("[dlq.http]\nenabled = true\ntoken = \"env:DLQ_TOKEN\"").unwrap();
+        assert_eq!(config.dlq.http.token, Some(SecretRef::Env("DLQ_TOKEN".into())));
+    }
+
+    #[test]
+    fn an_unknown_dlq_key_is_an_error() {
+        let err = Config::from_toml("[dlq.http]\nenable = true").unwrap_err();
+        assert!(err.to_string().contains("enable"), "{err}");
+    }
+}
