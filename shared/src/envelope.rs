@@ -40,6 +40,10 @@ pub mod headers {
     pub const FIRST_FAILURE_MS: &str = "x-sluice-first-failure-ms";
     /// Dead queue: last failure, milliseconds since the Unix epoch.
     pub const LAST_FAILURE_MS: &str = "x-sluice-last-failure-ms";
+    /// Replayed from the dead queue: how many times (1 on the first replay).
+    pub const REPLAYED: &str = "x-sluice-replayed";
+    /// Replayed from the dead queue: when, milliseconds since the Unix epoch.
+    pub const REPLAYED_AT_MS: &str = "x-sluice-replayed-at-ms";
 }
 
 /// A CloudEvents 1.0 structured-mode event.

@@ -63,7 +63,10 @@ mod tests {
     fn an_enabled_api_reads_its_token_reference() {
         let config =
             Config::from_toml("[dlq.http]\nenabled = true\ntoken = \"env:DLQ_TOKEN\"").unwrap();
-        assert_eq!(config.dlq.http.token, Some(SecretRef::Env("DLQ_TOKEN".into())));
+        assert_eq!(
+            config.dlq.http.token,
+            Some(SecretRef::Env("DLQ_TOKEN".into()))
+        );
     }
 
     #[test]
