@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::ReconnectBackoff;
 use crate::broker::{BrokerSettings, Session};
 use crate::dispatch::Dispatcher;
+use crate::dlq::http::{DlqApi, with_dlq};
 use crate::error::{StartError, WorkerError};
 use crate::http_handler;
 use crate::metrics::WorkerMetrics;
@@ -39,6 +40,8 @@ pub struct Worker {
     registry: prometheus::Registry,
     shutdown_grace: Duration,
     depths: QueueDepthPoller,
+    /// The `/dlq` routes, when `dlq.http.enabled`.
+    dlq: Option<DlqApi>,
 }
 
 impl Worker {
@@ -51,6 +54,7 @@ impl Worker {
         let policy = RetryPolicy::new(settings.topology.retry_tiers())
             .map_err(|e| ConfigError::invalid("amqp.retry_delays", e.to_string()))?;
         let routes = RouteTable::from_config(&config.routes)?;
+        let dlq = DlqApi::from_config(&config)?;
         let metrics = WorkerMetrics::new(routes.names())?;
         let client = http_handler::client().map_err(StartError::HttpClient)?;
         let status = BrokerStatus::new(metrics.clone());
@@ -81,6 +85,7 @@ impl Worker {
             registry: metrics.registry(),
             shutdown_grace: config.worker.shutdown_grace,
             depths,
+            dlq,
         })
     }
 
@@ -100,11 +105,12 @@ impl Worker {
             registry,
             shutdown_grace,
             depths,
+            dlq,
             ..
         } = self;
         // A child token: the admin port also closes when consuming fails for good.
         let admin_stop = shutdown.child_token();
-        let router = admin::router(registry, supervisor.status.clone());
+        let router = with_dlq(admin::router(registry, supervisor.status.clone()), dlq);
         let server =
             axum::serve(admin, router).with_graceful_shutdown(admin_stop.clone().cancelled_owned());
         let server = tokio::spawn(async move { server.await });

@@ -13,6 +13,9 @@
 //! - [`settle`] publishes the copy (its headers from [`failure`]) with
 //!   confirms, then acks the original.
 //!
+//! [`dlq`] holds the operator commands that inspect, export, replay and
+//! purge the dead queue (and their HTTP routes).
+//!
 //! [`app`] builds and runs it all; [`metrics`], [`queue_depth`] and
 //! [`readiness`] are what it reports on the admin port; [`error`] is how it
 //! fails.
@@ -23,6 +26,7 @@ pub mod broker;
 pub mod consumer;
 pub mod delivery;
 pub mod dispatch;
+pub mod dlq;
 pub mod error;
 pub mod failure;
 pub mod glob;

@@ -1,4 +1,5 @@
-//! `sluice-worker`: loads the config, starts logging, consumes until SIGTERM or Ctrl-C.
+//! `sluice-worker`: loads the config, starts logging, consumes until SIGTERM
+//! or Ctrl-C; or runs one operator command (`sluice-worker dlq ...`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sluice_shared::config::{Config, EXIT_BAD_CONFIG};
 use sluice_worker::Worker;
+use sluice_worker::dlq::cli::{self as dlq, DlqArgs};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -22,20 +24,31 @@ struct Args {
     command: Option<Command>,
 }
 
-/// Operator commands (the `dlq` family comes here).
+/// Operator commands.
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Inspect, export, replay and purge the dead-letter queue.
+    Dlq(DlqArgs),
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        // Help and version go to stdout with 0; a usage error is 64, like a bad config.
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 64 } else { 0 });
+        }
+    };
     let config = match Config::load(args.config.as_deref()) {
         Ok(config) => config,
         Err(e) => return fail(&e.to_string(), EXIT_BAD_CONFIG),
     };
     sluice_shared::telemetry::init(&config.telemetry);
-    if let Some(command) = args.command {
-        match command {}
+    if let Some(Command::Dlq(command)) = args.command {
+        let code = dlq::run(&config, command).await;
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let worker = match Worker::build(config).await {
         Ok(worker) => worker,

@@ -1,0 +1,106 @@
+//! How a dead-letter-queue operation fails, and what the operator does about it.
+//!
+//! Every variant's message says what to do next. [`DlqError::exit_code`]
+//! keeps the command's exit status honest (64 for a usage error, 1 for the
+//! broker or the file system) and [`DlqError::status`] is its HTTP status on
+//! the admin port. A failure never loses a message: whatever a command had
+//! not acknowledged goes back to the dead queue, in its place, when its
+//! channel closes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use sluice_shared::amqp::ConnectError;
+use sluice_shared::config::EXIT_BAD_CONFIG;
+use sluice_shared::topology::TopologyError;
+
+use super::filter::FilterError;
+
+/// Why a `dlq` operation stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// A filter or flag that cannot be used (exit 64, HTTP 400).
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// A flag or parameter that cannot be used (exit 64, HTTP 400).
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Connect(Box<ConnectError>),
+    #[error(transparent)]
+    Topology(Box<TopologyError>),
+    /// Another `dlq` command (CLI or HTTP) is working on this dead queue (HTTP 409).
+    #[error(
+        "another dlq command is working on this dead queue (it holds the lock queue `{0}`); \
+         wait for it to finish and run this one again"
+    )]
+    Locked(String),
+    #[error(
+        "RabbitMQ failed while {doing}: {source}; nothing unacknowledged is lost, run the command again"
+    )]
+    Broker {
+        doing: &'static str,
+        source: lapin::Error,
+    },
+    #[error(
+        "RabbitMQ did not answer within {limit:?} while {doing}; nothing unacknowledged is lost, run the command again"
+    )]
+    Timeout {
+        doing: &'static str,
+        limit: Duration,
+    },
+    #[error(
+        "the dead queue's channel closed while {0}; whatever was not acknowledged is back \
+         in the queue, in order: run the command again"
+    )]
+    ChannelClosed(&'static str),
+    /// The export file cannot be created (exit 64, HTTP 400).
+    #[error("cannot create {path}: {problem}")]
+    OutFile { path: PathBuf, problem: String },
+    /// Writing or syncing the export file failed; nothing was removed.
+    #[error("writing {path} failed: {source}; nothing was removed from the dead queue")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<ConnectError> for DlqError {
+    fn from(error: ConnectError) -> Self {
+        Self::Connect(Box::new(error))
+    }
+}
+
+impl From<TopologyError> for DlqError {
+    fn from(error: TopologyError) -> Self {
+        Self::Topology(Box::new(error))
+    }
+}
+
+impl DlqError {
+    pub(crate) fn broker(doing: &'static str) -> impl FnOnce(lapin::Error) -> Self {
+        move |source| Self::Broker { doing, source }
+    }
+
+    pub(crate) fn timeout(doing: &'static str, limit: Duration) -> Self {
+        Self::Timeout { doing, limit }
+    }
+
+    /// The process exit status: 64 for usage, 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Filter(_) | Self::Usage(_) | Self::OutFile { .. } => EXIT_BAD_CONFIG,
+            _ => 1,
+        }
+    }
+
+    /// The HTTP status of this error on the admin port.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Filter(_) | Self::Usage(_) | Self::OutFile { .. } => StatusCode::BAD_REQUEST,
+            Self::Locked(_) => StatusCode::CONFLICT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}

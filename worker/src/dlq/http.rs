@@ -1,0 +1,259 @@
+//! The dead-letter operations over HTTP, on the worker's admin port, when
+//! `dlq.http.enabled` is set:
+//!
+//! | route | what | answer |
+//! |---|---|---|
+//! | `GET /dlq/stats?<filters>` | `dlq stats` | the stats JSON |
+//! | `GET /dlq/peek?limit=10&show_data=false&<filters>` | `dlq peek` | the peek JSON |
+//! | `GET /dlq/export?<filters>` | `dlq export` (never removes) | JSON lines |
+//! | `POST /dlq/replay` `{<filters>, "limit", "rate", "dry_run"}` | `dlq replay` | the summary; 503 if it stopped early |
+//! | `POST /dlq/purge` `{<filters>, "yes": true}` | `dlq purge` | the summary; 400 without `"yes": true` |
+//!
+//! Filters have the CLI flags' names (`source`, `type`, `reason`, `status`,
+//! `since`, `until`, `id`), several values comma-separated (or, in JSON, a
+//! list). Every request needs `Authorization: Bearer <dlq.http.token>`;
+//! tokens are compared as SHA-256 digests in constant time, so neither the
+//! token nor its length leaks through timing. A command already running
+//! (here or from the CLI) answers 409.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sluice_shared::config::{AmqpConfig, Config, ConfigError};
+use sluice_shared::envelope::unix_millis;
+use subtle::ConstantTimeEq;
+
+use super::error::DlqError;
+use super::filter::{Filter, FilterArgs};
+use super::progress::Progress;
+use super::replay::ReplayOptions;
+use super::scan::DeadQueue;
+use super::{export, peek, purge, replay, stats};
+
+/// The `/dlq` routes and what they need.
+#[derive(Clone)]
+pub struct DlqApi {
+    amqp: Arc<AmqpConfig>,
+    /// SHA-256 of the bearer token.
+    token: [u8; 32],
+}
+
+impl DlqApi {
+    /// `None` unless `dlq.http.enabled`; resolves the token (a config error if it cannot).
+    pub fn from_config(config: &Config) -> Result<Option<Self>, ConfigError> {
+        let http = &config.dlq.http;
+        if !http.enabled {
+            return Ok(None);
+        }
+        let reference = http.token.as_ref().ok_or_else(|| {
+            ConfigError::invalid("dlq.http.token", "required when dlq.http.enabled is true")
+        })?;
+        let token = reference
+            .resolve()
+            .map_err(|e| ConfigError::invalid("dlq.http.token", e.to_string()))?;
+        Ok(Some(Self {
+            amqp: Arc::new(config.amqp.clone()),
+            token: Sha256::digest(token.expose().as_bytes()).into(),
+        }))
+    }
+
+    /// The routes, each behind the bearer token.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/dlq/stats", get(stats_route))
+            .route("/dlq/peek", get(peek_route))
+            .route("/dlq/export", get(export_route))
+            .route("/dlq/replay", post(replay_route))
+            .route("/dlq/purge", post(purge_route))
+            .route_layer(middleware::from_fn_with_state(self.clone(), authorize))
+            .with_state(self)
+    }
+
+    fn allows(&self, headers: &HeaderMap) -> bool {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .unwrap_or_default();
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        !presented.is_empty() && bool::from(digest.ct_eq(&self.token))
+    }
+
+    /// Opens the dead queue, runs `operation`, closes it whatever happened.
+    async fn with_queue<T>(
+        &self,
+        operation: impl AsyncFnOnce(&DeadQueue) -> Result<T, DlqError>,
+    ) -> Result<T, ApiError> {
+        let queue = DeadQueue::open(&self.amqp).await?;
+        let result = operation(&queue).await;
+        queue.close().await;
+        Ok(result?)
+    }
+}
+
+/// Adds the `/dlq` routes to the admin router when the API is on.
+pub fn with_dlq(router: Router, api: Option<DlqApi>) -> Router {
+    match api {
+        Some(api) => router.merge(api.router()),
+        None => router,
+    }
+}
+
+async fn authorize(State(api): State<DlqApi>, request: Request, next: Next) -> Response {
+    if api.allows(request.headers()) {
+        return next.run(request).await;
+    }
+    let body =
+        json!({"error": "unauthorized", "message": "send Authorization: Bearer <dlq.http.token>"});
+    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+}
+
+/// A [`DlqError`] as an HTTP answer.
+struct ApiError(DlqError);
+
+impl From<DlqError> for ApiError {
+    fn from(error: DlqError) -> Self {
+        Self(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.0.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self.0, "dlq request failed");
+        }
+        (status, Json(json!({"error": self.0.to_string()}))).into_response()
+    }
+}
+
+fn parse(filter: &FilterArgs) -> Result<Filter, ApiError> {
+    Ok(Filter::parse(filter, unix_millis(SystemTime::now())).map_err(DlqError::from)?)
+}
+
+async fn stats_route(
+    State(api): State<DlqApi>,
+    Query(args): Query<FilterArgs>,
+) -> Result<Response, ApiError> {
+    let filter = parse(&args)?;
+    let stats = api
+        .with_queue(async |q| stats::collect(q, &filter).await)
+        .await?;
+    Ok(Json(stats).into_response())
+}
+
+/// `GET /dlq/peek` options besides the filters.
+#[derive(Debug, Deserialize)]
+struct PeekQuery {
+    limit: Option<usize>,
+    show_data: Option<bool>,
+}
+
+async fn peek_route(
+    State(api): State<DlqApi>,
+    Query(args): Query<FilterArgs>,
+    Query(options): Query<PeekQuery>,
+) -> Result<Response, ApiError> {
+    let filter = parse(&args)?;
+    let limit = options.limit.unwrap_or(10);
+    if limit == 0 {
+        return Err(DlqError::Usage("limit must be at least 1".into()).into());
+    }
+    let show_data = options.show_data.unwrap_or(false);
+    let peeked = api
+        .with_queue(async |q| peek::peek(q, &filter, limit, show_data).await)
+        .await?;
+    Ok(Json(peeked.json()).into_response())
+}
+
+async fn export_route(
+    State(api): State<DlqApi>,
+    Query(args): Query<FilterArgs>,
+) -> Result<Response, ApiError> {
+    let filter = parse(&args)?;
+    let lines = api
+        .with_queue(async |q| export::export_to_memory(q, &filter).await)
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response())
+}
+
+/// `POST /dlq/replay` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ReplayRequest {
+    #[serde(flatten)]
+    filter: FilterArgs,
+    limit: Option<usize>,
+    rate: Option<f64>,
+    dry_run: bool,
+}
+
+async fn replay_route(
+    State(api): State<DlqApi>,
+    Json(request): Json<ReplayRequest>,
+) -> Result<Response, ApiError> {
+    let filter = parse(&request.filter)?;
+    let options = ReplayOptions {
+        limit: request.limit,
+        rate: request.rate,
+        dry_run: request.dry_run,
+    };
+    let replayed = api
+        .with_queue(async |q| {
+            let plan = replay::plan(q, &filter, &options).await?;
+            plan.run(q, &options, &Progress::hidden()).await
+        })
+        .await?;
+    let status = match replayed.stopped {
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+        None => StatusCode::OK,
+    };
+    Ok((status, Json(replayed)).into_response())
+}
+
+/// `POST /dlq/purge` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PurgeRequest {
+    #[serde(flatten)]
+    filter: FilterArgs,
+    yes: bool,
+}
+
+async fn purge_route(
+    State(api): State<DlqApi>,
+    Json(request): Json<PurgeRequest>,
+) -> Result<Response, ApiError> {
+    let filter = parse(&request.filter)?;
+    let yes = request.yes;
+    let purged = api
+        .with_queue(async |q| {
+            let plan = purge::plan(q, &filter).await?;
+            if yes {
+                plan.execute(q).await
+            } else {
+                plan.refuse(q).await
+            }
+        })
+        .await?;
+    if purged.refused {
+        let body = json!({
+            "error": "confirmation_required",
+            "message": "nothing was removed; send \"yes\": true to remove the events in `matched`",
+            "matched": purged.matched,
+        });
+        return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
+    }
+    Ok(Json(purged).into_response())
+}
