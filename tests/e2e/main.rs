@@ -9,6 +9,7 @@ mod bad_input;
 mod broker_outage;
 mod config_errors;
 mod delivery;
+mod dlq;
 mod observability;
 mod providers;
 mod redis;

@@ -1,0 +1,132 @@
+//! The `/dlq` routes on the worker's admin port: off by default, behind a
+//! bearer token when on, and the same operations as the CLI.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::DeadFixture;
+use crate::support::downstream::{Downstream, Plan};
+use crate::support::{RunningWorker, eventually};
+
+const TOKEN: &str = "dlq-token-for-tests";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_answers_only_with_its_token_and_works_like_the_cli() {
+    let fixture = DeadFixture::seed("dlq-http", 20, "").await;
+    let token_path = fixture.env.secret_path("dlq.token");
+    std::fs::write(&token_path, TOKEN).expect("token file");
+    let downstream = Downstream::start(Plan::Succeed).await;
+    let extra = format!(
+        "{}[dlq.http]\nenabled = true\ntoken = \"file:{}\"\n",
+        fixture.env.http_route(&downstream.url()),
+        token_path.display()
+    );
+    let worker = RunningWorker::start(fixture.env.config(&extra)).await;
+    let base = format!("http://{}", worker.admin_addr);
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let request = client.get(format!("{base}{path}"));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    };
+
+    let anonymous = get("/dlq/stats", None).send().await.expect("an answer");
+    assert_eq!(anonymous.status(), 401);
+    let wrong = get("/dlq/stats", Some("not-the-token"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(wrong.status(), 401);
+    let metrics = get("/metrics", None).send().await.expect("an answer");
+    assert_eq!(
+        metrics.status(),
+        200,
+        "the rest of the admin port is unchanged"
+    );
+
+    let stats: serde_json::Value = json_of(get("/dlq/stats", Some(TOKEN))).await;
+    assert_eq!(stats["count"], 20);
+    let peek = json_of(get("/dlq/peek?limit=2&source=beta", Some(TOKEN))).await;
+    assert_eq!(super::peeked_ids(&peek), fixture.ids_of("beta")[..2]);
+    let export = get("/dlq/export?source=gamma", Some(TOKEN))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(export.status(), 200);
+    assert_eq!(export.text().await.expect("a body").lines().count(), 6);
+
+    let post = |path: &str, body: serde_json::Value| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+    };
+    let refused = post("/dlq/purge", json!({"source": "alpha"}))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(refused.status(), 400);
+    let refused: serde_json::Value = refused.json().await.expect("JSON");
+    assert_eq!(refused["matched"]["count"], 7);
+    let dry = json_of(post(
+        "/dlq/replay",
+        json!({"source": "beta", "dry_run": true}),
+    ))
+    .await;
+    assert_eq!(dry["picked"], 7);
+    assert_eq!(dry["replayed"], 0);
+    let replayed = json_of(post("/dlq/replay", json!({"source": ["beta"]}))).await;
+    assert_eq!(replayed["replayed"], 7);
+
+    let beta: HashSet<String> = fixture.ids_of("beta").into_iter().collect();
+    let all = eventually(Duration::from_secs(20), || async {
+        downstream.delivered_ids() == beta
+    })
+    .await;
+    assert!(
+        all,
+        "the replayed events are delivered: {:?}",
+        downstream.delivered_ids()
+    );
+    worker.stop().await;
+    let rest: Vec<String> = fixture
+        .ids
+        .iter()
+        .filter(|id| !beta.contains(*id))
+        .cloned()
+        .collect();
+    assert_eq!(fixture.drain_and_delete().await, rest);
+}
+
+#[tokio::test]
+async fn an_enabled_api_whose_token_is_not_set_stops_the_worker_with_code_64() {
+    let env = crate::support::TestEnv::new("dlq-token");
+    let path = env.dir.path().join("sluice.toml");
+    let extra = "[dlq.http]\nenabled = true\ntoken = \"env:SLUICE_E2E_SURELY_UNSET_DLQ_TOKEN\"\n";
+    std::fs::write(&path, env.config_toml(extra)).expect("config file");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-worker"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .await
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("dlq.http.token"), "{stderr}");
+    assert!(
+        stderr.contains("SLUICE_E2E_SURELY_UNSET_DLQ_TOKEN"),
+        "{stderr}"
+    );
+}
+
+async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    let response = request.send().await.expect("an answer");
+    let status = response.status();
+    let body = response.text().await.expect("a body");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("JSON")
+}

@@ -1,0 +1,246 @@
+//! The dead-letter-queue commands, through the real `sluice-worker dlq`
+//! binary, against the real RabbitMQ: dead events are seeded with the
+//! worker's own dead-copy headers (`failure::for_dead`), then inspected,
+//! exported, replayed to a real downstream, and purged.
+
+mod crash;
+mod http;
+mod inspect;
+mod raw;
+mod replay;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, UNIX_EPOCH};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use sluice_shared::envelope::{CONTENT_TYPE, Envelope, headers};
+use sluice_worker::failure::{LastFailure, for_dead};
+use sluice_worker::retry::DeadReason;
+
+use crate::support::TestEnv;
+use crate::support::broker::Broker;
+
+/// The seeded sources, each with its event type: 100 events make 34/33/33.
+pub const SOURCES: [(&str, &str); 3] = [
+    ("alpha", "message.text"),
+    ("beta", "status.read"),
+    ("gamma", "contact.updated"),
+];
+
+/// The last failure time of seeded event 0; event `i` failed `i` seconds later.
+pub const FIRST_FAILURE_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+/// One test's dead queue, seeded, with a config file for the binary.
+pub struct DeadFixture {
+    pub env: TestEnv,
+    pub config_path: PathBuf,
+    /// Seeded event ids, in queue order.
+    pub ids: Vec<String>,
+    channel: Channel,
+    _connection: Connection,
+}
+
+/// What one `sluice-worker dlq ...` run printed.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl DeadFixture {
+    /// Declares the topology and seeds `count` dead events round-robin over [`SOURCES`].
+    pub async fn seed(name: &str, count: usize, extra_toml: &str) -> Self {
+        let env = TestEnv::new(name);
+        let config_path = env.dir.path().join("sluice.toml");
+        std::fs::write(&config_path, env.config_toml(extra_toml)).expect("config file");
+        let connection = Connection::connect(&env.amqp_url, ConnectionProperties::default())
+            .await
+            .expect("RabbitMQ");
+        let channel = connection.create_channel().await.expect("a channel");
+        env.topology()
+            .declare(&channel)
+            .await
+            .expect("the topology");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        let mut fixture = Self {
+            ids: Vec::new(),
+            env,
+            config_path,
+            channel,
+            _connection: connection,
+        };
+        for i in 0..count {
+            fixture.publish_dead(i).await;
+        }
+        fixture
+    }
+
+    /// Publishes seeded event `i` to the dead exchange as the worker would.
+    async fn publish_dead(&mut self, i: usize) {
+        let (source, event_type) = SOURCES[i % SOURCES.len()];
+        let id = format!("{}-{i:03}", self.env.prefix);
+        let failed_ms = FIRST_FAILURE_MS + i as i64 * 1000;
+        let received = UNIX_EPOCH + Duration::from_millis((failed_ms - 60_000) as u64);
+        let envelope = Envelope::json(
+            source,
+            &id,
+            event_type,
+            received,
+            serde_json::json!({"n": i}),
+        );
+        let (reason, last) = if i.is_multiple_of(5) {
+            (
+                DeadReason::Rejected,
+                LastFailure {
+                    error: "HTTP 400".into(),
+                    status: Some(400),
+                },
+            )
+        } else {
+            (
+                DeadReason::AttemptsExhausted,
+                LastFailure {
+                    error: "HTTP 503".into(),
+                    status: Some(503),
+                },
+            )
+        };
+        let properties = for_dead(
+            &original(&id, source, event_type),
+            reason,
+            4,
+            &last,
+            failed_ms,
+        );
+        let key = format!("{source}.{event_type}");
+        self.publish(&key, &envelope.to_bytes(), properties).await;
+        self.ids.push(id);
+    }
+
+    /// Publishes anything to the dead exchange, confirmed.
+    pub async fn publish(&self, routing_key: &str, body: &[u8], properties: BasicProperties) {
+        let exchange = self.env.topology().dead_exchange();
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish");
+        assert!(
+            confirm.await.expect("confirm").is_ack(),
+            "the dead exchange took it"
+        );
+    }
+
+    /// Runs `sluice-worker --config <file> dlq <args>`.
+    pub async fn dlq(&self, args: &[&str]) -> Run {
+        let output = self.command(args).output().await.expect("the binary runs");
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// The command, to spawn and kill.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-worker"));
+        command
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("dlq")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Seeded ids of one source, in queue order.
+    pub fn ids_of(&self, source: &str) -> Vec<String> {
+        let index = SOURCES
+            .iter()
+            .position(|(s, _)| *s == source)
+            .expect("a seeded source");
+        self.ids
+            .iter()
+            .skip(index)
+            .step_by(SOURCES.len())
+            .cloned()
+            .collect()
+    }
+
+    pub async fn dead_count(&self) -> u32 {
+        Broker::connect(&self.env.amqp_url)
+            .await
+            .count(&self.env.topology().dead_queue())
+            .await
+    }
+
+    /// Empties the dead queue (destructively), returning its message ids in
+    /// order (`-` for a message without one), then checks every queue is
+    /// empty and deletes them.
+    pub async fn drain_and_delete(self) -> Vec<String> {
+        let broker = Broker::connect(&self.env.amqp_url).await;
+        let taken = broker.drain(&self.env.topology().dead_queue()).await;
+        let ids = taken
+            .iter()
+            .map(|t| {
+                t.properties
+                    .message_id()
+                    .as_ref()
+                    .map_or("-".into(), |s| s.to_string())
+            })
+            .collect();
+        self.env.assert_queues_empty_and_delete().await;
+        ids
+    }
+}
+
+/// The properties the gateway gives an event.
+fn original(id: &str, source: &str, event_type: &str) -> BasicProperties {
+    let mut table = FieldTable::default();
+    let text = |v: &str| AMQPValue::LongString(LongString::from(v));
+    table.insert(headers::SOURCE.into(), text(source));
+    table.insert(headers::TYPE.into(), text(event_type));
+    table.insert(headers::REQUEST_ID.into(), text(&format!("req-{id}")));
+    table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(0));
+    BasicProperties::default()
+        .with_message_id(id.into())
+        .with_content_type(CONTENT_TYPE.into())
+        .with_delivery_mode(2)
+        .with_headers(table)
+}
+
+/// The ids of a peek's JSON answer.
+pub fn peeked_ids(peek: &serde_json::Value) -> Vec<String> {
+    peek["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["id"].as_str().unwrap_or("-").to_owned())
+        .collect()
+}

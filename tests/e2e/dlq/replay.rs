@@ -1,0 +1,147 @@
+//! `dlq replay` moves exactly the matching events back to the worker, and
+//! `--dry-run` or a purge without `--yes` change nothing.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use sluice_shared::envelope::headers;
+
+use super::DeadFixture;
+use crate::support::broker::Broker;
+use crate::support::downstream::{Downstream, Plan};
+use crate::support::{RunningWorker, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_one_source_delivers_exactly_its_events_and_keeps_the_others_dead_in_order() {
+    let fixture = DeadFixture::seed("dlq-replay", 100, "").await;
+    let downstream = Downstream::start(Plan::Succeed).await;
+    let config = fixture
+        .env
+        .config(&fixture.env.http_route(&downstream.url()));
+    let worker = RunningWorker::start(config).await;
+
+    let run = fixture.dlq(&["replay", "--source", "beta", "--json"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["matched"], 33);
+    assert_eq!(report["replayed"], 33);
+    assert_eq!(report["failed"], 0);
+    assert_eq!(report["duplicates"], 0);
+    assert_eq!(report["left_in_queue"], 67);
+
+    let beta: HashSet<String> = fixture.ids_of("beta").into_iter().collect();
+    let all = eventually(Duration::from_secs(20), || async {
+        downstream.delivered_ids().len() >= beta.len()
+    })
+    .await;
+    assert!(all, "{} of 33 delivered", downstream.delivered_ids().len());
+    assert_eq!(downstream.delivered_ids(), beta, "exactly the beta events");
+    assert!(downstream.deliveries().iter().all(|d| d.signature_ok));
+    worker.stop().await;
+
+    let others: Vec<String> = fixture
+        .ids
+        .iter()
+        .filter(|id| !beta.contains(*id))
+        .cloned()
+        .collect();
+    assert_eq!(
+        fixture.drain_and_delete().await,
+        others,
+        "the others stay dead, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_copy_has_its_attempts_reset_and_a_replayed_mark() {
+    let fixture = DeadFixture::seed("dlq-mark", 6, "").await;
+    let id = fixture.ids[4].clone();
+    let run = fixture.dlq(&["replay", "--id", &id]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.starts_with("replayed 1 of 1"), "{}", run.stdout);
+
+    let broker = Broker::connect(&fixture.env.amqp_url).await;
+    let copies = broker.drain(&fixture.env.topology().work_queue()).await;
+    assert_eq!(copies.len(), 1);
+    let copy = &copies[0];
+    assert_eq!(copy.routing_key, "beta.status.read");
+    assert_eq!(
+        copy.json()["id"],
+        id.as_str(),
+        "the envelope, byte for byte"
+    );
+    assert_eq!(copy.header_int(headers::ATTEMPT), Some(0));
+    assert_eq!(copy.header_int(headers::REPLAYED), Some(1));
+    assert!(copy.header_int(headers::REPLAYED_AT_MS).is_some());
+    assert_eq!(
+        copy.header_str(headers::REQUEST_ID),
+        Some(format!("req-{id}"))
+    );
+    assert_eq!(
+        copy.header(headers::REASON),
+        None,
+        "no dead headers on a live event"
+    );
+    assert_eq!(copy.header(headers::LAST_STATUS), None);
+    assert_eq!(*copy.properties.delivery_mode(), Some(2));
+
+    let mut rest = fixture.ids.clone();
+    rest.remove(4);
+    assert_eq!(fixture.drain_and_delete().await, rest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_and_a_purge_without_yes_change_nothing() {
+    let fixture = DeadFixture::seed("dlq-dry", 30, "").await;
+    let broker = Broker::connect(&fixture.env.amqp_url).await;
+    let work = fixture.env.topology().work_queue();
+
+    let dry = fixture.dlq(&["replay", "--dry-run", "--json"]).await;
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    assert_eq!(dry.json()["dry_run"], true);
+    assert_eq!(dry.json()["picked"], 30);
+    assert_eq!(dry.json()["replayed"], 0);
+    assert_eq!(broker.count(&work).await, 0, "a dry run publishes nothing");
+    assert_eq!(fixture.dead_count().await, 30);
+
+    let refused = fixture.dlq(&["purge", "--source", "alpha"]).await;
+    assert_eq!(refused.code, Some(64), "{}", refused.stderr);
+    assert!(
+        refused.stdout.contains("refused: nothing was removed"),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        refused.stdout.contains("alpha"),
+        "it shows what would go: {}",
+        refused.stdout
+    );
+    let refused = fixture.dlq(&["purge", "--source", "alpha", "--json"]).await;
+    assert_eq!(refused.json()["refused"], true);
+    assert_eq!(refused.json()["matched"]["count"], 10);
+    assert_eq!(
+        fixture.dead_count().await,
+        30,
+        "a purge without --yes removes nothing"
+    );
+
+    let purged = fixture.dlq(&["purge", "--source", "alpha", "--yes"]).await;
+    assert_eq!(purged.code, Some(0), "{}", purged.stderr);
+    assert!(
+        purged.stdout.contains("removed 10 events"),
+        "{}",
+        purged.stdout
+    );
+    let alpha = fixture.ids_of("alpha");
+    let rest: Vec<String> = fixture
+        .ids
+        .iter()
+        .filter(|id| !alpha.contains(id))
+        .cloned()
+        .collect();
+    assert_eq!(
+        fixture.drain_and_delete().await,
+        rest,
+        "the dry run and the refusal kept the order"
+    );
+}
