@@ -6,6 +6,7 @@
 //! purge refused for want of `--yes`; 1 the broker or the file system failed,
 //! or a replay stopped early (run it again: it resumes where it stopped).
 
+use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -103,11 +104,19 @@ pub async fn run(config: &Config, args: DlqArgs) -> i32 {
         Ok(filter) => filter,
         Err(e) => return fail(&e.to_string(), EXIT_BAD_CONFIG),
     };
+    // A bad --out fails before anything touches the queue.
+    let out_file = match &args.command {
+        DlqCommand::Export { out, .. } => match export::create(out) {
+            Ok(file) => Some(file),
+            Err(e) => return fail(&e.to_string(), e.exit_code()),
+        },
+        _ => None,
+    };
     let queue = match DeadQueue::open(&config.amqp).await {
         Ok(queue) => queue,
         Err(e) => return fail(&e.to_string(), e.exit_code()),
     };
-    let result = execute(&queue, &args.command, &filter, args.json).await;
+    let result = execute(&queue, &args.command, &filter, out_file, args.json).await;
     queue.close().await;
     match result {
         Ok(code) => code,
@@ -119,6 +128,7 @@ async fn execute(
     queue: &DeadQueue,
     command: &DlqCommand,
     filter: &Filter,
+    out_file: Option<File>,
     json: bool,
 ) -> Result<i32, DlqError> {
     match command {
@@ -138,7 +148,11 @@ async fn execute(
             Ok(0)
         }
         DlqCommand::Export { out, remove, .. } => {
-            let exported = export::export_to_file(queue, filter, out, *remove).await?;
+            let file = match out_file {
+                Some(file) => file,
+                None => export::create(out)?,
+            };
+            let exported = export::export_to_file(queue, filter, (file, out), *remove).await?;
             show(json, &exported, || output::exported(&exported));
             Ok(0)
         }

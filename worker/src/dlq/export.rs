@@ -32,15 +32,15 @@ pub struct Exported {
     pub removed: u64,
 }
 
-/// Writes the matching events to a new file at `out`; with `remove`,
-/// removes them from the queue once the file is safely on disk.
+/// Writes the matching events to `file` (just made by [`create`] at
+/// `out`); with `remove`, removes them from the queue once the file is
+/// safely on disk.
 pub async fn export_to_file(
     queue: &DeadQueue,
     filter: &Filter,
-    out: &Path,
+    (file, out): (File, &Path),
     remove: bool,
 ) -> Result<Exported, DlqError> {
-    let file = create(out)?;
     let mut writer = BufWriter::new(file);
     let mut scan = queue.scan().await?;
     let write_failed = |source| DlqError::Write {
@@ -107,8 +107,8 @@ async fn write_matching(
     Ok(Ok((exported, taken)))
 }
 
-/// A new file: an export never overwrites one.
-fn create(out: &Path) -> Result<File, DlqError> {
+/// A new file, made before the pass starts: an export never overwrites one.
+pub fn create(out: &Path) -> Result<File, DlqError> {
     OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -16,10 +16,11 @@ use super::stats::Stats;
 pub fn stats(stats: &Stats) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "dead queue  {}", stats.queue);
+    let _ = writeln!(out, "messages    {}", stats.in_queue);
     let _ = writeln!(
         out,
-        "messages    {} ({} match, {} not Sluice envelopes)",
-        stats.in_queue, stats.count, stats.raw
+        "matching    {} ({} not Sluice envelopes, {} replayed before)",
+        stats.count, stats.raw, stats.replayed_before
     );
     let _ = writeln!(
         out,
@@ -56,10 +57,10 @@ fn counts_block(out: &mut String, title: &str, counts: &BTreeMap<String, u64>) {
 /// `dlq peek`: one row per event, the payload under it with `--show-data`.
 pub fn peek(peeked: &Peeked) -> String {
     let mut out = format!(
-        "{}: first {} of {} messages\n\n",
+        "{} holds {} messages; the first {} that match, head first:\n\n",
         peeked.queue,
-        peeked.events.len(),
-        peeked.in_queue
+        peeked.in_queue,
+        peeked.events.len()
     );
     let _ = writeln!(
         out,

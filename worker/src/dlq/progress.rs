@@ -20,9 +20,9 @@ impl Progress {
             return Self::hidden();
         }
         let bar = ProgressBar::new(len).with_message(message);
-        if let Ok(style) =
-            ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)")
-        {
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} ({elapsed} so far, {eta} left)",
+        ) {
             bar.set_style(style.progress_chars("=> "));
         }
         Self(Some(bar))

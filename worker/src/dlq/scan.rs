@@ -110,7 +110,13 @@ impl DeadQueue {
             Err(_) => Err(DlqError::timeout("taking the dlq lock", BROKER_LIMIT)),
             Ok(Err(e)) if is_locked(&e) => Err(DlqError::Locked(lock.to_owned())),
             Ok(Err(e)) => Err(DlqError::broker("taking the dlq lock")(e)),
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => {
+                // The lock belongs to the connection; the channel can go now
+                // (closed, not dropped: a close still in flight when the
+                // connection closes makes lapin log an error).
+                let done = channel.close(200, ShortString::from("locked"));
+                bounded("closing the lock's channel", done).await
+            }
         }
     }
 

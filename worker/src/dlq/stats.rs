@@ -25,6 +25,8 @@ pub struct Stats {
     pub count: u64,
     /// Of those, messages that are not Sluice envelopes.
     pub raw: u64,
+    /// Of those, events that were replayed before and died again.
+    pub replayed_before: u64,
     /// The earliest and latest last failure (else receipt) among them.
     pub oldest: Option<String>,
     pub newest: Option<String>,
@@ -52,6 +54,7 @@ impl Stats {
     pub fn add(&mut self, event: &DeadEvent) {
         self.count += 1;
         self.raw += u64::from(!event.is_envelope());
+        self.replayed_before += u64::from(event.replayed > 0);
         bump(&mut self.by_source, event.source.as_deref());
         bump(&mut self.by_type, event.event_type.as_deref());
         bump(&mut self.by_reason, Some(&event.reason));
