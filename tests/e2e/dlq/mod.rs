@@ -154,6 +154,11 @@ impl DeadFixture {
         );
     }
 
+    /// The fixture's confirm channel, to publish or take messages by hand.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
     /// Runs `sluice-worker --config <file> dlq <args>`.
     pub async fn dlq(&self, args: &[&str]) -> Run {
         let output = self.command(args).output().await.expect("the binary runs");
@@ -221,7 +226,7 @@ impl DeadFixture {
 }
 
 /// The properties the gateway gives an event.
-fn original(id: &str, source: &str, event_type: &str) -> BasicProperties {
+pub fn original(id: &str, source: &str, event_type: &str) -> BasicProperties {
     let mut table = FieldTable::default();
     let text = |v: &str| AMQPValue::LongString(LongString::from(v));
     table.insert(headers::SOURCE.into(), text(source));

@@ -1,12 +1,16 @@
 //! Dead messages that are not what the worker writes: someone else's bytes,
 //! and RabbitMQ's own dead-lettering at the work queue's delivery limit.
 
+use std::time::{Duration, SystemTime};
+
 use lapin::BasicProperties;
+use lapin::options::{BasicGetOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use sluice_shared::envelope::{Envelope, headers};
 
-use super::{DeadFixture, peeked_ids};
+use super::{DeadFixture, original, peeked_ids};
 use crate::support::broker::Broker;
+use crate::support::eventually;
 
 /// 2026-01-02T00:00:00Z, in whole seconds as AMQP timestamps are.
 const DEATH_TIME_S: u64 = 1_767_312_000;
@@ -134,4 +138,72 @@ async fn a_message_that_is_not_a_sluice_envelope_is_shown_and_exported_raw_never
         ["-", "-"],
         "the raw ones stay dead"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_rabbitmq_dead_lettered_at_the_delivery_limit_reads_as_such_and_replays() {
+    let fixture = DeadFixture::seed("dlq-limit", 0, "").await;
+    let topology = fixture.env.topology();
+    let id = format!("{}-crasher", fixture.env.prefix);
+    let data = serde_json::json!({});
+    let envelope = Envelope::json("alpha", &id, "message.text", SystemTime::now(), data);
+    let channel = fixture.channel();
+    let confirm = channel
+        .basic_publish(
+            topology.events_exchange().as_str().into(),
+            "alpha.message.text".into(),
+            BasicPublishOptions::default(),
+            &envelope.to_bytes(),
+            original(&id, "alpha", "message.text"),
+        )
+        .await
+        .expect("publish");
+    assert!(confirm.await.expect("confirm").is_ack());
+    // A worker that dies on this event, again and again: taken, then given back.
+    let work = topology.work_queue();
+    let dead = eventually(Duration::from_secs(20), || async {
+        let options = BasicGetOptions { no_ack: false };
+        if let Some(message) = channel
+            .basic_get(work.as_str().into(), options)
+            .await
+            .expect("get")
+        {
+            let requeue = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            message.delivery.acker.nack(requeue).await.expect("nack");
+        }
+        fixture.dead_count().await == 1
+    })
+    .await;
+    assert!(
+        dead,
+        "RabbitMQ dead-letters it at the work queue's x-delivery-limit"
+    );
+
+    let peek = fixture.dlq(&["peek", "--json"]).await;
+    assert_eq!(peek.code, Some(0), "{}", peek.stderr);
+    let event = &peek.json()["events"][0];
+    assert_eq!(event["id"], id.as_str());
+    assert_eq!(event["reason"], "delivery_limit");
+    assert_eq!(event["source"], "alpha");
+    assert_eq!(event["type"], "message.text");
+    assert!(
+        event["last_failure"].is_string(),
+        "the broker's time: {event}"
+    );
+
+    let replay = fixture
+        .dlq(&["replay", "--reason", "delivery_limit", "--json"])
+        .await;
+    assert_eq!(replay.json()["replayed"], 1, "{}", replay.stderr);
+    let copies = Broker::connect(&fixture.env.amqp_url)
+        .await
+        .drain(&work)
+        .await;
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].header("x-death"), None);
+    assert_eq!(copies[0].header_int(headers::ATTEMPT), Some(0));
+    assert!(fixture.drain_and_delete().await.is_empty());
 }
