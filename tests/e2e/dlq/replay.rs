@@ -145,3 +145,48 @@ async fn a_dry_run_and_a_purge_without_yes_change_nothing() {
         "the dry run and the refusal kept the order"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_that_die_during_a_replay_are_kept_after_the_ones_it_left_and_not_replayed() {
+    let mut fixture = DeadFixture::seed("dlq-during", 20, "").await;
+    let alpha = fixture.ids_of("alpha");
+    // Seven events at five a second: well over a second of replay.
+    let replay = fixture
+        .command(&["replay", "--source", "alpha", "--rate", "5", "--json"])
+        .spawn()
+        .expect("spawn");
+    let broker = Broker::connect(&fixture.env.amqp_url).await;
+    let work = fixture.env.topology().work_queue();
+    let moving = eventually(Duration::from_secs(10), || async {
+        broker.count(&work).await >= 1
+    })
+    .await;
+    assert!(moving, "the replay started moving events");
+    for i in 20..23 {
+        fixture.publish_dead(i).await;
+    }
+    let output = replay.wait_with_output().await.expect("the replay ends");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["replayed"], 7, "only the snapshot's alpha events");
+    assert_eq!(report["left_in_queue"], 16, "13 left and 3 new");
+
+    let copies: Vec<String> = broker
+        .drain(&work)
+        .await
+        .iter()
+        .map(|c| c.json()["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(copies, alpha, "replayed in their dead-queue order");
+    let mut expected: Vec<String> = fixture.ids[..20]
+        .iter()
+        .filter(|id| !alpha.contains(id))
+        .cloned()
+        .collect();
+    expected.extend(fixture.ids[20..].iter().cloned());
+    assert_eq!(fixture.drain_and_delete().await, expected);
+}
