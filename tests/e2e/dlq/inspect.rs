@@ -178,3 +178,24 @@ fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
         .map(|line| serde_json::from_str(&line.expect("a line")).expect("each line is JSON"))
         .collect()
 }
+
+#[tokio::test]
+async fn a_prefix_without_a_dead_queue_is_an_error_not_an_empty_queue() {
+    let env = crate::support::TestEnv::new("dlq-missing");
+    let path = env.dir.path().join("sluice.toml");
+    std::fs::write(&path, env.config_toml("")).expect("config file");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-worker"))
+        .arg("--config")
+        .arg(&path)
+        .args(["dlq", "stats"])
+        .output()
+        .await
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains(&format!("`{}.dead` does not exist", env.prefix)),
+        "{stderr}"
+    );
+    assert!(stderr.contains("amqp.prefix"), "{stderr}");
+}

@@ -2,9 +2,10 @@
 //! run of one command from its flags to its exit status.
 //!
 //! Results go to stdout (text, or JSON with `--json`); errors, warnings and
-//! the progress bar to stderr. Exit status: 0 done; 64 a usage error, or a
-//! purge refused for want of `--yes`; 1 the broker or the file system failed,
-//! or a replay stopped early (run it again: it resumes where it stopped).
+//! the progress bar to stderr. Exit status: 0 done; 64 a usage error, no
+//! dead queue under `amqp.prefix`, or a purge refused for want of `--yes`;
+//! 1 the broker or the file system failed, or a replay stopped early (run it
+//! again: it resumes where it stopped).
 
 use std::fs::File;
 use std::io::Write;

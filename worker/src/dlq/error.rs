@@ -13,7 +13,6 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use sluice_shared::amqp::ConnectError;
 use sluice_shared::config::EXIT_BAD_CONFIG;
-use sluice_shared::topology::TopologyError;
 
 use super::filter::FilterError;
 
@@ -28,8 +27,12 @@ pub enum DlqError {
     Usage(String),
     #[error(transparent)]
     Connect(Box<ConnectError>),
-    #[error(transparent)]
-    Topology(Box<TopologyError>),
+    /// The dead queue does not exist (exit 64, HTTP 503).
+    #[error(
+        "the dead queue `{0}` does not exist: check amqp.prefix (the worker and gateway declare \
+         it when they start)"
+    )]
+    Missing(String),
     /// Another `dlq` command (CLI or HTTP) is working on this dead queue (HTTP 409).
     #[error(
         "another dlq command is working on this dead queue (it holds the lock queue `{0}`); \
@@ -72,12 +75,6 @@ impl From<ConnectError> for DlqError {
     }
 }
 
-impl From<TopologyError> for DlqError {
-    fn from(error: TopologyError) -> Self {
-        Self::Topology(Box::new(error))
-    }
-}
-
 impl DlqError {
     pub(crate) fn broker(doing: &'static str) -> impl FnOnce(lapin::Error) -> Self {
         move |source| Self::Broker { doing, source }
@@ -90,7 +87,9 @@ impl DlqError {
     /// The process exit status: 64 for usage, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Filter(_) | Self::Usage(_) | Self::OutFile { .. } => EXIT_BAD_CONFIG,
+            Self::Filter(_) | Self::Usage(_) | Self::OutFile { .. } | Self::Missing(_) => {
+                EXIT_BAD_CONFIG
+            }
             _ => 1,
         }
     }

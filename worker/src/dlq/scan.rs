@@ -53,22 +53,50 @@ pub struct DeadQueue {
 }
 
 impl DeadQueue {
-    /// Connects, declares the topology (idempotent) and takes the lock.
+    /// Connects, checks that the dead queue exists and takes the lock.
+    /// Nothing is declared: a wrong `amqp.prefix` is an error, not a new,
+    /// empty topology.
     pub async fn open(config: &AmqpConfig) -> Result<Self, DlqError> {
         let name = format!("sluice-dlq-{}", std::process::id());
         let connection = amqp::connect(&config.url, &name, config.connect_timeout).await?;
         let control = bounded("opening a channel", connection.create_channel()).await?;
-        let topology = Topology::new(config);
-        timeout(BROKER_LIMIT, topology.declare(&control))
-            .await
-            .map_err(|_| DlqError::timeout("declaring the topology", BROKER_LIMIT))??;
         let queue = Self {
             connection,
             control,
-            topology,
+            topology: Topology::new(config),
         };
+        queue.ensure_exists().await?;
         queue.lock().await?;
         Ok(queue)
+    }
+
+    /// A passive declare, on a throwaway channel (a missing queue closes it).
+    async fn ensure_exists(&self) -> Result<(), DlqError> {
+        let channel = bounded("opening a channel", self.connection.create_channel()).await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let name = self.name();
+        let declared = channel.queue_declare(
+            ShortString::from(name.as_str()),
+            passive,
+            FieldTable::default(),
+        );
+        match timeout(BROKER_LIMIT, declared).await {
+            Err(_) => Err(DlqError::timeout(
+                "looking for the dead queue",
+                BROKER_LIMIT,
+            )),
+            Ok(Err(e)) if soft_error(&e) == Some(AMQPSoftError::NOTFOUND) => {
+                Err(DlqError::Missing(name))
+            }
+            Ok(Err(e)) => Err(DlqError::broker("looking for the dead queue")(e)),
+            Ok(Ok(_)) => {
+                let done = channel.close(200, ShortString::from("found"));
+                bounded("closing a channel", done).await
+            }
+        }
     }
 
     /// The dead queue's name.
@@ -307,8 +335,16 @@ async fn bounded<T>(
 }
 
 fn is_locked(error: &lapin::Error) -> bool {
-    matches!(
-        error.kind(),
-        lapin::ErrorKind::ProtocolError(e) if *e.kind() == AMQPErrorKind::Soft(AMQPSoftError::RESOURCELOCKED)
-    )
+    soft_error(error) == Some(AMQPSoftError::RESOURCELOCKED)
+}
+
+/// The AMQP soft error (a channel-level refusal) behind `error`, if any.
+fn soft_error(error: &lapin::Error) -> Option<AMQPSoftError> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(e) => match e.kind() {
+            AMQPErrorKind::Soft(soft) => Some(soft.clone()),
+            AMQPErrorKind::Hard(_) => None,
+        },
+        _ => None,
+    }
 }
