@@ -46,7 +46,7 @@ load=(target/release/sluice-load --pid "gateway=$gateway")
 echo "## $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; gateway, Redis, RabbitMQ and load generator on this machine"
 echo
 echo "### floor: the gateway's Redis + RabbitMQ work per event, no HTTP"
-"${load[@]}" floor --concurrency 32 --duration 10s | tee "$run/floor.txt"
+target/release/sluice-load floor --concurrency 32 --duration 10s | tee "$run/floor.txt"
 echo
 echo "### closed loop, 32 connections, one event per request"
 "${load[@]}" closed --connections 32 --duration 15s | tee "$run/closed.txt"
@@ -56,8 +56,8 @@ closed_events=$(awk -F'|' '/closed/{gsub(/ /,"",$4); print $4}' "$run/closed.txt
 echo
 echo "closed-loop events/s over floor events/s: $(awk -v a="$closed_events" -v b="$floor_rate" 'BEGIN{printf "%.2f", a/b}')"
 echo
-echo "### closed loop, 4 connections, WhatsApp batches of 1,000 updates"
-"${load[@]}" closed --kind whatsapp --source whatsapp --batch 1000 --connections 4 --count 150 --duration 60s --label "batches of 1,000, 4 connections"
+echo "### WhatsApp batches of 1,000 updates, one connection, one batch at a time"
+"${load[@]}" closed --kind whatsapp --source whatsapp --batch 1000 --connections 1 --count 100 --duration 60s --label "batches of 1,000, 1 connection"
 
 echo
 echo "### worker: drain the backlog, then deliver while the open loop runs"

@@ -1,14 +1,18 @@
-//! Driving the gateway over HTTP: closed loop (N connections, each sends as
-//! soon as it is answered) and open loop (a fixed rate; latency counted from
+//! Driving the gateway over HTTP: closed loop (N raw keep-alive connections,
+//! each sends as soon as it is answered) and open loop (a fixed rate; latency counted from
 //! the intended send time, so a slow gateway cannot hide queueing).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
+use bytes::Bytes;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
+use crate::raw_http;
 use crate::requests::Prepared;
 use crate::stats::RunStats;
 
@@ -35,47 +39,57 @@ async fn send(client: &reqwest::Client, url: &str, request: &Prepared) -> (Optio
     };
     let status = response.status().as_u16();
     let accepted = match response.bytes().await {
-        Ok(body) => serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["accepted"].as_u64())
-            .unwrap_or(0),
+        Ok(body) => accepted(&body),
         Err(_) => 0,
     };
     (Some(status), accepted)
 }
 
-/// N workers share the prepared list; stops at its end or after `limit`.
+/// N connections share the prepared list; stops at its end or after `limit`.
 pub async fn closed(
     name: &str,
-    url: &str,
+    addr: SocketAddr,
+    path: &str,
     requests: Vec<Prepared>,
     connections: usize,
     limit: Duration,
 ) -> RunStats {
-    let client = client(connections);
-    let requests = Arc::new(requests);
+    let wire: Arc<Vec<Bytes>> = Arc::new(
+        requests
+            .iter()
+            .map(|r| raw_http::serialise(addr, path, r))
+            .collect(),
+    );
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + limit;
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (client, requests, next, url) = (
-            client.clone(),
-            requests.clone(),
-            next.clone(),
-            url.to_owned(),
-        );
-        let name = name.to_owned();
+        let (wire, next, name) = (wire.clone(), next.clone(), name.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut stats = RunStats::new(&name);
+            let mut connection = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= requests.len() || Instant::now() >= deadline {
+                if i >= wire.len() || Instant::now() >= deadline {
                     return stats;
                 }
                 let t0 = Instant::now();
-                let (status, accepted) = send(&client, &url, &requests[i]).await;
-                stats.record(t0.elapsed(), status, accepted);
+                let answer = match connection.take() {
+                    Some(open) => Ok(open),
+                    None => raw_http::Connection::open(addr).await,
+                };
+                let Ok(mut open) = answer else {
+                    stats.record(t0.elapsed(), None, 0);
+                    continue;
+                };
+                match open.exchange(&wire[i]).await {
+                    Ok(answer) => {
+                        stats.record(t0.elapsed(), Some(answer.status), accepted(&answer.body));
+                        connection = Some(open);
+                    }
+                    Err(_) => stats.record(t0.elapsed(), None, 0),
+                }
             }
         }));
     }
@@ -87,6 +101,14 @@ pub async fn closed(
     }
     total.elapsed = started.elapsed();
     total
+}
+
+/// The `accepted` count of a gateway answer.
+fn accepted(body: &[u8]) -> u64 {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["accepted"].as_u64())
+        .unwrap_or(0)
 }
 
 /// Sends at `rate` per second for `limit`; each latency starts at the intended send time.

@@ -11,6 +11,7 @@
 
 mod floor;
 mod http_load;
+mod raw_http;
 mod receiver;
 mod requests;
 mod stats;
@@ -119,13 +120,11 @@ async fn main() -> anyhow::Result<()> {
             duration,
         } => floor::run(&config, &source, &run_id, concurrency, duration).await?,
         Mode::Closed { load, connections } => {
-            let (url, requests, name) = prepare(
-                &config,
-                &load,
-                &run_id,
-                &format!("closed, {connections} connections"),
-            )?;
-            http_load::closed(&name, &url, requests, connections, load.duration).await
+            let label = format!("closed, {connections} connections");
+            let (_, requests, name) = prepare(&config, &load, &run_id, &label)?;
+            let path = format!("/webhooks/{}", load.source);
+            let addr = config.gateway.listen;
+            http_load::closed(&name, addr, &path, requests, connections, load.duration).await
         }
         Mode::Open { load, rate } => {
             let (url, requests, name) =
