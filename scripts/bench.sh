@@ -59,6 +59,11 @@ echo
 echo "### WhatsApp batches of 1,000 updates, one connection, one batch at a time"
 "${load[@]}" closed --kind whatsapp --source whatsapp --batch 1000 --connections 1 --count 100 --duration 60s --label "batches of 1,000, 1 connection"
 
+half=$(awk -v r="$closed_rate" 'BEGIN{printf "%.0f", r/2}')
+echo
+echo "### open loop at half the closed-loop rate ($half req/s), gateway alone"
+"${load[@]}" open --rate "$half" --duration 15s --label "open, $half req/s, gateway alone"
+
 echo
 echo "### worker: drain the backlog, then deliver while the open loop runs"
 target/release/sluice-load receive --listen 127.0.0.1:18999 --idle 3s --bursts 2 >"$run/receive.txt" &
@@ -72,9 +77,8 @@ wait "$receiver" 2>/dev/null &
 # The first burst is the backlog; wait for its row before the open loop starts.
 for _ in $(seq 1 600); do grep -q "worker 1" "$run/receive.txt" 2>/dev/null && break; sleep 0.5; done
 cat "$run/receive.txt"
-half=$(awk -v r="$closed_rate" 'BEGIN{printf "%.0f", r/2}')
 echo
 echo "### open loop at half the closed-loop rate ($half req/s), worker delivering"
-"${load[@]}" --pid "worker=$worker" open --rate "$half" --duration 15s
+"${load[@]}" --pid "worker=$worker" open --rate "$half" --duration 15s --label "open, $half req/s, worker delivering"
 for _ in $(seq 1 120); do grep -q "worker 2" "$run/receive.txt" 2>/dev/null && break; sleep 0.5; done
 grep "worker 2" "$run/receive.txt" || echo "(no second delivery burst recorded)"

@@ -1,5 +1,5 @@
-//! Driving the gateway over HTTP: closed loop (N raw keep-alive connections,
-//! each sends as soon as it is answered) and open loop (a fixed rate; latency counted from
+//! Driving the gateway over HTTP with raw keep-alive connections: closed loop
+//! (N connections, each sends as soon as it is answered) and open loop (a fixed rate; latency counted from
 //! the intended send time, so a slow gateway cannot hide queueing).
 
 use std::sync::Arc;
@@ -15,35 +15,6 @@ use tokio::time::Instant;
 use crate::raw_http;
 use crate::requests::Prepared;
 use crate::stats::RunStats;
-
-pub fn client(connections: usize) -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
-        .http1_only()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_else(|e| panic!("HTTP client: {e}"))
-}
-
-/// Sends one request; returns the status and the events the gateway accepted.
-async fn send(client: &reqwest::Client, url: &str, request: &Prepared) -> (Option<u16>, u64) {
-    let sent = client
-        .post(url)
-        .header(request.header.0, &request.header.1)
-        .header("content-type", "application/json")
-        .body(request.body.clone())
-        .send()
-        .await;
-    let Ok(response) = sent else {
-        return (None, 0);
-    };
-    let status = response.status().as_u16();
-    let accepted = match response.bytes().await {
-        Ok(body) => accepted(&body),
-        Err(_) => 0,
-    };
-    (Some(status), accepted)
-}
 
 /// N connections share the prepared list; stops at its end or after `limit`.
 pub async fn closed(
@@ -114,30 +85,47 @@ fn accepted(body: &[u8]) -> u64 {
 /// Sends at `rate` per second for `limit`; each latency starts at the intended send time.
 pub async fn open(
     name: &str,
-    url: &str,
+    addr: SocketAddr,
+    path: &str,
     requests: Vec<Prepared>,
     rate: f64,
     limit: Duration,
 ) -> RunStats {
-    let client = client(256);
     let stats = Arc::new(Mutex::new(RunStats::new(name)));
+    // Idle keep-alive connections; a request opens a new one only when none is free.
+    let idle: Arc<Mutex<Vec<raw_http::Connection>>> = Arc::default();
     // Bounds memory if the gateway stalls; waiting for a permit still counts as latency.
     let in_flight = Arc::new(Semaphore::new(4096));
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate.max(1e-6));
     let mut handles = Vec::new();
-    for (i, request) in requests.into_iter().enumerate() {
+    for (i, request) in requests.iter().enumerate() {
         let intended = started + interval.mul_f64(i as f64);
         if intended >= started + limit {
             break;
         }
+        let wire = raw_http::serialise(addr, path, request);
         tokio::time::sleep_until(intended).await;
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
-        let (client, url, stats) = (client.clone(), url.to_owned(), stats.clone());
+        let (stats, idle) = (stats.clone(), idle.clone());
         handles.push(tokio::spawn(async move {
-            let (status, accepted) = send(&client, &url, &request).await;
+            let pooled = idle.lock().await.pop();
+            let connection = match pooled {
+                Some(connection) => Ok(connection),
+                None => raw_http::Connection::open(addr).await,
+            };
+            let (status, accepted) = match connection {
+                Ok(mut connection) => match connection.exchange(&wire).await {
+                    Ok(answer) => {
+                        idle.lock().await.push(connection);
+                        (Some(answer.status), accepted(&answer.body))
+                    }
+                    Err(_) => (None, 0),
+                },
+                Err(_) => (None, 0),
+            };
             stats
                 .lock()
                 .await

@@ -121,15 +121,17 @@ async fn main() -> anyhow::Result<()> {
         } => floor::run(&config, &source, &run_id, concurrency, duration).await?,
         Mode::Closed { load, connections } => {
             let label = format!("closed, {connections} connections");
-            let (_, requests, name) = prepare(&config, &load, &run_id, &label)?;
+            let (requests, name) = prepare(&config, &load, &run_id, &label)?;
             let path = format!("/webhooks/{}", load.source);
             let addr = config.gateway.listen;
             http_load::closed(&name, addr, &path, requests, connections, load.duration).await
         }
         Mode::Open { load, rate } => {
-            let (url, requests, name) =
-                prepare(&config, &load, &run_id, &format!("open, {rate:.0} req/s"))?;
-            http_load::open(&name, &url, requests, rate, load.duration).await
+            let label = format!("open, {rate:.0} req/s");
+            let (requests, name) = prepare(&config, &load, &run_id, &label)?;
+            let path = format!("/webhooks/{}", load.source);
+            let addr = config.gateway.listen;
+            http_load::open(&name, addr, &path, requests, rate, load.duration).await
         }
         Mode::Receive {
             listen,
@@ -153,13 +155,13 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The URL, the pre-signed requests and the row name of an HTTP run.
+/// The pre-signed requests and the row name of an HTTP run.
 fn prepare(
     config: &Config,
     load: &Load,
     run_id: &str,
     default_name: &str,
-) -> anyhow::Result<(String, Vec<requests::Prepared>, String)> {
+) -> anyhow::Result<(Vec<requests::Prepared>, String)> {
     let source = config
         .sources
         .get(&load.source)
@@ -178,11 +180,9 @@ fn prepare(
         secret: secret.expose().to_owned(),
         run_id: run_id.to_owned(),
     };
-    let addr = config.gateway.listen;
-    let url = format!("http://{addr}/webhooks/{}", load.source);
     let name = load
         .label
         .clone()
         .unwrap_or_else(|| default_name.to_owned());
-    Ok((url, plan.build(), name))
+    Ok((plan.build(), name))
 }
