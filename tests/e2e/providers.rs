@@ -10,52 +10,22 @@ use sluice_shared::secret::Secret;
 use sluice_shared::standard_webhooks::SigningKey;
 
 use crate::support::broker::Broker;
+use crate::support::providers::{
+    NOTMETA_SECRET, TREBLE_TOKEN, WA_SECRET, fixture, secret_file, send, sources_toml,
+};
 use crate::support::{RunningGateway, TestEnv};
 
-const WA_SECRET: &str = "wa-app-secret-for-tests";
-const WA_VERIFY: &str = "wa-verify-token";
-const NOTMETA_SECRET: &str = "notmeta-secret-for-tests";
-const TREBLE_TOKEN: &str = "treble-token-for-tests";
 const SW_OLD: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const SW_NEW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../../shared/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
-}
-
-/// The sources of every provider kind, secrets in files of the test's own.
+/// The sources of every provider kind, secrets in files of the test's own:
+/// the fixtures' three, a Standard Webhooks sender mid-rotation, and a source
+/// that needs both a signature and a token.
 fn providers_toml(env: &TestEnv) -> String {
-    let file = |name: &str, value: &str| {
-        let path = env.secret_path(name);
-        std::fs::write(&path, value).expect("secret file");
-        format!("file:{}", path.display())
-    };
+    let notmeta = secret_file(env, "notmeta.secret", NOTMETA_SECRET);
+    let treble = secret_file(env, "treble.token", TREBLE_TOKEN);
     format!(
-        r#"
-[sources.whatsapp]
-scheme = "whatsapp-cloud"
-secrets = ["{wa}"]
-verify_token = "{verify}"
-
-[sources.notmeta]
-scheme = "hmac-sha256"
-secrets = ["{notmeta}"]
-header = "X-NotMeta-Signature"
-prefix = "sha256="
-id_pointer = "/id"
-type_pointer = "/type"
-challenge_type = "webhook.verified"
-
-[sources.treble]
-scheme = "token"
-tokens = ["{treble}"]
-id_pointer = "/data/message_id"
-type_pointer = "/event"
-
+        r#"{fixtures}
 [sources.sw]
 scheme = "standard-webhooks"
 secrets = ["{sw_old}", "{sw_new}"]
@@ -69,12 +39,9 @@ tokens = ["{treble}"]
 id_pointer = "/id"
 type_pointer = "/type"
 "#,
-        wa = file("wa.secret", WA_SECRET),
-        verify = file("wa.verify", WA_VERIFY),
-        notmeta = file("notmeta.secret", NOTMETA_SECRET),
-        treble = file("treble.token", TREBLE_TOKEN),
-        sw_old = file("sw.old", SW_OLD),
-        sw_new = file("sw.new", SW_NEW),
+        fixtures = sources_toml(env),
+        sw_old = secret_file(env, "sw.old", SW_OLD),
+        sw_new = secret_file(env, "sw.new", SW_NEW),
     )
 }
 
@@ -83,17 +50,6 @@ async fn start(name: &str) -> (TestEnv, RunningGateway) {
     let config = env.config(&providers_toml(&env));
     let gateway = RunningGateway::start(config).await;
     (env, gateway)
-}
-
-/// POSTs `body` with `headers`; returns the status and the answer's text.
-async fn send(url: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
-    let mut request = reqwest::Client::new().post(url).body(body.to_vec());
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    let response = request.send().await.expect("the gateway answers");
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap_or_default())
 }
 
 fn meta_signature(body: &[u8]) -> Vec<(&'static str, String)> {

@@ -32,14 +32,12 @@ use sluice_shared::config::{LogFormat, TelemetryConfig};
 
 use support::broker::Broker;
 use support::downstream::{Downstream, Plan};
+use support::providers::{
+    NOTMETA_SECRET, TREBLE_TOKEN, WA_SECRET, WA_VERIFY, fixture, send, sources_toml,
+};
 use support::{
     ROUTE_SECRET, RunningGateway, RunningWorker, SOURCE_SECRET, TestEnv, eventually, signature,
 };
-
-const WA_SECRET: &str = "wa-app-secret-for-tests";
-const WA_VERIFY: &str = "wa-verify-token";
-const NOTMETA_SECRET: &str = "notmeta-secret-for-tests";
-const TREBLE_TOKEN: &str = "treble-token-for-tests";
 
 /// Fixture keys whose values are personal data or message content.
 const PERSONAL_KEYS: &[&str] = &[
@@ -84,14 +82,6 @@ impl Capture {
     }
 }
 
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../../shared/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
-}
-
 /// The personal values of every fixture: strings (and numbers) under
 /// [`PERSONAL_KEYS`], at least four characters long.
 fn personal_values() -> BTreeSet<String> {
@@ -123,34 +113,9 @@ fn personal_values() -> BTreeSet<String> {
 }
 
 fn sources_and_routes(env: &TestEnv, crm: &Downstream, refusing: &Downstream) -> String {
-    let file = |name: &str, value: &str| {
-        let path = env.secret_path(name);
-        std::fs::write(&path, value).expect("secret file");
-        format!("file:{}", path.display())
-    };
     let route_secret = env.secret_path("route.secret").display().to_string();
     format!(
-        r#"
-[sources.whatsapp]
-scheme = "whatsapp-cloud"
-secrets = ["{wa}"]
-verify_token = "{verify}"
-
-[sources.notmeta]
-scheme = "hmac-sha256"
-secrets = ["{notmeta}"]
-header = "X-NotMeta-Signature"
-prefix = "sha256="
-id_pointer = "/id"
-type_pointer = "/type"
-challenge_type = "webhook.verified"
-
-[sources.treble]
-scheme = "token"
-tokens = ["{treble}"]
-id_pointer = "/data/message_id"
-type_pointer = "/event"
-
+        r#"{sources}
 [[routes]]
 name = "refuse-statuses"
 match = ["whatsapp.status.*"]
@@ -170,10 +135,7 @@ name = "audit"
 match = ["treble.*"]
 handler = "log"
 "#,
-        wa = file("wa.secret", WA_SECRET),
-        verify = file("wa.verify", WA_VERIFY),
-        notmeta = file("notmeta.secret", NOTMETA_SECRET),
-        treble = file("treble.token", TREBLE_TOKEN),
+        sources = sources_toml(env),
         refusing = refusing.url(),
         crm = crm.url(),
     )
@@ -181,16 +143,7 @@ handler = "log"
 
 /// POSTs `body` with `headers`; returns the status.
 async fn post(url: &str, headers: &[(&str, String)], body: &[u8]) -> u16 {
-    let mut request = reqwest::Client::new().post(url).body(body.to_vec());
-    for (name, value) in headers {
-        request = request.header(*name, value);
-    }
-    request
-        .send()
-        .await
-        .expect("the gateway answers")
-        .status()
-        .as_u16()
+    send(url, headers, body).await.0
 }
 
 fn hub(body: &[u8]) -> (&'static str, String) {

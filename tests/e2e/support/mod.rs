@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod downstream;
 pub mod private;
+pub mod providers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
