@@ -5,36 +5,18 @@ use std::time::Duration;
 use sluice_shared::envelope::headers;
 
 use crate::support::broker::Broker;
-use crate::support::downstream::{Downstream, Plan};
-use crate::support::{
-    RunningGateway, RunningWorker, TestEnv, eventually, post_signed, upsert_body,
-};
-
-/// Sends one event through a gateway and worker whose downstream follows `plan`.
-/// Returns the downstream, the broker and the env, with the worker still running.
-async fn one_event(
-    name: &str,
-    plan: Plan,
-) -> (TestEnv, Downstream, RunningGateway, RunningWorker, String) {
-    let env = TestEnv::new(name);
-    let downstream = Downstream::start(plan).await;
-    let config = env.config(&env.http_route(&downstream.url()));
-    let gateway = RunningGateway::start(config.clone()).await;
-    let worker = RunningWorker::start(config).await;
-    let id = format!("{}-event", env.prefix);
-    let (status, answer) = post_signed(
-        &reqwest::Client::new(),
-        &gateway.url("whatzme"),
-        &upsert_body(&id),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    (env, downstream, gateway, worker, id)
-}
+use crate::support::downstream::Plan;
+use crate::support::{OneEvent, eventually, one_event};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_that_fails_twice_arrives_on_the_third_attempt() {
-    let (env, downstream, gateway, worker, id) = one_event("twice", Plan::FailFirst(2, 500)).await;
+    let OneEvent {
+        env,
+        downstream,
+        gateway,
+        worker,
+        id,
+    } = one_event("twice", Plan::FailFirst(2, 500), |_| {}).await;
     let arrived = eventually(Duration::from_secs(20), || async {
         downstream.delivered_ids().contains(&id)
     })
@@ -52,7 +34,13 @@ async fn an_event_that_fails_twice_arrives_on_the_third_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_sends_the_event_to_the_dead_queue_at_once_with_its_reasons() {
-    let (env, downstream, gateway, worker, id) = one_event("rejected", Plan::Always(400)).await;
+    let OneEvent {
+        env,
+        downstream,
+        gateway,
+        worker,
+        id,
+    } = one_event("rejected", Plan::Always(400), |_| {}).await;
     let broker = Broker::connect(&env.amqp_url).await;
     let topology = env.topology();
     let dead = eventually(Duration::from_secs(10), || async {
@@ -101,7 +89,13 @@ async fn a_400_sends_the_event_to_the_dead_queue_at_once_with_its_reasons() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_that_always_fails_is_dead_after_the_last_tier() {
-    let (env, downstream, gateway, worker, id) = one_event("always", Plan::Always(503)).await;
+    let OneEvent {
+        env,
+        downstream,
+        gateway,
+        worker,
+        id,
+    } = one_event("always", Plan::Always(503), |_| {}).await;
     let broker = Broker::connect(&env.amqp_url).await;
     let topology = env.topology();
     let dead = eventually(Duration::from_secs(30), || async {

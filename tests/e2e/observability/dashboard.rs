@@ -12,10 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::scrape::Scrape;
-use crate::support::downstream::{Downstream, Plan};
-use crate::support::{
-    RunningGateway, RunningWorker, TestEnv, eventually, post_signed, upsert_body,
-};
+use crate::support::downstream::Plan;
+use crate::support::{OneEvent, eventually, one_event};
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -96,20 +94,16 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
         "the deploy files use Sluice's metrics: {used:?}"
     );
 
-    let env = TestEnv::new("dashboard");
-    let downstream = Downstream::start(Plan::Succeed).await;
-    let mut config = env.config(&env.http_route(&downstream.url()));
-    config.worker.queue_depth_interval = Duration::from_millis(200);
-    let gateway = RunningGateway::start(config.clone()).await;
-    let worker = RunningWorker::start(config).await;
-    let id = format!("{}-event", env.prefix);
-    let (status, answer) = post_signed(
-        &reqwest::Client::new(),
-        &gateway.url("whatzme"),
-        &upsert_body(&id),
-    )
+    let OneEvent {
+        env,
+        downstream,
+        gateway,
+        worker,
+        id,
+    } = one_event("dashboard", Plan::Succeed, |config| {
+        config.worker.queue_depth_interval = Duration::from_millis(200);
+    })
     .await;
-    assert_eq!(status, 200, "{answer}");
     let polled = eventually(Duration::from_secs(20), || async {
         downstream.delivered_ids().contains(&id)
             && Scrape::fetch(worker.admin_addr)

@@ -184,6 +184,46 @@ impl RunningWorker {
     }
 }
 
+/// A gateway and worker delivering to a downstream that follows its plan,
+/// after one event was accepted.
+pub struct OneEvent {
+    pub env: TestEnv,
+    pub downstream: downstream::Downstream,
+    pub gateway: RunningGateway,
+    pub worker: RunningWorker,
+    /// The event's id.
+    pub id: String,
+}
+
+/// Starts everything for `plan` (with `tweak` applied to the config) and sends one event.
+pub async fn one_event(
+    name: &str,
+    plan: downstream::Plan,
+    tweak: impl FnOnce(&mut Config),
+) -> OneEvent {
+    let env = TestEnv::new(name);
+    let downstream = downstream::Downstream::start(plan).await;
+    let mut config = env.config(&env.http_route(&downstream.url()));
+    tweak(&mut config);
+    let gateway = RunningGateway::start(config.clone()).await;
+    let worker = RunningWorker::start(config).await;
+    let id = format!("{}-event", env.prefix);
+    let (status, answer) = post_signed(
+        &reqwest::Client::new(),
+        &gateway.url("whatzme"),
+        &upsert_body(&id),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    OneEvent {
+        env,
+        downstream,
+        gateway,
+        worker,
+        id,
+    }
+}
+
 /// A body in the WhatzMeAPI `messages.upsert` shape with the given message id.
 pub fn upsert_body(id: &str) -> String {
     format!(
