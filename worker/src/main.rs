@@ -19,6 +19,9 @@ struct Args {
     /// The TOML config file; `SLUICE_*` variables override it.
     #[arg(long, env = "SLUICE_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Load and validate the config (route secrets included), then exit.
+    #[arg(long)]
+    check_config: bool,
     /// Without a command, the worker consumes.
     #[command(subcommand)]
     command: Option<Command>,
@@ -46,6 +49,12 @@ async fn main() -> ExitCode {
         Err(e) => return fail(&e.to_string(), EXIT_BAD_CONFIG),
     };
     sluice_shared::telemetry::init(&config.telemetry);
+    if args.check_config {
+        return match sluice_worker::routes::RouteTable::from_config(&config.routes) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e.to_string(), EXIT_BAD_CONFIG),
+        };
+    }
     if let Some(Command::Dlq(command)) = args.command {
         let code = dlq::run(&config, command).await;
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
