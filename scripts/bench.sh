@@ -7,26 +7,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash scripts/deps.sh
-cargo build --release --bins >/dev/null
-
-run=.run/bench
-mkdir -p "$run"
-prefix="bench-$(date +%s)"
-export SLUICE_BENCH_SECRET=bench-only-secret SLUICE_BENCH_WA_SECRET=bench-only-wa-secret \
-  SLUICE_BENCH_WA_VERIFY=bench-only-verify SLUICE_BENCH_ROUTE_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
-sed "s/@PREFIX@/$prefix/" scripts/bench.toml >"$run/sluice.toml"
-export SLUICE_CONFIG=$run/sluice.toml
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  for q in work dead retry.1s retry.5s retry.25s retry.2m retry.10m retry.1h; do
-    rabbitmqctl delete_queue "$prefix.$q" -q >/dev/null 2>&1 || true
-  done
-}
-trap cleanup EXIT
+run_name=bench
+# shellcheck source=scripts/bench-env.sh
+. scripts/bench-env.sh
 
 wait_ready() {
   for _ in $(seq 1 100); do

@@ -1,0 +1,26 @@
+# shellcheck shell=bash
+# What scripts/bench.sh and scripts/soak.sh share, sourced with the run's name
+# in $run_name: Redis and RabbitMQ up, release binaries built, a config with a
+# queue prefix of the run's own (scripts/bench.toml), and a cleanup that stops
+# every process in $pids and deletes the run's queues.
+
+bash scripts/deps.sh
+cargo build --release --bins >/dev/null 2>&1
+
+run=.run/${run_name:?set run_name before sourcing bench-env.sh}
+mkdir -p "$run"
+prefix="$run_name-$(date +%s)"
+export SLUICE_BENCH_SECRET=bench-only-secret SLUICE_BENCH_WA_SECRET=bench-only-wa-secret \
+  SLUICE_BENCH_WA_VERIFY=bench-only-verify SLUICE_BENCH_ROUTE_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+sed "s/@PREFIX@/$prefix/" scripts/bench.toml >"$run/sluice.toml"
+export SLUICE_CONFIG=$run/sluice.toml
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for q in work dead retry.1s retry.5s retry.25s retry.2m retry.10m retry.1h; do
+    rabbitmqctl delete_queue "$prefix.$q" -q >/dev/null 2>&1 || true
+  done
+}
+trap cleanup EXIT
