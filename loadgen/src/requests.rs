@@ -89,3 +89,45 @@ pub fn whatsapp_batch(prefix: &str, size: usize) -> String {
         messages.join(",")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(kind: Kind, count: usize, duplicates: f64) -> Plan {
+        Plan {
+            kind,
+            count,
+            batch: 3,
+            duplicates,
+            secret: "s".into(),
+            run_id: "run".into(),
+        }
+    }
+
+    #[test]
+    fn a_fifth_of_duplicates_repeats_every_fifth_request() {
+        let requests = plan(Kind::Hmac, 21, 0.2).build();
+        assert_eq!(requests.len(), 21);
+        assert_eq!(requests[5].body, requests[4].body);
+        assert_ne!(requests[4].body, requests[3].body);
+        let unique: std::collections::HashSet<_> =
+            requests.iter().map(|r| r.body.clone()).collect();
+        assert_eq!(
+            unique.len(),
+            17,
+            "requests 5, 10, 15 and 20 repeat the one before"
+        );
+    }
+
+    #[test]
+    fn each_request_is_signed_over_its_exact_body() {
+        for request in plan(Kind::Whatsapp, 2, 0.0).build() {
+            let expected = format!("sha256={}", hex_hmac_sha256("s", &request.body));
+            assert_eq!(request.header, ("X-Hub-Signature-256", expected));
+            let batch: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+            let messages = &batch["entry"][0]["changes"][0]["value"]["messages"];
+            assert_eq!(messages.as_array().map(Vec::len), Some(3));
+        }
+    }
+}
