@@ -9,18 +9,16 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use sluice_shared::config::{ConfigError, DigestEncoding, ExtractorKind, SchemeKind, SourceConfig};
 use sluice_shared::secret::{Secret, SecretRef};
 use sluice_shared::standard_webhooks::SigningKey;
-use subtle::ConstantTimeEq;
 
 use crate::extract::json::JsonExtractor;
 use crate::extract::whatsapp::WhatsAppExtractor;
 use crate::extract::{Event, Extracted, Extractor};
 use crate::signature::{
-    Authenticator, HmacSignature, Scheme, SignatureError, StandardSignature, TokenCheck,
-    VerifiedBody,
+    Authenticator, HmacSignature, Scheme, SecretDigests, SignatureError, StandardSignature,
+    TokenCheck, VerifiedBody,
 };
 
 /// A configured source name (validated by the config: `[a-z0-9_-]{1,64}`).
@@ -50,8 +48,8 @@ pub struct Source {
     pub name: SourceName,
     auth: Authenticator,
     extractor: Extractor,
-    /// Digest of Meta's `verify_token`, when the source answers the GET handshake.
-    verify_token: Option<[u8; 32]>,
+    /// Meta's `verify_token`, when the source answers the GET handshake.
+    verify_token: Option<SecretDigests>,
     challenge: Option<Challenge>,
     /// How long an accepted event id is remembered.
     pub dedup_ttl: Duration,
@@ -75,11 +73,11 @@ impl Source {
         let secrets = resolve_all(name, "secrets", &config.secrets)?;
         let tokens = resolve_all(name, "tokens", &config.tokens)?;
         let verify_token = match &config.verify_token {
-            Some(reference) => Some(digest(
-                resolve(name, "verify_token", reference)?
-                    .expose()
-                    .as_bytes(),
-            )),
+            Some(reference) => Some(SecretDigests::new(&[resolve(
+                name,
+                "verify_token",
+                reference,
+            )?])),
             None => None,
         };
         let token = (!tokens.is_empty())
@@ -138,12 +136,14 @@ impl Source {
         token: Option<&str>,
         challenge: Option<&str>,
     ) -> Result<String, HandshakeError> {
-        let expected = self.verify_token.ok_or(HandshakeError::NotSupported)?;
+        let expected = self
+            .verify_token
+            .as_ref()
+            .ok_or(HandshakeError::NotSupported)?;
         if mode != Some("subscribe") {
             return Err(HandshakeError::Mode);
         }
-        let presented = digest(token.unwrap_or_default().as_bytes());
-        if token.is_none() || !bool::from(presented.ct_eq(&expected)) {
+        if !token.is_some_and(|t| expected.matches(t.as_bytes())) {
             return Err(HandshakeError::Token);
         }
         match challenge {
@@ -224,10 +224,6 @@ fn resolve_all(
         .enumerate()
         .map(|(i, r)| resolve(name, &format!("{field}[{i}]"), r))
         .collect()
-}
-
-fn digest(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
 }
 
 /// All configured sources by name.

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 pub use self::hmac::{HmacSignature, hex_hmac_sha256};
 pub use self::standard::StandardSignature;
-pub use self::token::TokenCheck;
+pub use self::token::{SecretDigests, TokenCheck};
 
 /// A body whose request passed authentication.
 #[derive(Debug, Clone)]

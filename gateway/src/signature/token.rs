@@ -15,24 +15,46 @@ use subtle::ConstantTimeEq;
 
 use super::{SignatureError, header_text};
 
+/// The SHA-256 digests of active secrets, compared in constant time: the one
+/// mechanism for every shared token (header tokens, Meta's `verify_token`).
+#[derive(Clone)]
+pub struct SecretDigests(Vec<[u8; 32]>);
+
+impl SecretDigests {
+    pub fn new(secrets: &[Secret]) -> Self {
+        Self(
+            secrets
+                .iter()
+                .map(|s| digest(s.expose().as_bytes()))
+                .collect(),
+        )
+    }
+
+    /// Whether `presented` is one of the secrets. Folds over every secret,
+    /// without stopping early, so timing says nothing about which matched.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let presented = digest(presented);
+        let matched = self
+            .0
+            .iter()
+            .fold(subtle::Choice::from(0), |acc, d| acc | d.ct_eq(&presented));
+        bool::from(matched)
+    }
+}
+
 #[derive(Clone)]
 pub struct TokenCheck {
     header: HeaderName,
     format: TokenFormat,
-    /// Digests of the active tokens.
-    digests: Vec<[u8; 32]>,
+    tokens: SecretDigests,
 }
 
 impl TokenCheck {
     pub fn new(header: HeaderName, format: TokenFormat, tokens: &[Secret]) -> Self {
-        let digests = tokens
-            .iter()
-            .map(|t| digest(t.expose().as_bytes()))
-            .collect();
         Self {
             header,
             format,
-            digests,
+            tokens: SecretDigests::new(tokens),
         }
     }
 
@@ -50,13 +72,7 @@ impl TokenCheck {
             }
             TokenFormat::Plain => value.as_bytes().to_vec(),
         };
-        let presented = digest(&presented);
-        // Fold over every token, without stopping early, so timing says nothing about which matched.
-        let matched = self
-            .digests
-            .iter()
-            .fold(subtle::Choice::from(0), |acc, d| acc | d.ct_eq(&presented));
-        if bool::from(matched) {
+        if self.tokens.matches(&presented) {
             Ok(())
         } else {
             Err(SignatureError::TokenMismatch)
