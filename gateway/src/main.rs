@@ -19,8 +19,7 @@ struct Args {
     check_config: bool,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
     let config = match Config::load(args.config.as_deref()) {
         Ok(config) => config,
@@ -33,6 +32,14 @@ async fn main() -> ExitCode {
             Err(e) => fail(&e.to_string(), EXIT_BAD_CONFIG),
         };
     }
+    let runtime = match sluice_gateway::runtime(config.gateway.worker_threads) {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> ExitCode {
     let gateway = match Gateway::build(config).await {
         Ok(gateway) => gateway,
         Err(e @ StartError::Config(_)) => return fail(&e.to_string(), EXIT_BAD_CONFIG),

@@ -77,6 +77,9 @@ pub struct GatewayConfig {
     pub on_redis_error: RedisErrorPolicy,
     /// Confirm channels shared by all requests on the one AMQP connection.
     pub publisher_channels: usize,
+    /// Threads serving requests: 1 runs everything on one thread (the fewest
+    /// wake-ups between threads; see docs/benchmarks.md), 0 one per core.
+    pub worker_threads: usize,
     /// The `Retry-After` (whole seconds) sent with a 503.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
@@ -92,6 +95,7 @@ impl Default for GatewayConfig {
             body_limit: 4 * 1024 * 1024,
             on_redis_error: RedisErrorPolicy::Publish,
             publisher_channels: 4,
+            worker_threads: 1,
             retry_after: Duration::from_secs(5),
         }
     }
