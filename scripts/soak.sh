@@ -20,7 +20,8 @@ pids+=("$gateway")
 target/release/sluice-worker >"$run/worker.log" 2>&1 &
 worker=$!
 pids+=("$worker")
-sleep 2
+wait_ready 127.0.0.1:19180 "$gateway"
+wait_ready 127.0.0.1:19181 "$worker"
 
 rss() { awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
 seconds=$(awk -v d="$duration" 'BEGIN{n=d+0; if (d ~ /m$/) n*=60; print n}')

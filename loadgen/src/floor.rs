@@ -28,6 +28,7 @@ pub async fn run(
     run_id: &str,
     concurrency: usize,
     limit: Duration,
+    label: &str,
 ) -> anyhow::Result<RunStats> {
     let dedup = DedupStore::new(&config.redis).context("redis.url")?;
     let metrics = GatewayMetrics::new().context("metrics")?;
@@ -76,7 +77,7 @@ pub async fn run(
             stats
         }));
     }
-    let mut total = RunStats::new("floor (no HTTP)");
+    let mut total = RunStats::new(label);
     for task in tasks {
         if let Ok(stats) = task.await {
             total.merge(&stats);

@@ -49,6 +49,9 @@ enum Mode {
         concurrency: usize,
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// A name for the report row.
+        #[arg(long, default_value = "floor (no HTTP)")]
+        label: String,
     },
     /// N connections, each sending again as soon as it is answered.
     Closed {
@@ -118,7 +121,8 @@ async fn main() -> anyhow::Result<()> {
             source,
             concurrency,
             duration,
-        } => floor::run(&config, &source, &run_id, concurrency, duration).await?,
+            label,
+        } => floor::run(&config, &source, &run_id, concurrency, duration, &label).await?,
         Mode::Closed { load, connections } => {
             let label = format!("closed, {connections} connections");
             let (requests, name) = prepare(&config, &load, &run_id, &label)?;
