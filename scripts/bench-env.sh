@@ -2,7 +2,7 @@
 # What scripts/bench.sh and scripts/soak.sh share, sourced with the run's name
 # in $run_name: Redis and RabbitMQ up, release binaries built, a config with a
 # queue prefix of the run's own (scripts/bench.toml), and a cleanup that stops
-# every process in $pids and deletes the run's queues.
+# every process in $pids and deletes the run's queues and dedup keys.
 
 bash scripts/deps.sh
 cargo build --release --bins >/dev/null 2>&1
@@ -22,6 +22,7 @@ cleanup() {
   for q in work dead retry.1s retry.5s retry.25s retry.2m retry.10m retry.1h; do
     rabbitmqctl delete_queue "$prefix.$q" -q >/dev/null 2>&1 || true
   done
+  redis-cli --scan --pattern "$prefix:*" | xargs -r -n 5000 redis-cli unlink >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
