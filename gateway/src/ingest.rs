@@ -21,7 +21,7 @@ use crate::app::AppState;
 use crate::correlation::Correlation;
 use crate::dedup::{Claim, DedupError, DedupKey};
 use crate::error::{Counts, GatewayError, Unavailable};
-use crate::extract::{Event, EventId};
+use crate::extract::{Event, EventId, EventType};
 use crate::publisher::Outgoing;
 use crate::signature::VerifiedBody;
 use crate::source::Source;
@@ -43,83 +43,115 @@ pub async fn ingest_events(
     events: Vec<Event>,
 ) -> Result<Counts, GatewayError> {
     let (events, repeated) = first_of_each_id(events);
-    let source = ctx.source;
     let keys: Vec<DedupKey> = events
         .iter()
-        .map(|e| state.dedup.key(&source.name, &e.id))
+        .map(|e| state.dedup.key(&ctx.source.name, &e.id))
         .collect();
     let (claims, keys_held) = claim_or_bypass(state, ctx, &keys).await?;
-
-    let mut counts = Counts {
-        duplicates: repeated,
-        ..Counts::default()
-    };
-    let mut messages = Vec::new();
-    let mut published = Vec::new();
-    let mut held = Vec::new();
-    for ((event, key), claim) in events.into_iter().zip(keys).zip(claims) {
-        match claim {
-            Claim::New => {
-                let exchange = state.publisher.topology().events_exchange();
-                let source = ctx.source.name.as_str();
-                published.push((event.id.clone(), event.event_type.clone()));
-                messages.push(event_message(
-                    exchange,
-                    source,
-                    ctx.correlation.clone(),
-                    ctx.received,
-                    event,
-                ));
-                if keys_held {
-                    held.push(key);
-                }
-            }
-            Claim::Duplicate => {
-                log_unpublished(&event, "duplicate");
-                counts.duplicates += 1;
-            }
-            Claim::InFlight => {
-                log_unpublished(&event, "in_flight");
-                counts.in_flight += 1;
-            }
-        }
-    }
-    counts.accepted = messages.len();
-    publish(state, ctx, messages, &held).await?;
-    for (id, event_type) in &published {
+    let mut plan = Plan::sort(state, ctx, events, keys, claims, keys_held);
+    plan.counts.duplicates += repeated;
+    publish(state, ctx, plan.messages, &plan.held).await?;
+    for (id, event_type) in &plan.published {
         tracing::info!(
             event_id = %id.as_str(),
             "type" = %event_type.as_str(),
             outcome = "published",
             "event published"
         );
+        let source = ctx.source.name.as_str();
         state
             .metrics
-            .count_published_type(source.name.as_str(), event_type.as_str());
+            .count_published_type(source, event_type.as_str());
     }
-    if !held.is_empty()
-        && let Err(e) =
-            timeout_at(ctx.deadline, state.dedup.mark_done(&held, source.dedup_ttl)).await
-    {
-        // The events are durable; a key left `pending` expires and at worst lets
-        // a late provider retry through as a duplicate delivery (at-least-once).
-        tracing::warn!(error = %e, "could not mark events done in Redis");
+    mark_done(state, ctx, &plan.held).await;
+    count_outcomes(state, ctx, &plan.counts);
+    if plan.counts.in_flight > 0 {
+        return Err(GatewayError::InFlight(plan.counts));
     }
-    let name = source.name.as_str();
-    state
-        .metrics
-        .count_events(name, "published", counts.accepted);
-    state
-        .metrics
-        .count_events(name, "duplicate", counts.duplicates);
-    state
-        .metrics
-        .count_events(name, "in_flight", counts.in_flight);
-    state.metrics.count_dedup_hits(name, counts.duplicates);
-    if counts.in_flight > 0 {
-        return Err(GatewayError::InFlight(counts));
+    Ok(plan.counts)
+}
+
+/// What a request's claims decided: the messages to publish, the keys this
+/// request holds for them, and the counts of its answer.
+struct Plan {
+    messages: Vec<Outgoing>,
+    /// Id and type of each message, for the lines and metrics after the confirm.
+    published: Vec<(EventId, EventType)>,
+    held: Vec<DedupKey>,
+    counts: Counts,
+}
+
+impl Plan {
+    fn sort(
+        state: &AppState,
+        ctx: &RequestContext<'_>,
+        events: Vec<Event>,
+        keys: Vec<DedupKey>,
+        claims: Vec<Claim>,
+        keys_held: bool,
+    ) -> Self {
+        let mut plan = Self {
+            messages: Vec::new(),
+            published: Vec::new(),
+            held: Vec::new(),
+            counts: Counts::default(),
+        };
+        let exchange = state.publisher.topology().events_exchange();
+        let source = ctx.source.name.as_str();
+        for ((event, key), claim) in events.into_iter().zip(keys).zip(claims) {
+            match claim {
+                Claim::New => {
+                    plan.published
+                        .push((event.id.clone(), event.event_type.clone()));
+                    plan.messages.push(event_message(
+                        exchange.clone(),
+                        source,
+                        ctx.correlation.clone(),
+                        ctx.received,
+                        event,
+                    ));
+                    if keys_held {
+                        plan.held.push(key);
+                    }
+                }
+                Claim::Duplicate => {
+                    log_unpublished(&event, "duplicate");
+                    plan.counts.duplicates += 1;
+                }
+                Claim::InFlight => {
+                    log_unpublished(&event, "in_flight");
+                    plan.counts.in_flight += 1;
+                }
+            }
+        }
+        plan.counts.accepted = plan.messages.len();
+        plan
     }
-    Ok(counts)
+}
+
+/// Turns the published events' keys `done`, within the deadline.
+async fn mark_done(state: &AppState, ctx: &RequestContext<'_>, held: &[DedupKey]) {
+    if held.is_empty() {
+        return;
+    }
+    let window = ctx.source.dedup_ttl;
+    // The events are durable either way; a key left `pending` expires and at
+    // worst lets a late provider retry through as a duplicate delivery
+    // (at-least-once).
+    match timeout_at(ctx.deadline, state.dedup.mark_done(held, window)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not mark events done in Redis"),
+        Err(_) => tracing::warn!("could not mark events done in Redis within the ack budget"),
+    }
+}
+
+fn count_outcomes(state: &AppState, ctx: &RequestContext<'_>, counts: &Counts) {
+    let name = ctx.source.name.as_str();
+    let metrics = &state.metrics;
+    metrics.count_events(name, "published", counts.accepted);
+    metrics.count_events(name, "duplicate", counts.duplicates);
+    metrics.count_events(name, "in_flight", counts.in_flight);
+    metrics.count_dedup_hits(name, counts.duplicates);
 }
 
 /// Keeps an authenticated body that cannot be parsed: published, confirmed, to the dead queue.
@@ -316,7 +348,6 @@ fn text(value: &str) -> AMQPValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::EventType;
 
     fn event(id: &str) -> Event {
         Event {

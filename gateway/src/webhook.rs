@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -55,29 +55,7 @@ pub async fn receive(
         .instrument(span.clone())
         .await;
     state.metrics.in_flight.dec();
-    let (outcome, mut response) = match result {
-        Ok(Answer::Accepted(counts)) => {
-            span.in_scope(|| {
-                tracing::info!(
-                    accepted = counts.accepted,
-                    duplicates = counts.duplicates,
-                    "accepted"
-                )
-            });
-            (counts.outcome(), accepted_response(counts))
-        }
-        Ok(Answer::Challenge(value)) => {
-            span.in_scope(|| tracing::info!("verification challenge answered"));
-            ("challenge", text_response(value))
-        }
-        Err(error) => {
-            span.in_scope(|| log_refusal(&error));
-            (
-                error.outcome(),
-                error.into_response_with(state.config.retry_after),
-            )
-        }
-    };
+    let (outcome, mut response) = span.in_scope(|| answer(result, state.config.retry_after));
     state
         .metrics
         .requests
@@ -92,6 +70,28 @@ pub async fn receive(
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// The answer and its metric outcome, with the request's last log line.
+fn answer(result: Result<Answer, GatewayError>, retry_after: Duration) -> (&'static str, Response) {
+    match result {
+        Ok(Answer::Accepted(counts)) => {
+            tracing::info!(
+                accepted = counts.accepted,
+                duplicates = counts.duplicates,
+                "accepted"
+            );
+            (counts.outcome(), accepted_response(counts))
+        }
+        Ok(Answer::Challenge(value)) => {
+            tracing::info!("verification challenge answered");
+            ("challenge", text_response(value))
+        }
+        Err(error) => {
+            log_refusal(&error);
+            (error.outcome(), error.into_response_with(retry_after))
+        }
+    }
 }
 
 async fn handle(
