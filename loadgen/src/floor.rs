@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use serde_json::json;
 use sluice_gateway::dedup::DedupStore;
 use sluice_gateway::extract::{Event, EventId, EventType};
 use sluice_gateway::ingest::event_message;
@@ -20,6 +19,7 @@ use sluice_shared::config::Config;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::requests::upsert;
 use crate::stats::RunStats;
 
 pub async fn run(
@@ -96,10 +96,14 @@ async fn one_event(
     id: &str,
     window: Duration,
 ) -> bool {
+    // The closed loop's request body, so both publish messages of one size.
+    let Ok(data) = serde_json::from_str(&upsert(id)) else {
+        return false;
+    };
     let event = Event {
         id: EventId::from_provider(id),
         event_type: EventType::normalise("messages.upsert"),
-        data: json!({"event": "messages.upsert", "messages": [{"key": {"id": id}, "message": {"conversation": "load test message"}}]}),
+        data,
     };
     let keys = [dedup.key(source, &event.id)];
     if dedup.claim(&keys).await.is_err() {

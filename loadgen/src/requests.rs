@@ -69,7 +69,9 @@ impl Plan {
     }
 }
 
-fn upsert(id: &str) -> String {
+/// A WhatzMeAPI `messages.upsert` for one message: the closed loop's body, and
+/// the floor's event data, so both publish messages of the same size.
+pub fn upsert(id: &str) -> String {
     format!(
         r#"{{"event":"messages.upsert","messages":[{{"key":{{"id":"{id}","fromMe":false,"remoteJid":"5215500000000@s.whatsapp.net"}},"message":{{"conversation":"load test message"}}}}]}}"#
     )
