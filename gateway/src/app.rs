@@ -143,24 +143,6 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The runtime the gateway binary serves on (`gateway.worker_threads`). One
-/// thread gives a current-thread runtime, whose tasks never wake another
-/// thread: on the 2-core benchmark machine about 9 % less CPU per event than
-/// two work-stealing workers (docs/benchmarks.md). More threads, or 0 for one
-/// per core, give a work-stealing runtime, for a gateway with cores of its own.
-pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if threads > 1 {
-            builder.worker_threads(threads);
-        }
-        builder
-    };
-    builder.enable_all().build()
-}
-
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
@@ -187,34 +169,5 @@ impl Readiness for GatewayReadiness {
             ("rabbitmq", rabbitmq),
             ("topology", topology),
         ])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio::runtime::RuntimeFlavor;
-
-    use super::runtime;
-
-    #[test]
-    fn one_thread_is_a_current_thread_runtime() {
-        let runtime = runtime(1).expect("runtime");
-        assert_eq!(
-            runtime.handle().runtime_flavor(),
-            RuntimeFlavor::CurrentThread
-        );
-    }
-
-    #[test]
-    fn more_threads_or_zero_are_work_stealing() {
-        let three = runtime(3).expect("runtime");
-        assert_eq!(three.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
-        assert_eq!(three.metrics().num_workers(), 3);
-        let per_core = runtime(0).expect("runtime");
-        assert_eq!(
-            per_core.handle().runtime_flavor(),
-            RuntimeFlavor::MultiThread
-        );
-        assert!(per_core.metrics().num_workers() >= 1);
     }
 }

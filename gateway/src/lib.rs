@@ -23,4 +23,4 @@ pub mod signature;
 pub mod source;
 pub mod webhook;
 
-pub use app::{Gateway, StartError, runtime};
+pub use app::{Gateway, StartError};

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&e.to_string(), EXIT_BAD_CONFIG),
         };
     }
-    let runtime = match sluice_gateway::runtime(config.gateway.worker_threads) {
+    let runtime = match sluice_shared::runtime::build(config.gateway.threads) {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
     };

@@ -1,5 +1,5 @@
 //! The `sluice-gateway` binary itself serves, on either runtime that
-//! `gateway.worker_threads` chooses: one thread (the default) and several.
+//! `gateway.threads` chooses: one thread (the default) and several.
 //! Each run accepts one signed event, which must be in the work queue, and
 //! stops with exit code 0 on SIGTERM. Needs the machine's Redis and RabbitMQ.
 
@@ -60,7 +60,7 @@ dedup_ttl = "1h"
         .arg(&path)
         .env("SLUICE_BINARY_TEST_SECRET", SECRET);
     if let Some(n) = threads {
-        command.env("SLUICE_GATEWAY__WORKER_THREADS", n.to_string());
+        command.env("SLUICE_GATEWAY__THREADS", n.to_string());
     }
     let mut gateway = Stopped(command.spawn().expect("the gateway binary starts"));
     wait_ready(admin, &mut gateway.0);

@@ -7,6 +7,7 @@
 //! - [`amqp`]: connecting to RabbitMQ within a time limit;
 //! - [`standard_webhooks`]: the signature the worker puts on deliveries;
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` and the build-info metric;
+//! - [`runtime`]: the Tokio runtime each binary runs on;
 //! - [`telemetry`]: JSON-line logging;
 //! - [`trace`]: the W3C `traceparent` that follows an event to delivery.
 
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod amqp;
 pub mod config;
 pub mod envelope;
+pub mod runtime;
 pub mod secret;
 pub mod signals;
 pub mod standard_webhooks;

@@ -34,8 +34,7 @@ enum Command {
     Dlq(DlqArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
         // Help and version go to stdout with 0; a usage error is 64, like a bad config.
@@ -55,7 +54,16 @@ async fn main() -> ExitCode {
             Err(e) => fail(&e.to_string(), EXIT_BAD_CONFIG),
         };
     }
-    if let Some(Command::Dlq(command)) = args.command {
+    let runtime = match sluice_shared::runtime::build(config.worker.threads) {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
+    };
+    runtime.block_on(run(config, args.command))
+}
+
+/// One operator command, or the worker until SIGTERM.
+async fn run(config: Config, command: Option<Command>) -> ExitCode {
+    if let Some(Command::Dlq(command)) = command {
         let code = dlq::run(&config, command).await;
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }

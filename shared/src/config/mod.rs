@@ -79,7 +79,7 @@ pub struct GatewayConfig {
     pub publisher_channels: usize,
     /// Threads serving requests: 1 runs everything on one thread (the fewest
     /// wake-ups between threads; see docs/benchmarks.md), 0 one per core.
-    pub worker_threads: usize,
+    pub threads: usize,
     /// The `Retry-After` (whole seconds) sent with a 503.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
@@ -95,7 +95,7 @@ impl Default for GatewayConfig {
             body_limit: 4 * 1024 * 1024,
             on_redis_error: RedisErrorPolicy::Publish,
             publisher_channels: 4,
-            worker_threads: 1,
+            threads: 1,
             retry_after: Duration::from_secs(5),
         }
     }
@@ -127,6 +127,9 @@ pub struct WorkerConfig {
     /// `sluice_worker_queue_depth` (one passive declare per queue).
     #[serde(with = "humantime_serde")]
     pub queue_depth_interval: Duration,
+    /// Threads running deliveries and `dlq` commands: 1 runs everything on
+    /// one thread (the fewest wake-ups between threads), 0 one per core.
+    pub threads: usize,
 }
 
 impl Default for WorkerConfig {
@@ -137,6 +140,7 @@ impl Default for WorkerConfig {
             concurrency: 32,
             shutdown_grace: Duration::from_secs(30),
             queue_depth_interval: Duration::from_secs(5),
+            threads: 1,
         }
     }
 }
