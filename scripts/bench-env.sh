@@ -2,10 +2,20 @@
 # What scripts/bench.sh and scripts/soak.sh share, sourced with the run's name
 # in $run_name: Redis and RabbitMQ up, release binaries built, a config with a
 # queue prefix of the run's own (scripts/bench.toml), and a cleanup that stops
-# every process in $pids and deletes the run's queues and dedup keys.
+# every process in $pids and deletes the run's queues, exchanges and dedup
+# keys. It refuses to start while another process holds one of its ports.
 
 bash scripts/deps.sh
 cargo build --release --bins >/dev/null 2>&1
+
+# The gateway's, its admin, the worker's admin and the receiver's ports: a
+# process already there (say a gateway left running) would be measured instead.
+for port in 18180 19180 19181 18999; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "bench: 127.0.0.1:$port is taken by another process; stop it first (ss -ltnp | grep $port)" >&2
+    exit 1
+  fi
+done
 
 run=.run/${run_name:?set run_name before sourcing bench-env.sh}
 mkdir -p "$run"
@@ -19,9 +29,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  for q in work dead retry.1s retry.5s retry.25s retry.2m retry.10m retry.1h; do
-    rabbitmqctl delete_queue "$prefix.$q" -q >/dev/null 2>&1 || true
-  done
+  target/release/sluice-load clean || echo "bench: could not delete the queues and exchanges of $prefix" >&2
   redis-cli --scan --pattern "$prefix:*" | xargs -r -n 5000 redis-cli unlink >/dev/null 2>&1 || true
 }
 trap cleanup EXIT

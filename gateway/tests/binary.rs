@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use sluice_gateway::signature::hmac::hex_hmac_sha256;
@@ -124,16 +124,10 @@ async fn count_and_delete(topology: &Topology, url: &str) -> u32 {
         .await
         .expect("the gateway declared the work queue")
         .message_count();
-    for queue in topology.all_queues() {
-        let options = QueueDeleteOptions::default();
-        let _ = channel.queue_delete(queue.as_str().into(), options).await;
-    }
-    for exchange in [topology.events_exchange(), topology.dead_exchange()] {
-        let options = ExchangeDeleteOptions::default();
-        let _ = channel
-            .exchange_delete(exchange.as_str().into(), options)
-            .await;
-    }
+    topology
+        .delete(&channel)
+        .await
+        .expect("the test's topology is deleted");
     count
 }
 

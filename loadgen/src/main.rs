@@ -22,6 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice_shared::config::Config;
+use sluice_shared::topology::Topology;
 
 use crate::requests::{Kind, Plan};
 use crate::stats::{ProcSample, RunStats};
@@ -67,6 +68,8 @@ enum Mode {
         #[arg(long)]
         rate: f64,
     },
+    /// Deletes the config's queues (messages included) and exchanges.
+    Clean,
     /// A downstream for the worker; one report per burst of deliveries.
     Receive {
         #[arg(long, default_value = "127.0.0.1:18999")]
@@ -142,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
             idle,
             bursts,
         } => return receiver::run(&listen, idle, bursts, "worker").await,
+        Mode::Clean => return clean(&config).await,
     };
     println!("{}", RunStats::header());
     println!("{}", stats.row());
@@ -189,4 +193,24 @@ fn prepare(
         .clone()
         .unwrap_or_else(|| default_name.to_owned());
     Ok((plan.build(), name))
+}
+
+/// Deletes a benchmark's topology (its queues and exchanges, named by `amqp.prefix`).
+async fn clean(config: &Config) -> anyhow::Result<()> {
+    let amqp = &config.amqp;
+    let connection = sluice_shared::amqp::connect(&amqp.url, "sluice-load", amqp.connect_timeout)
+        .await
+        .context("RabbitMQ")?;
+    let channel = connection.create_channel().await.context("a channel")?;
+    Topology::new(amqp)
+        .delete(&channel)
+        .await
+        .with_context(|| {
+            format!(
+                "deleting the queues and exchanges of prefix {}",
+                amqp.prefix
+            )
+        })?;
+    let _ = connection.close(200, "topology deleted".into()).await;
+    Ok(())
 }

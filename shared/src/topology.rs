@@ -15,7 +15,10 @@
 
 use std::time::Duration;
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
@@ -101,6 +104,22 @@ impl Topology {
         let mut queues = vec![self.work_queue(), self.dead_queue()];
         queues.extend(self.retry_tiers().into_iter().map(|t| t.queue));
         queues
+    }
+
+    /// Deletes every queue, messages included, and both exchanges: for the
+    /// tests and benchmarks that made a topology of their own.
+    pub async fn delete(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        for queue in self.all_queues() {
+            let options = QueueDeleteOptions::default();
+            channel.queue_delete(queue.as_str().into(), options).await?;
+        }
+        for exchange in [self.events_exchange(), self.dead_exchange()] {
+            let options = ExchangeDeleteOptions::default();
+            channel
+                .exchange_delete(exchange.as_str().into(), options)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Declares everything; a no-op when it already exists as declared.

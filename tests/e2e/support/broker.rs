@@ -1,9 +1,7 @@
 //! Looking into RabbitMQ from a test: queue depths, draining a queue to read
 //! its messages and headers, and deleting a test's topology afterwards.
 
-use lapin::options::{
-    BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use sluice_shared::topology::Topology;
@@ -107,17 +105,7 @@ impl Broker {
 
     /// Removes a test's queues and exchanges.
     pub async fn delete(&self, topology: &Topology) {
-        for queue in topology.all_queues() {
-            let _ = self
-                .channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for exchange in [topology.events_exchange(), topology.dead_exchange()] {
-            let _ = self
-                .channel
-                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        }
+        // Best effort: a test that failed half-way may have left only part of it.
+        let _ = topology.delete(&self.channel).await;
     }
 }
