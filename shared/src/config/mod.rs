@@ -16,10 +16,12 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+mod brokers;
 mod dlq;
 mod route;
 mod source;
 
+pub use brokers::{AmqpConfig, RedisConfig};
 pub use dlq::{DlqConfig, DlqHttpConfig};
 pub use route::{HandlerKind, RouteConfig};
 pub use source::{DigestEncoding, ExtractorKind, SchemeKind, SourceConfig, TokenFormat};
@@ -147,66 +149,6 @@ impl Default for WorkerConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RedisConfig {
-    /// `redis://host:port/db`.
-    pub url: String,
-    /// Dedup keys are `{key_prefix}:{source}:{event id}`.
-    pub key_prefix: String,
-    /// Limit on every Redis call; past it the `on_redis_error` policy applies.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Life of a `pending` key: long enough to cover a publish, short enough
-    /// that a crashed gateway's keys free themselves for the provider's retry.
-    #[serde(with = "humantime_serde")]
-    pub pending_ttl: Duration,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            url: "redis://127.0.0.1:6379".into(),
-            key_prefix: "sluice:dedup".into(),
-            timeout: Duration::from_millis(250),
-            pending_ttl: Duration::from_secs(30),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AmqpConfig {
-    /// `amqp://user:pass@host:port/vhost` (`%2f` is the default vhost).
-    pub url: String,
-    /// Every exchange and queue name starts with this.
-    pub prefix: String,
-    /// Delays of the retry tiers, in order; an event is dead after the last.
-    #[serde(deserialize_with = "durations")]
-    pub retry_delays: Vec<Duration>,
-    /// `x-delivery-limit` of the work queue: a message that crashes workers
-    /// this many times goes to the dead queue instead of looping.
-    pub delivery_limit: u32,
-    /// Limit on connecting and on declaring the topology.
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
-}
-
-impl Default for AmqpConfig {
-    fn default() -> Self {
-        Self {
-            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
-            prefix: "sluice".into(),
-            retry_delays: [1, 5, 25, 120, 600, 3600]
-                .into_iter()
-                .map(Duration::from_secs)
-                .collect(),
-            delivery_limit: 10,
-            connect_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// `json` (one object a line, for collectors) or `pretty` (for a terminal).
     pub log_format: LogFormat,
@@ -271,6 +213,7 @@ impl Config {
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        let config = config.resolve_urls()?;
         config.validate()?;
         Ok(config)
     }
@@ -280,8 +223,16 @@ impl Config {
         let config: Config = Figment::from(Toml::string(text))
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        let config = config.resolve_urls()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads the broker URLs written as secret references.
+    fn resolve_urls(mut self) -> Result<Self, ConfigError> {
+        brokers::resolve_url("redis.url", &mut self.redis.url)?;
+        brokers::resolve_url("amqp.url", &mut self.amqp.url)?;
+        Ok(self)
     }
 
     /// Checks what the types alone cannot.
@@ -350,12 +301,6 @@ impl Config {
         dlq::validate(&self.dlq)?;
         Ok(())
     }
-}
-
-/// A list of durations written as `["1s", "5s", "2m"]`.
-fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
-    let list = Vec::<humantime_serde::Serde<Duration>>::deserialize(deserializer)?;
-    Ok(list.into_iter().map(|d| d.into_inner()).collect())
 }
 
 /// Names that become parts of routing keys, Redis keys and metric labels.

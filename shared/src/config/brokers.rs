@@ -1,0 +1,122 @@
+//! `[redis]` and `[amqp]`: where the brokers are and how they are used.
+//! Either URL may be a secret reference, `env:NAME` or `file:/path` (as
+//! Docker and Kubernetes mount secrets), so its password need not sit in the
+//! config file; any other value is the URL itself.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::secret::SecretRef;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Dedup keys are `{key_prefix}:{source}:{event id}`.
+    pub key_prefix: String,
+    /// Limit on every Redis call; past it the `on_redis_error` policy applies.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Life of a `pending` key: long enough to cover a publish, short enough
+    /// that a crashed gateway's keys free themselves for the provider's retry.
+    #[serde(with = "humantime_serde")]
+    pub pending_ttl: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "sluice:dedup".into(),
+            timeout: Duration::from_millis(250),
+            pending_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    /// `amqp://user:pass@host:port/vhost` (`%2f` is the default vhost).
+    pub url: String,
+    /// Every exchange and queue name starts with this.
+    pub prefix: String,
+    /// Delays of the retry tiers, in order; an event is dead after the last.
+    #[serde(deserialize_with = "durations")]
+    pub retry_delays: Vec<Duration>,
+    /// `x-delivery-limit` of the work queue: a message that crashes workers
+    /// this many times goes to the dead queue instead of looping.
+    pub delivery_limit: u32,
+    /// Limit on connecting and on declaring the topology.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefix: "sluice".into(),
+            retry_delays: [1, 5, 25, 120, 600, 3600]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            delivery_limit: 10,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A list of durations written as `["1s", "5s", "2m"]`.
+fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    let list = Vec::<humantime_serde::Serde<Duration>>::deserialize(deserializer)?;
+    Ok(list.into_iter().map(|d| d.into_inner()).collect())
+}
+
+/// Reads a URL written as `env:NAME` or `file:/path`; leaves any other value as it is.
+pub(super) fn resolve_url(key: &str, url: &mut String) -> Result<(), ConfigError> {
+    if !url.starts_with("env:") && !url.starts_with("file:") {
+        return Ok(());
+    }
+    let secret = SecretRef::parse(url)
+        .and_then(|reference| reference.resolve().map_err(|e| e.to_string()))
+        .map_err(|problem| ConfigError::invalid(key, problem))?;
+    *url = secret.expose().to_owned();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn a_url_is_read_from_a_file_without_its_newline() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("redis-url");
+        std::fs::write(&path, "redis://:s3cret@127.0.0.1:6379/0\n").expect("file");
+        let toml = format!("[redis]\nurl = \"file:{}\"", path.display());
+        let config = Config::from_toml(&toml).expect("loads");
+        assert_eq!(config.redis.url, "redis://:s3cret@127.0.0.1:6379/0");
+    }
+
+    #[test]
+    fn an_unset_variable_names_the_key_and_the_variable() {
+        let toml = "[amqp]\nurl = \"env:SLUICE_TEST_SURELY_UNSET_AMQP_URL\"";
+        let error = Config::from_toml(toml).expect_err("refused").to_string();
+        assert!(error.contains("amqp.url"), "{error}");
+        assert!(
+            error.contains("SLUICE_TEST_SURELY_UNSET_AMQP_URL"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_plain_url_is_kept_as_written() {
+        let config =
+            Config::from_toml("[amqp]\nurl = \"amqp://u:p@127.0.0.1:5672/%2f\"").expect("loads");
+        assert_eq!(config.amqp.url, "amqp://u:p@127.0.0.1:5672/%2f");
+    }
+}
