@@ -19,8 +19,6 @@
 //! Two passes at once would see each other's held messages as missing, so
 //! every command first takes a lock: an exclusive queue `<prefix>.dead.lock`,
 //! which RabbitMQ deletes when the holder's connection ends, even by SIGKILL.
-//! The queue takes a killed holder's messages back a moment later, so a
-//! command then waits until the dead queue has no consumer before it counts.
 
 use std::time::Duration;
 
@@ -69,7 +67,6 @@ impl DeadQueue {
         };
         queue.ensure_exists().await?;
         queue.lock().await?;
-        queue.wait_for_earlier_holders().await?;
         Ok(queue)
     }
 
@@ -153,21 +150,6 @@ impl DeadQueue {
 
     /// Ready messages in the dead queue.
     pub async fn count(&self) -> Result<u32, DlqError> {
-        Ok(self.declare_passive().await?.message_count())
-    }
-
-    /// Waits, up to [`RETURN_LIMIT`], until no consumer holds dead messages.
-    /// RabbitMQ frees a killed pass's lock a moment before the queue has
-    /// taken its messages back; a pass counting in between would miss them.
-    async fn wait_for_earlier_holders(&self) -> Result<(), DlqError> {
-        let deadline = Instant::now() + RETURN_LIMIT;
-        while self.declare_passive().await?.consumer_count() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
-    }
-
-    async fn declare_passive(&self) -> Result<lapin::Queue, DlqError> {
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
@@ -178,7 +160,9 @@ impl DeadQueue {
             passive,
             FieldTable::default(),
         );
-        bounded("counting the dead queue", declared).await
+        Ok(bounded("counting the dead queue", declared)
+            .await?
+            .message_count())
     }
 
     /// A new channel, e.g. in confirm mode for a replay's copies.
