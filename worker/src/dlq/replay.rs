@@ -4,10 +4,9 @@
 //! One pass over the dead queue (see [`super::scan`]) in two steps:
 //! 1. [`plan`] reads the snapshot and picks the matching, replayable events
 //!    (at most `--limit`), holding everything unacknowledged;
-//! 2. [`ReplayPlan::run`] publishes each picked event's copy in order (see
-//!    [`super::republish`]), up to 64 awaiting their confirms at once, and
-//!    acknowledges each dead original as soon as its copy is confirmed;
-//!    `--rate` paces the publishes.
+//! 2. [`ReplayPlan::run`] publishes each picked event's copy (see
+//!    [`super::republish`]), waits for its confirm, and only then
+//!    acknowledges the dead original; `--rate` paces the publishes.
 //!
 //! Then the channel closes and every event that was not moved (not
 //! matching, not replayable, refused by the broker, or not reached because
@@ -23,19 +22,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use sluice_shared::envelope::unix_millis;
-use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::error::DlqError;
 use super::filter::Filter;
 use super::progress::Progress;
-use super::republish::{ConfirmedPublisher, InFlight, PublishError, replay_copy};
+use super::republish::{ConfirmedPublisher, replay_copy};
 use super::scan::{DeadQueue, Held, Scan};
-
-/// Copies sent and waiting for their confirms (about this many at most):
-/// enough to keep RabbitMQ busy
-/// between confirms, few enough that a stop leaves little to redo.
-const WINDOW: usize = 64;
 
 /// Fastest `--rate` accepted; above it, leave `--rate` out (no pacing).
 const MAX_RATE: f64 = 100_000.0;
@@ -158,9 +151,17 @@ impl ReplayPlan {
         if !options.dry_run && !self.picked.is_empty() {
             let channel = queue.confirm_channel().await?;
             let publisher = ConfirmedPublisher::new(channel, &queue.topology().events_exchange());
+            let mut pacer = options.rate.map(pacer);
             let picked = std::mem::take(&mut self.picked);
-            if let Err(stop) = self.move_all(&publisher, &picked, options, progress).await {
-                self.report.stopped = Some(stop);
+            for held in &picked {
+                if let Some(pacer) = pacer.as_mut() {
+                    pacer.tick().await;
+                }
+                if let Err(stop) = self.move_one(&publisher, held).await {
+                    self.report.stopped = Some(stop);
+                    break;
+                }
+                progress.step();
             }
         }
         progress.finish();
@@ -171,114 +172,36 @@ impl ReplayPlan {
         Ok(self.report)
     }
 
-    /// Moves every picked event: one task sends the copies in order, another
-    /// awaits their confirms in the same order and acknowledges each original
-    /// as soon as its copy is confirmed; at most [`WINDOW`] copies wait
-    /// between the two. `Err` stops the run (the rest stays dead).
-    async fn move_all(
+    /// Publishes one copy, then acknowledges the original. `Err` stops the run.
+    async fn move_one(
         &mut self,
         publisher: &ConfirmedPublisher,
-        picked: &[Held],
-        options: &ReplayOptions,
-        progress: &Progress,
+        held: &Held,
     ) -> Result<(), String> {
-        let (copies, confirms) = mpsc::channel(WINDOW);
-        let ((sent, sending), (settled, settling)) = tokio::join!(
-            send_all(publisher, picked, options.rate, progress, copies),
-            settle_all(&mut self.scan, confirms, progress),
-        );
-        for tally in [sent, settled] {
-            self.report.replayed += tally.replayed;
-            self.report.not_replayable += tally.not_replayable;
-            self.report.failed += tally.failed;
-        }
-        sending.and(settling)
-    }
-}
-
-/// What one side of a replay counted.
-#[derive(Default)]
-struct Tally {
-    replayed: u64,
-    not_replayable: u64,
-    failed: u64,
-}
-
-/// Sends each picked event's copy, paced by `rate`, handing it to the settler.
-async fn send_all<'a>(
-    publisher: &ConfirmedPublisher,
-    picked: &'a [Held],
-    rate: Option<f64>,
-    progress: &Progress,
-    copies: mpsc::Sender<(&'a Held, InFlight)>,
-) -> (Tally, Result<(), String>) {
-    let mut tally = Tally::default();
-    let mut pacer = rate.map(pacer);
-    for held in picked {
-        if let Some(pacer) = pacer.as_mut() {
-            pacer.tick().await;
-        }
         let now_ms = unix_millis(SystemTime::now());
         let Some((routing_key, properties)) = replay_copy(&held.event, now_ms) else {
-            tally.not_replayable += 1;
-            progress.step();
-            continue;
+            self.report.not_replayable += 1;
+            return Ok(());
         };
         match publisher
-            .send(&routing_key, &held.event.body, properties)
+            .publish(&routing_key, &held.event.body, properties)
             .await
         {
-            // A closed channel means the settler stopped; its error is the answer.
-            Ok(copy) => {
-                if copies.send((held, copy)).await.is_err() {
-                    break;
-                }
-            }
+            Ok(()) => {}
+            Err(e) if e.is_fatal() => return Err(e.to_string()),
             Err(e) => {
-                if let Err(stop) = refused(held, e, &mut tally) {
-                    return (tally, Err(stop));
-                }
-                progress.step();
+                tracing::warn!(event_id = ?held.event.id, error = %e, "replay copy refused; the event stays dead");
+                self.report.failed += 1;
+                return Ok(());
             }
         }
+        self.scan
+            .ack(&held.acker)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.report.replayed += 1;
+        Ok(())
     }
-    (tally, Ok(()))
-}
-
-/// Awaits each copy's confirm in order, then acknowledges its original.
-async fn settle_all(
-    scan: &mut Scan,
-    mut confirms: mpsc::Receiver<(&Held, InFlight)>,
-    progress: &Progress,
-) -> (Tally, Result<(), String>) {
-    let mut tally = Tally::default();
-    while let Some((held, copy)) = confirms.recv().await {
-        match copy.confirmed().await {
-            Ok(()) => {
-                if let Err(e) = scan.ack(&held.acker).await {
-                    return (tally, Err(e.to_string()));
-                }
-                tally.replayed += 1;
-            }
-            Err(e) => {
-                if let Err(stop) = refused(held, e, &mut tally) {
-                    return (tally, Err(stop));
-                }
-            }
-        }
-        progress.step();
-    }
-    (tally, Ok(()))
-}
-
-/// A copy that failed: the run stops if the channel is gone, else the event stays dead.
-fn refused(held: &Held, error: PublishError, tally: &mut Tally) -> Result<(), String> {
-    if error.is_fatal() {
-        return Err(error.to_string());
-    }
-    tracing::warn!(event_id = ?held.event.id, error = %error, "replay copy refused; the event stays dead");
-    tally.failed += 1;
-    Ok(())
 }
 
 /// Ticks `rate` times a second; a slow confirm delays, never bunches, the next.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Confirmation};
 use sluice_shared::envelope::headers;
 use tokio::time::timeout;
 
@@ -130,14 +130,13 @@ impl ConfirmedPublisher {
         }
     }
 
-    /// Sends one persistent, mandatory copy; its confirm comes later, from
-    /// [`InFlight::confirmed`], so several copies can be on their way at once.
-    pub async fn send(
+    /// Sends one persistent, mandatory copy and waits for its confirm.
+    pub async fn publish(
         &self,
         routing_key: &str,
         body: &[u8],
         properties: BasicProperties,
-    ) -> Result<InFlight, PublishError> {
+    ) -> Result<(), PublishError> {
         let key = ShortString::try_new(routing_key)
             .map_err(|_| PublishError::Name(routing_key.into()))?;
         // Mandatory: a copy nothing would receive comes back instead of vanishing.
@@ -152,17 +151,7 @@ impl ConfirmedPublisher {
             .await
             .map_err(|_| PublishError::Timeout(PUBLISH_LIMIT))?
             .map_err(PublishError::Send)?;
-        Ok(InFlight(confirm))
-    }
-}
-
-/// A copy sent, its confirm still to come.
-pub struct InFlight(PublisherConfirm);
-
-impl InFlight {
-    /// Waits for the broker's answer: `Ok` only for an ack of a routed copy.
-    pub async fn confirmed(self) -> Result<(), PublishError> {
-        match timeout(PUBLISH_LIMIT, self.0).await {
+        match timeout(PUBLISH_LIMIT, confirm).await {
             Err(_) => Err(PublishError::Timeout(PUBLISH_LIMIT)),
             Ok(Err(e)) => Err(PublishError::Confirm(e)),
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
