@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use serde_json::Value;
 use sluice_gateway::dedup::DedupStore;
 use sluice_gateway::extract::{Event, EventId, EventType};
 use sluice_gateway::ingest::event_message;
@@ -21,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::requests::upsert;
 use crate::stats::RunStats;
+
+/// Where the closed loop's body carries the message id.
+const ID_POINTER: &str = "/messages/0/key/id";
 
 pub async fn run(
     config: &Config,
@@ -43,16 +47,25 @@ pub async fn run(
         .map(|s| s.dedup_ttl)
         .unwrap_or(Duration::from_secs(604_800));
     let source = SourceName::from_config_name(source);
+    // The closed loop's request body, parsed once: each event gets a copy
+    // with its own id, so both modes publish messages of one size.
+    let template: Arc<Value> =
+        Arc::new(serde_json::from_str(&upsert("")).context("the floor's event body")?);
+    anyhow::ensure!(
+        template.pointer(ID_POINTER).is_some(),
+        "the floor's event body has no {ID_POINTER}"
+    );
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + limit;
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (dedup, publisher, next, source) = (
+        let (dedup, publisher, next, source, template) = (
             dedup.clone(),
             publisher.clone(),
             next.clone(),
             source.clone(),
+            template.clone(),
         );
         let run_id = run_id.to_owned();
         tasks.push(tokio::spawn(async move {
@@ -64,6 +77,7 @@ pub async fn run(
                     &dedup,
                     &publisher,
                     &source,
+                    &template,
                     &format!("{run_id}-floor-{i}"),
                     window,
                 )
@@ -93,13 +107,14 @@ async fn one_event(
     dedup: &DedupStore,
     publisher: &ConfirmedPublisher,
     source: &SourceName,
+    template: &Value,
     id: &str,
     window: Duration,
 ) -> bool {
-    // The closed loop's request body, so both publish messages of one size.
-    let Ok(data) = serde_json::from_str(&upsert(id)) else {
-        return false;
-    };
+    let mut data = template.clone();
+    if let Some(slot) = data.pointer_mut(ID_POINTER) {
+        *slot = Value::String(id.to_owned());
+    }
     let event = Event {
         id: EventId::from_provider(id),
         event_type: EventType::normalise("messages.upsert"),
