@@ -34,8 +34,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits for $2's /readyz at $1; fails if process $2 exits first (a port
-# already taken by another gateway would otherwise be measured instead).
+# Waits for $2's /readyz at $1; fails at once if process $2 exits first
+# (a bad config, a port already taken) instead of waiting out the loop.
 wait_ready() {
   for _ in $(seq 1 100); do
     if ! kill -0 "$2" 2>/dev/null; then

@@ -67,6 +67,7 @@ sleep 0.5
 target/release/sluice-worker >"$run/worker.log" 2>&1 &
 worker=$!
 pids+=("$worker")
+wait_ready 127.0.0.1:19181 "$worker"
 wait "$receiver" 2>/dev/null &
 # The first burst is the backlog; wait for its row before the open loop starts.
 for _ in $(seq 1 600); do grep -q "worker 1" "$run/receive.txt" 2>/dev/null && break; sleep 0.5; done
