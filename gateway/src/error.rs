@@ -31,7 +31,9 @@ pub enum GatewayError {
     /// 401: authentication failed.
     #[error(transparent)]
     Signature(#[from] SignatureError),
-    /// 409: another request is publishing some of these events right now.
+    /// 503 with `Retry-After: 1`: another request is publishing some of these
+    /// events right now. Not a 4xx: some providers never retry a 4xx, and if
+    /// the other copy's publish then fails the event would be lost.
     #[error("{} event(s) are being published by another request", .0.in_flight)]
     InFlight(Counts),
     /// 503: not durable within the budget; the provider should retry.
@@ -99,7 +101,7 @@ impl GatewayError {
             Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::BodyRead => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Signature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
-            Self::InFlight(_) => (StatusCode::CONFLICT, "in_flight"),
+            Self::InFlight(_) => (StatusCode::SERVICE_UNAVAILABLE, "in_flight"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }

@@ -1,5 +1,5 @@
 //! Redis in trouble, and the two-phase dedup keys: a Redis outage follows the
-//! `on_redis_error` policy; a key another request holds gives 409.
+//! `on_redis_error` policy; a key another request holds gives 503 with `Retry-After: 1`.
 
 use std::time::Duration;
 
@@ -98,7 +98,7 @@ async fn with_redis_down_the_publish_policy_accepts_and_counts_the_bypass_and_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_pending_elsewhere_gets_409_and_its_retry_finds_it_done() {
+async fn an_event_pending_elsewhere_gets_503_retry_after_1_and_its_retry_finds_it_done() {
     let env = TestEnv::new("inflight");
     let gateway = RunningGateway::start(env.config("")).await;
     let client = reqwest::Client::new();
@@ -125,7 +125,7 @@ async fn an_event_pending_elsewhere_gets_409_and_its_retry_finds_it_done() {
         .send()
         .await
         .expect("answer");
-    assert_eq!(response.status().as_u16(), 409);
+    assert_eq!(response.status().as_u16(), 503);
     assert_eq!(
         response
             .headers()

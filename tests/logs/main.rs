@@ -6,7 +6,7 @@
 //! binaries' own JSON format ([`sluice_shared::telemetry::init_with_writer`])
 //! writing into a buffer instead of stderr, at `debug` for Sluice's crates.
 //! The in-process gateway and worker then handle every shared fixture
-//! (/work/shared/fixtures: real-looking phone numbers, names and message
+//! (`tests/fixtures/`: real-looking phone numbers, names and message
 //! texts) through every path that logs: accepted, duplicate, bad signature,
 //! unknown source, unparseable body, Meta's handshake right and wrong, a
 //! challenge, a retry, a dead letter, the log handler. Then no line may

@@ -1,7 +1,7 @@
 //! A message taken off the work queue, and the Sluice event read from it.
 //!
 //! The gateway puts everything the worker needs to route and count an event
-//! in the message's properties and headers (DESIGN §5), so the body, the
+//! in the message's properties and headers (docs/architecture.md, "Messages on RabbitMQ"), so the body, the
 //! CloudEvents envelope, is never parsed: it is delivered byte for byte.
 //! A message that lacks an id or a source or type header is not a Sluice
 //! message; [`SluiceEvent::read`] says what is missing and the worker

@@ -113,7 +113,7 @@ mod tests {
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = format!(
-            "{}/../../shared/fixtures/{name}",
+            "{}/../tests/fixtures/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read(path).unwrap()

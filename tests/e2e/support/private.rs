@@ -18,7 +18,7 @@ fn free_port(range: std::ops::Range<u16>, offset: u16) -> u16 {
         .expect("a free port")
 }
 
-/// A RabbitMQ node of the test's own (DESIGN §9 recipe).
+/// A RabbitMQ node of the test's own (the recipe in docs/testing.md).
 pub struct PrivateRabbit {
     pub port: u16,
     node: String,

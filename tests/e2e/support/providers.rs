@@ -1,4 +1,4 @@
-//! The providers of the shared fixtures (`../shared/fixtures/`): their
+//! The providers of the test fixtures (`tests/fixtures/`): their
 //! secrets as `secrets.json` gives them, their source blocks, and sending a
 //! request with any headers.
 
@@ -12,7 +12,7 @@ pub const TREBLE_TOKEN: &str = "treble-token-for-tests";
 /// A fixture file's exact bytes.
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../../shared/fixtures/{name}",
+        "{}/../tests/fixtures/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))

@@ -4,7 +4,7 @@ use super::*;
 use crate::signature::tests_support::verified;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/");
     std::fs::read(format!("{dir}{name}")).unwrap()
 }
 
