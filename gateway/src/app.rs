@@ -1,7 +1,8 @@
 //! Start-up: [`Gateway::build`] turns a config into bound listeners and live
 //! clients; [`Gateway::run_until_stopped`] serves until told to stop, then
-//! drains in-flight requests and closes the AMQP connection. The admin port
-//! serves `/healthz`, `/readyz` (Redis, RabbitMQ, topology) and `/metrics`.
+//! drains in-flight requests and closes the AMQP connection. The public port
+//! is served by [`crate::listener`] (limits, TLS); the admin port serves
+//! `/healthz`, `/readyz` (Redis, RabbitMQ, topology) and `/metrics`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +18,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::dedup::DedupStore;
+use crate::limits::LoadLimits;
+use crate::listener::tls::{ReloadableTls, TlsError};
+use crate::listener::{self, PublicPort};
 use crate::metrics::GatewayMetrics;
 use crate::publisher::{self, ConfirmedPublisher};
 use crate::source::Sources;
@@ -32,6 +36,8 @@ pub struct AppState {
     pub dedup: DedupStore,
     pub publisher: ConfirmedPublisher,
     pub metrics: GatewayMetrics,
+    /// The caps on requests in flight, body memory and heavy work.
+    pub limits: LoadLimits,
     /// When the last "Redis down, dedup bypassed" warning was logged (ms).
     pub redis_warned_at: AtomicU64,
 }
@@ -52,12 +58,16 @@ pub enum StartError {
     Publisher(#[from] publisher::StartError),
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 pub struct Gateway {
     listener: TcpListener,
     admin_listener: TcpListener,
     state: Arc<AppState>,
+    /// The certificate in force, when the public port speaks TLS.
+    tls: Option<Arc<ReloadableTls>>,
     /// Stops the AMQP supervisor when the gateway stops.
     background: CancellationToken,
 }
@@ -73,9 +83,16 @@ impl Gateway {
         let publisher =
             ConfirmedPublisher::start(&config.amqp, channels, metrics.clone(), background.clone())
                 .await?;
+        let tls = match config.gateway.tls.clone() {
+            Some(files) => Some(Arc::new(ReloadableTls::load(files, metrics.clone())?)),
+            None => None,
+        };
         let listener = bind(config.gateway.listen).await?;
         let admin_listener = bind(config.gateway.admin_listen).await?;
+        let limits = &config.gateway.limits;
+        let limits = LoadLimits::new(limits.max_requests_in_flight, limits.max_body_memory);
         let state = Arc::new(AppState {
+            limits,
             config: config.gateway,
             sources,
             dedup,
@@ -87,6 +104,7 @@ impl Gateway {
             listener,
             admin_listener,
             state,
+            tls,
             background,
         })
     }
@@ -120,15 +138,29 @@ impl Gateway {
                 .with_graceful_shutdown(admin_stop.cancelled_owned())
                 .await
         });
-        tracing::info!(addr = %self.listener.local_addr()?, "gateway listening");
-        let served = axum::serve(self.listener, router(self.state.clone()))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        let addr = self.listener.local_addr()?;
+        if let Some(tls) = &self.tls {
+            tokio::spawn(tls.clone().watch(self.background.clone()));
+            tracing::info!(%addr, "gateway listening (HTTPS)");
+        } else if addr.ip().is_loopback() {
+            tracing::info!(%addr, "gateway listening (plain HTTP)");
+        } else {
+            tracing::warn!(%addr, "gateway listening with plain HTTP on a non-loopback address: \
+                providers need HTTPS; set [gateway.tls] or put a TLS-terminating proxy in front \
+                (docs/operations.md, \"TLS\")");
+        }
+        let port = PublicPort {
+            router: router(self.state.clone()),
+            limits: self.state.config.limits.clone(),
+            tls: self.tls.clone(),
+            metrics: self.state.metrics.clone(),
+        };
+        listener::serve(self.listener, port, shutdown).await;
         self.background.cancel();
         self.state.publisher.close().await;
         let _ = admin_task.await;
         tracing::info!("gateway stopped");
-        served
+        Ok(())
     }
 }
 

@@ -39,6 +39,50 @@ pub enum GatewayError {
     /// 503: not durable within the budget; the provider should retry.
     #[error("not accepted: {0}")]
     Unavailable(#[from] Unavailable),
+    /// 503 with `Retry-After: 1`: a load cap is reached; shed at once.
+    #[error("the gateway is at its limit of {0}; retry in a second")]
+    Overloaded(Overload),
+    /// 431: the request head is over `max_header_bytes` or `max_headers`.
+    #[error("the request headers are too large: {0}")]
+    HeadersTooLarge(String),
+    /// 403: the client address is not in the source's `allow_ips`.
+    #[error("this client address may not post to this source")]
+    ForbiddenAddress,
+    /// 429: the source's `rate_limit` is used up; retry after the wait.
+    #[error("the source's rate limit is reached; retry in {} s", whole_seconds(*.0))]
+    RateLimited(Duration),
+}
+
+/// Which cap shed a request (the `reason` of `sluice_gateway_shed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overload {
+    /// `max_requests_in_flight`.
+    Requests,
+    /// `max_body_memory`.
+    BodyMemory,
+}
+
+impl Overload {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Requests => "requests",
+            Self::BodyMemory => "body_memory",
+        }
+    }
+}
+
+impl std::fmt::Display for Overload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Requests => "requests in flight",
+            Self::BodyMemory => "request bodies held in memory",
+        })
+    }
+}
+
+/// Seconds for `Retry-After`: whole, rounded up, at least 1.
+fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
 }
 
 /// Why events could not be made durable.
@@ -91,6 +135,10 @@ impl GatewayError {
             Self::Signature(_) => "invalid_signature",
             Self::InFlight(_) => "in_flight",
             Self::Unavailable(_) => "unavailable",
+            Self::Overloaded(_) => "overloaded",
+            Self::HeadersTooLarge(_) => "headers_too_large",
+            Self::ForbiddenAddress => "forbidden",
+            Self::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -103,6 +151,13 @@ impl GatewayError {
             Self::Signature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             Self::InFlight(_) => (StatusCode::SERVICE_UNAVAILABLE, "in_flight"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
+            Self::ForbiddenAddress => (StatusCode::FORBIDDEN, "forbidden_address"),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         }
     }
 
@@ -120,6 +175,8 @@ impl GatewayError {
                 Some(1)
             }
             Self::Unavailable(_) => Some(retry_after.as_secs().max(1)),
+            Self::Overloaded(_) => Some(1),
+            Self::RateLimited(wait) => Some(whole_seconds(*wait)),
             _ => None,
         };
         let mut response = (status, Json(body)).into_response();
@@ -141,4 +198,17 @@ pub fn accepted_response(counts: Counts) -> Response {
         obj.extend(extra);
     }
     (StatusCode::OK, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_a_wait_up_to_whole_seconds() {
+        assert_eq!(whole_seconds(Duration::ZERO), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(whole_seconds(Duration::from_millis(2001)), 3);
+    }
 }

@@ -11,12 +11,15 @@
 //! [`app`] builds and runs it all; [`metrics`] is what it reports (and
 //! [`dedup`] keeps `sluice_gateway_redis_up` current between requests).
 
+pub mod admission;
 pub mod app;
 pub mod correlation;
 pub mod dedup;
 pub mod error;
 pub mod extract;
 pub mod ingest;
+pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod publisher;
 pub mod signature;

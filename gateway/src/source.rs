@@ -13,12 +13,15 @@ use sluice_shared::config::{ConfigError, DigestEncoding, ExtractorKind, SchemeKi
 use sluice_shared::secret::{Secret, SecretRef};
 use sluice_shared::standard_webhooks::SigningKey;
 
+use ipnet::IpNet;
+
+use crate::admission::RateLimiter;
 use crate::extract::json::JsonExtractor;
 use crate::extract::whatsapp::WhatsAppExtractor;
 use crate::extract::{Event, Extracted, Extractor};
 use crate::signature::{
-    Authenticator, HmacSignature, Scheme, SecretDigests, SignatureError, StandardSignature,
-    TokenCheck, VerifiedBody,
+    Authenticator, HmacSignature, Presented, Scheme, SecretDigests, SignatureError,
+    StandardSignature, TokenCheck, VerifiedBody,
 };
 
 /// A configured source name (validated by the config: `[a-z0-9_-]{1,64}`).
@@ -53,6 +56,10 @@ pub struct Source {
     challenge: Option<Challenge>,
     /// How long an accepted event id is remembered.
     pub dedup_ttl: Duration,
+    /// Client addresses allowed to post (empty: any).
+    pub allow_ips: Vec<IpNet>,
+    /// Events per second this source may send, when limited.
+    pub rate_limit: Option<RateLimiter>,
 }
 
 /// Why a GET handshake is refused (403).
@@ -99,15 +106,23 @@ impl Source {
             verify_token,
             challenge,
             dedup_ttl: config.dedup_ttl,
+            allow_ips: config.allow_ips.clone(),
+            rate_limit: config.rate_limit.as_ref().map(RateLimiter::new),
         })
     }
 
-    pub fn authenticate(
+    /// Everything about authentication that needs no body (see [`Authenticator::check_headers`]).
+    pub fn check_headers(&self, headers: &HeaderMap) -> Result<Presented, SignatureError> {
+        self.auth.check_headers(headers)
+    }
+
+    /// The presented signature against the body.
+    pub fn verify_body(
         &self,
-        headers: &HeaderMap,
+        presented: Presented,
         body: Bytes,
     ) -> Result<VerifiedBody, SignatureError> {
-        self.auth.verify(headers, body)
+        self.auth.verify_body(presented, body)
     }
 
     pub fn extract(&self, body: &VerifiedBody) -> Extracted {

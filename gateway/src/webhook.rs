@@ -1,9 +1,13 @@
 //! `POST /webhooks/{source}`: a short pipeline.
 //!
-//! read (bounded in size and time) → authenticate → extract → ingest
-//! (dedup, publish, confirm) → answer. The whole request runs against one
-//! deadline, request start plus `gateway.ack_budget`. Each request runs in a
-//! `webhook` span (`source`, `request_id`, `trace_id`, see
+//! a slot (`max_requests_in_flight`) → source → client address
+//! (`allow_ips`) → signature headers (before any body byte is read) → head
+//! size → rate limit → read (bounded in size, time and shared memory) →
+//! verify and extract (on a blocking thread for large bodies) → ingest
+//! (dedup, publish, confirm) → answer. Everything that can refuse a request
+//! without its body does so before the body is read. The whole request runs
+//! against one deadline, request start plus `gateway.ack_budget`. Each
+//! request runs in a `webhook` span (`source`, `request_id`, `trace_id`, see
 //! [`crate::correlation`]) and ends in one line with its outcome.
 
 use std::collections::HashMap;
@@ -12,30 +16,45 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tracing::Instrument;
 
+use sluice_shared::config::LimitsConfig;
+use tokio::time::timeout_at;
+
+use crate::admission;
 use crate::app::AppState;
 use crate::correlation::Correlation;
-use crate::error::{Counts, GatewayError, accepted_response};
+use crate::error::{Counts, GatewayError, Overload, Unavailable, accepted_response};
 use crate::extract::Extracted;
 use crate::ingest::{RequestContext, dead_letter_unparseable, ingest_events};
+use crate::limits::{BodyReservation, LoadLimits};
 use crate::metrics::UNKNOWN_SOURCE;
+use crate::signature::{Presented, VerifiedBody};
 use crate::source::HandshakeError;
+use crate::source::Source;
 
 pub use crate::correlation::REQUEST_ID_HEADER;
 
 pub async fn receive(
     State(state): State<Arc<AppState>>,
-    Path(source): Path<String>,
+    source: Result<Path<String>, PathRejection>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // A name that does not decode (invalid UTF-8) names no source.
+    let source = source.map(|Path(name)| name).unwrap_or_default();
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
     let started = Instant::now();
     let correlation = Correlation::from_headers(&headers);
     // Unknown names are tenant-supplied text: never a metric label.
@@ -51,10 +70,18 @@ pub async fn receive(
         trace_id = %correlation.trace.trace_id(),
     );
     state.metrics.in_flight.inc();
-    let result = handle(&state, &source, &headers, body, started, &correlation)
-        .instrument(span.clone())
-        .await;
+    let request = Request {
+        name: &source,
+        peer,
+        headers: &headers,
+        started,
+        correlation: &correlation,
+    };
+    let result = handle(&state, request, body).instrument(span.clone()).await;
     state.metrics.in_flight.dec();
+    if let Err(GatewayError::Overloaded(cap)) = &result {
+        state.metrics.shed.with_label_values(&[cap.label()]).inc();
+    }
     let (outcome, mut response) = span.in_scope(|| answer(result, state.config.retry_after));
     state
         .metrics
@@ -94,26 +121,49 @@ fn answer(result: Result<Answer, GatewayError>, retry_after: Duration) -> (&'sta
     }
 }
 
-async fn handle(
-    state: &AppState,
-    name: &str,
-    headers: &HeaderMap,
-    body: Body,
+/// What the handler knows of a request besides its body.
+struct Request<'a> {
+    name: &'a str,
+    /// The peer's address (absent only when the router is called without a server).
+    peer: Option<IpAddr>,
+    headers: &'a HeaderMap,
     started: Instant,
-    correlation: &Correlation,
+    correlation: &'a Correlation,
+}
+
+async fn handle(
+    state: &Arc<AppState>,
+    request: Request<'_>,
+    body: Body,
 ) -> Result<Answer, GatewayError> {
-    let source = state.sources.get(name).ok_or(GatewayError::UnknownSource)?;
-    let deadline = started + state.config.ack_budget;
-    let read_deadline = (started + state.config.body_read_timeout).min(deadline);
-    let bytes = read_body(headers, body, state.config.body_limit, read_deadline).await?;
-    let verified = source.authenticate(headers, bytes)?;
+    let _slot = state
+        .limits
+        .request_slot()
+        .ok_or(GatewayError::Overloaded(Overload::Requests))?;
+    let source = state
+        .sources
+        .get(request.name)
+        .ok_or(GatewayError::UnknownSource)?;
+    let presented = admit(state, source, &request)?;
+    let deadline = request.started + state.config.ack_budget;
+    let read_deadline = (request.started + state.config.body_read_timeout).min(deadline);
+    let limit = state.config.body_limit;
+    let (bytes, _held) =
+        read_body(request.headers, body, limit, read_deadline, &state.limits).await?;
+    let (verified, extracted) =
+        verify_and_extract(state, request.name, presented, bytes, deadline).await?;
+    if let (Some(limiter), Extracted::Events(events)) = (&source.rate_limit, &extracted) {
+        limiter
+            .take(events.len())
+            .map_err(GatewayError::RateLimited)?;
+    }
     let ctx = RequestContext {
         source,
-        correlation,
+        correlation: request.correlation,
         received: SystemTime::now(),
         deadline,
     };
-    match source.extract(&verified) {
+    match extracted {
         Extracted::Events(events) => match source.challenge_answer(&events) {
             Some(value) => Ok(Answer::Challenge(value)),
             None => ingest_events(state, &ctx, events)
@@ -123,6 +173,93 @@ async fn handle(
         Extracted::Unparseable { id } => dead_letter_unparseable(state, &ctx, id, &verified)
             .await
             .map(Answer::Accepted),
+    }
+}
+
+/// Every check that needs no body, cheapest first; returns the presented signature.
+fn admit(
+    state: &AppState,
+    source: &Source,
+    request: &Request<'_>,
+) -> Result<Presented, GatewayError> {
+    if let Some(peer) = request.peer {
+        let trusted = &state.config.trusted_proxies.0;
+        let client = admission::client_ip(peer, request.headers, trusted);
+        if !admission::allowed(client, &source.allow_ips) {
+            return Err(GatewayError::ForbiddenAddress);
+        }
+    }
+    let presented = source.check_headers(request.headers)?;
+    check_head_size(request.headers, &state.config.limits)?;
+    if let Some(limiter) = &source.rate_limit {
+        limiter.check().map_err(GatewayError::RateLimited)?;
+    }
+    Ok(presented)
+}
+
+/// `max_headers` and `max_header_bytes`, as a JSON 431.
+fn check_head_size(headers: &HeaderMap, limits: &LimitsConfig) -> Result<(), GatewayError> {
+    if headers.len() > limits.max_headers {
+        return Err(GatewayError::HeadersTooLarge(format!(
+            "more than {} header fields",
+            limits.max_headers
+        )));
+    }
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if bytes > limits.max_header_bytes {
+        return Err(GatewayError::HeadersTooLarge(format!(
+            "more than {} bytes of headers",
+            limits.max_header_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Verifies the body and extracts its events: inline for small bodies, on a
+/// blocking thread (one per core at most) for large ones, so a 4 MiB body
+/// never stalls the requests sharing the serving thread.
+async fn verify_and_extract(
+    state: &Arc<AppState>,
+    name: &str,
+    presented: Presented,
+    bytes: Bytes,
+    deadline: Instant,
+) -> Result<(VerifiedBody, Extracted), GatewayError> {
+    let small = bytes.len() < state.config.limits.offload_body_bytes;
+    let work = {
+        let state = state.clone();
+        let name = name.to_owned();
+        move || {
+            let source = state
+                .sources
+                .get(&name)
+                .ok_or(GatewayError::UnknownSource)?;
+            let verified = source.verify_body(presented, bytes)?;
+            let extracted = source.extract(&verified);
+            Ok((verified, extracted))
+        }
+    };
+    if small {
+        return work();
+    }
+    let budget = || GatewayError::from(Unavailable::Budget(state.config.ack_budget));
+    let turn = timeout_at(deadline, state.limits.heavy_turn())
+        .await
+        .map_err(|_| budget())?;
+    let done = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        work()
+    });
+    match timeout_at(deadline, done).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panicked)) => {
+            tracing::error!(error = %panicked, "verifying or extracting a body panicked");
+            Err(budget())
+        }
+        Err(_) => Err(budget()),
     }
 }
 
@@ -186,13 +323,16 @@ fn text_response(text: String) -> Response {
         .into_response()
 }
 
-/// Reads the body without ever holding more than `limit` bytes or waiting past `deadline`.
+/// Reads the body without ever holding more than `limit` bytes, waiting
+/// past `deadline`, or taking more than the shared body budget has left.
+/// The reservation is held until the request is answered.
 async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
     deadline: Instant,
-) -> Result<Bytes, GatewayError> {
+    limits: &LoadLimits,
+) -> Result<(Bytes, BodyReservation), GatewayError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -200,29 +340,42 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::TooLarge { limit });
     }
+    let mut held = limits.body_reservation();
     let read = async {
-        let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0));
+        let mut buffer = BytesMut::new();
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|_| GatewayError::BodyRead)?;
             if buffer.len() + chunk.len() > limit {
                 return Err(GatewayError::TooLarge { limit });
             }
+            if !held.grow(chunk.len()) {
+                return Err(GatewayError::Overloaded(Overload::BodyMemory));
+            }
+            if buffer.is_empty() {
+                // Pages are only resident once written, so the declared size costs nothing yet.
+                buffer.reserve(declared.unwrap_or(0).max(chunk.len()));
+            }
             buffer.extend_from_slice(&chunk);
         }
         Ok(buffer.freeze())
     };
-    tokio::time::timeout_at(deadline, read)
+    let bytes = tokio::time::timeout_at(deadline, read)
         .await
-        .map_err(|_| GatewayError::BodyTimeout)?
+        .map_err(|_| GatewayError::BodyTimeout)??;
+    Ok((bytes, held))
 }
 
 /// Client mistakes are routine (info); failing to make events durable is ours (warn).
 fn log_refusal(error: &GatewayError) {
     match error {
         GatewayError::Unavailable(cause) => tracing::warn!(error = %cause, "answered 503"),
+        GatewayError::Overloaded(cap) => tracing::info!(cap = cap.label(), "shed: answered 503"),
         GatewayError::InFlight(counts) => {
-            tracing::info!(in_flight = counts.in_flight, "answered 503: events in flight elsewhere")
+            tracing::info!(
+                in_flight = counts.in_flight,
+                "answered 503: events in flight elsewhere"
+            )
         }
         other => tracing::info!(outcome = other.outcome(), reason = %other, "refused"),
     }

@@ -39,10 +39,19 @@ pub const REQUEST_OUTCOMES: &[&str] = &[
     "timeout",
     "in_flight",
     "unavailable",
+    "overloaded",
+    "headers_too_large",
+    "rate_limited",
 ];
 
 /// Every `outcome` of `sluice_gateway_events_total`.
 pub const EVENT_OUTCOMES: &[&str] = &["published", "duplicate", "in_flight", "dead_lettered"];
+
+/// Every `reason` of `sluice_gateway_connections_closed_total`.
+pub const CLOSE_REASONS: &[&str] = &["header_timeout", "idle_timeout", "tls_handshake"];
+
+/// Every `reason` of `sluice_gateway_shed_total`.
+pub const SHED_REASONS: &[&str] = &["connections", "requests", "body_memory"];
 
 /// Every `operation` of `sluice_gateway_redis_duration_seconds`.
 pub const REDIS_OPERATIONS: &[&str] = &["claim", "mark_done", "release", "ping"];
@@ -75,6 +84,16 @@ pub struct GatewayMetrics {
     pub in_flight: IntGauge,
     /// 1 while the AMQP connection is up.
     pub broker_connected: IntGauge,
+    /// Connections open on the public port.
+    pub connections_open: IntGauge,
+    /// Connections the gateway closed, by reason ([`CLOSE_REASONS`]).
+    connections_closed: IntCounterVec,
+    /// Connections or requests refused by a cap, by reason ([`SHED_REASONS`]).
+    pub shed: IntCounterVec,
+    /// Failed accepts (out of file descriptors, mostly).
+    pub accept_errors: prometheus::IntCounter,
+    /// TLS certificate reloads by outcome (`ok`, `error`).
+    pub tls_reloads: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -156,6 +175,38 @@ impl GatewayMetrics {
             "sluice_gateway_broker_connected",
             "1 while connected to RabbitMQ (topology declared), else 0.",
         )?;
+        let connections_open = gauge(
+            "sluice_gateway_open_connections",
+            "Connections open on the public port.",
+        )?;
+        let connections_closed = counter(
+            "sluice_gateway_connections_closed_total",
+            "Connections the gateway closed: a request head not sent within \
+             header_read_timeout, an idle connection past idle_timeout, a failed TLS handshake.",
+            &["reason"],
+        )?;
+        let shed = counter(
+            "sluice_gateway_shed_total",
+            "Connections and requests answered 503 at once because a cap was reached \
+             (max_connections, max_requests_in_flight, max_body_memory).",
+            &["reason"],
+        )?;
+        let accept_errors = prometheus::IntCounter::new(
+            "sluice_gateway_accept_errors_total",
+            "Failed accepts on the public port (out of file descriptors, mostly).",
+        )?;
+        registry.register(Box::new(accept_errors.clone()))?;
+        let tls_reloads = counter(
+            "sluice_gateway_tls_reloads_total",
+            "TLS certificate reloads by outcome (ok, error: the old certificate stays).",
+            &["outcome"],
+        )?;
+        for reason in CLOSE_REASONS {
+            connections_closed.with_label_values(&[reason]);
+        }
+        for reason in SHED_REASONS {
+            shed.with_label_values(&[reason]);
+        }
         sluice_shared::admin::register_build_info(&registry, "gateway")?;
         for operation in REDIS_OPERATIONS {
             redis_seconds.with_label_values(&[operation]);
@@ -175,6 +226,11 @@ impl GatewayMetrics {
             redis_up,
             in_flight,
             broker_connected,
+            connections_open,
+            connections_closed,
+            shed,
+            accept_errors,
+            tls_reloads,
         })
     }
 
@@ -191,6 +247,11 @@ impl GatewayMetrics {
             self.dedup_hits.with_label_values(&[source]);
             self.dedup_bypass.with_label_values(&[source]);
         }
+    }
+
+    /// One connection closed by the gateway, for `reason` ([`CLOSE_REASONS`]).
+    pub fn closed(&self, reason: &str) {
+        self.connections_closed.with_label_values(&[reason]).inc();
     }
 
     pub fn observe_confirm(&self, elapsed: Duration) {

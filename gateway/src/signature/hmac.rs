@@ -1,8 +1,10 @@
 //! The `hmac-sha256` scheme (and Meta's `X-Hub-Signature-256`, which is the
 //! same with a fixed header and prefix): an HMAC-SHA256 of the raw body in a
 //! header, optionally behind a prefix such as `sha256=`, as hex or base64.
-//! Every active secret is tried and each comparison is constant time
-//! (`verify_slice`).
+//! The header is parsed (and a digest of the wrong length refused) before
+//! the body is read; every active secret is then tried and each comparison
+//! is constant time (`verify_slice`). Hex digests may be upper- or
+//! lower-case, and whitespace around the value is ignored (HTTP strips it).
 
 use axum::http::{HeaderMap, HeaderName};
 use base64::Engine;
@@ -12,7 +14,10 @@ use sha2::Sha256;
 use sluice_shared::config::DigestEncoding;
 use sluice_shared::secret::Secret;
 
-use super::SignatureError;
+use super::{SignatureError, header_text};
+
+/// An HMAC-SHA256 tag is 32 bytes.
+const TAG_LEN: usize = 32;
 
 /// The `hmac-sha256` scheme of one source, with its keys ready.
 #[derive(Clone)]
@@ -47,13 +52,10 @@ impl HmacSignature {
         }
     }
 
-    /// Checks the signature header against the raw body.
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), SignatureError> {
-        let value = headers
-            .get(&self.header)
-            .ok_or_else(|| SignatureError::Missing(self.header.clone()))?;
+    /// The tag the signature header presents, decoded; no body needed.
+    pub fn presented(&self, headers: &HeaderMap) -> Result<Vec<u8>, SignatureError> {
         let malformed = || SignatureError::Malformed(self.header.clone());
-        let text = value.to_str().map_err(|_| malformed())?.trim();
+        let text = header_text(headers, &self.header)?.trim();
         let digest = match &self.prefix {
             Some(prefix) => text.strip_prefix(prefix.as_str()).ok_or_else(malformed)?,
             None => text,
@@ -62,10 +64,18 @@ impl HmacSignature {
             DigestEncoding::Hex => hex::decode(digest).map_err(|_| malformed())?,
             DigestEncoding::Base64 => STANDARD.decode(digest).map_err(|_| malformed())?,
         };
-        let matched = self.keys.iter().any(|key| {
+        if tag.len() != TAG_LEN {
+            return Err(malformed());
+        }
+        Ok(tag)
+    }
+
+    /// Checks a presented tag against the raw body: one MAC per active secret.
+    pub fn verify(&self, tag: &[u8], body: &[u8]) -> Result<(), SignatureError> {
+        let matched = self.keys.iter().fold(false, |found, key| {
             let mut mac = key.clone();
             mac.update(body);
-            mac.verify_slice(&tag).is_ok()
+            found | mac.verify_slice(tag).is_ok()
         });
         if matched {
             Ok(())
@@ -106,16 +116,48 @@ mod tests {
         headers
     }
 
+    fn verify(
+        scheme: &HmacSignature,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), SignatureError> {
+        scheme.verify(&scheme.presented(headers)?, body)
+    }
+
     #[test]
     fn a_correct_signature_passes() {
         let sig = format!("sha256={}", hex_hmac_sha256("s1", BODY));
-        assert!(scheme(&["s1"]).verify(&headers(&sig), BODY).is_ok());
+        assert!(verify(&scheme(&["s1"]), &headers(&sig), BODY).is_ok());
+    }
+
+    #[test]
+    fn upper_case_and_space_padded_hex_passes_but_a_wrong_length_is_malformed() {
+        let hex = hex_hmac_sha256("s1", BODY);
+        let upper = format!("sha256={}", hex.to_uppercase());
+        assert!(verify(&scheme(&["s1"]), &headers(&upper), BODY).is_ok());
+        let padded = format!("  sha256={hex}  ");
+        assert!(verify(&scheme(&["s1"]), &headers(&padded), BODY).is_ok());
+        let short = format!("sha256={}", &hex[..62]);
+        let err = scheme(&["s1"]).presented(&headers(&short)).unwrap_err();
+        assert!(matches!(err, SignatureError::Malformed(_)), "{err}");
+    }
+
+    #[test]
+    fn a_repeated_or_over_long_header_is_refused_before_the_body() {
+        let sig = format!("sha256={}", hex_hmac_sha256("s1", BODY));
+        let mut twice = headers(&sig);
+        twice.append("x-signature", HeaderValue::from_str(&sig).unwrap());
+        let err = scheme(&["s1"]).presented(&twice).unwrap_err();
+        assert!(matches!(err, SignatureError::Repeated(_)), "{err}");
+        let long = format!("sha256={}", "0".repeat(2000));
+        let err = scheme(&["s1"]).presented(&headers(&long)).unwrap_err();
+        assert!(matches!(err, SignatureError::TooLong(_)), "{err}");
     }
 
     #[test]
     fn either_secret_passes_during_a_rotation() {
         let sig = format!("sha256={}", hex_hmac_sha256("new", BODY));
-        assert!(scheme(&["old", "new"]).verify(&headers(&sig), BODY).is_ok());
+        assert!(verify(&scheme(&["old", "new"]), &headers(&sig), BODY).is_ok());
     }
 
     #[test]
@@ -123,18 +165,16 @@ mod tests {
         let sig = format!("sha256={}", hex_hmac_sha256("s1", BODY));
         let mut tampered = BODY.to_vec();
         tampered[3] ^= 1;
-        let err = scheme(&["s1"])
-            .verify(&headers(&sig), &tampered)
-            .unwrap_err();
+        let err = verify(&scheme(&["s1"]), &headers(&sig), &tampered).unwrap_err();
         assert_eq!(err, SignatureError::Mismatch);
     }
 
     #[test]
     fn a_missing_header_or_prefix_is_reported_as_such() {
-        let none = scheme(&["s1"]).verify(&HeaderMap::new(), BODY);
+        let none = scheme(&["s1"]).presented(&HeaderMap::new());
         assert!(matches!(none, Err(SignatureError::Missing(_))));
         let bare = hex_hmac_sha256("s1", BODY);
-        let no_prefix = scheme(&["s1"]).verify(&headers(&bare), BODY);
+        let no_prefix = scheme(&["s1"]).presented(&headers(&bare));
         assert!(matches!(no_prefix, Err(SignatureError::Malformed(_))));
     }
 
@@ -147,7 +187,7 @@ mod tests {
             DigestEncoding::Base64,
             &[Secret::new("s1")],
         );
-        let ok = scheme.verify(&headers(&STANDARD.encode(tag)), BODY);
+        let ok = verify(&scheme, &headers(&STANDARD.encode(tag)), BODY);
         assert!(ok.is_ok());
     }
 }

@@ -6,9 +6,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, HeaderName};
-use sluice_shared::standard_webhooks::SigningKey;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use sluice_shared::standard_webhooks::{SigningKey, tags_equal};
 
-use super::{SignatureError, header_text};
+use super::{MAX_SIGNATURES, SignatureError, header_text};
 
 const ID: HeaderName = HeaderName::from_static("webhook-id");
 const TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
@@ -20,28 +22,35 @@ pub struct StandardSignature {
     tolerance: Duration,
 }
 
+/// What the three headers claim, checked for freshness and form.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    id: String,
+    timestamp: i64,
+    /// The `v1` tags of the signature list (other versions are skipped).
+    tags: Vec<[u8; 32]>,
+}
+
 impl StandardSignature {
     pub fn new(keys: Vec<SigningKey>, tolerance: Duration) -> Self {
         Self { keys, tolerance }
     }
 
-    /// Checks the three headers against the body; returns the authenticated `webhook-id`.
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<String, SignatureError> {
-        self.verify_at(headers, body, SystemTime::now())
+    /// Parses and bounds the three headers; a stale timestamp fails here, before the body.
+    pub fn presented(&self, headers: &HeaderMap) -> Result<Claimed, SignatureError> {
+        self.presented_at(headers, SystemTime::now())
     }
 
-    fn verify_at(
+    fn presented_at(
         &self,
         headers: &HeaderMap,
-        body: &[u8],
         now: SystemTime,
-    ) -> Result<String, SignatureError> {
+    ) -> Result<Claimed, SignatureError> {
         let id = header_text(headers, &ID)?;
         let timestamp: i64 = header_text(headers, &TIMESTAMP)?
             .trim()
             .parse()
             .map_err(|_| SignatureError::Malformed(TIMESTAMP))?;
-        let signatures = header_text(headers, &SIGNATURE)?;
         let now = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -50,16 +59,48 @@ impl StandardSignature {
         if distance > self.tolerance.as_secs() {
             return Err(SignatureError::Stale);
         }
-        if self
-            .keys
-            .iter()
-            .any(|key| key.verify(id, timestamp, body, signatures))
-        {
-            Ok(id.to_owned())
+        Ok(Claimed {
+            id: id.to_owned(),
+            timestamp,
+            tags: v1_tags(header_text(headers, &SIGNATURE)?)?,
+        })
+    }
+
+    /// Checks the claimed tags against the body: each key's MAC computed
+    /// once and compared with every tag. Returns the authenticated `webhook-id`.
+    pub fn verify(&self, claimed: Claimed, body: &[u8]) -> Result<String, SignatureError> {
+        let matched = self.keys.iter().fold(false, |found, key| {
+            let expected = key.tag(&claimed.id, claimed.timestamp, body);
+            claimed
+                .tags
+                .iter()
+                .fold(found, |found, tag| found | tags_equal(&expected, tag))
+        });
+        if matched {
+            Ok(claimed.id)
         } else {
             Err(SignatureError::Mismatch)
         }
     }
+}
+
+/// The 32-byte `v1` tags of a space-separated signature list, at most
+/// [`MAX_SIGNATURES`] entries; a list with no usable `v1` tag is malformed.
+fn v1_tags(list: &str) -> Result<Vec<[u8; 32]>, SignatureError> {
+    let entries: Vec<&str> = list.split(' ').filter(|e| !e.is_empty()).collect();
+    if entries.len() > MAX_SIGNATURES {
+        return Err(SignatureError::TooMany(SIGNATURE));
+    }
+    let tags: Vec<[u8; 32]> = entries
+        .iter()
+        .filter_map(|entry| entry.strip_prefix("v1,"))
+        .filter_map(|b64| STANDARD.decode(b64).ok())
+        .filter_map(|tag| <[u8; 32]>::try_from(tag).ok())
+        .collect();
+    if tags.is_empty() {
+        return Err(SignatureError::Malformed(SIGNATURE));
+    }
+    Ok(tags)
 }
 
 #[cfg(test)]
@@ -92,6 +133,32 @@ mod tests {
 
     fn at(ts: i64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(u64::try_from(ts).unwrap())
+    }
+
+    impl StandardSignature {
+        fn verify_at(
+            &self,
+            headers: &HeaderMap,
+            body: &[u8],
+            now: SystemTime,
+        ) -> Result<String, SignatureError> {
+            self.verify(self.presented_at(headers, now)?, body)
+        }
+    }
+
+    #[test]
+    fn more_than_eight_entries_or_no_usable_tag_is_refused_before_the_body() {
+        let many = [EXPECTED; 9].join(" ");
+        let err = scheme(&[SECRET]).presented_at(&headers(TS, &many), at(TS));
+        assert_eq!(err.err(), Some(SignatureError::TooMany(SIGNATURE)));
+        let eight = [EXPECTED; 8].join(" ");
+        assert!(
+            scheme(&[SECRET])
+                .verify_at(&headers(TS, &eight), BODY, at(TS))
+                .is_ok()
+        );
+        let none = scheme(&[SECRET]).presented_at(&headers(TS, "v1a,xyz v1,AAAA"), at(TS));
+        assert_eq!(none.err(), Some(SignatureError::Malformed(SIGNATURE)));
     }
 
     #[test]

@@ -18,11 +18,13 @@ use serde::Deserialize;
 
 mod brokers;
 mod dlq;
+mod edge;
 mod route;
 mod source;
 
 pub use brokers::{AmqpConfig, RedisConfig};
 pub use dlq::{DlqConfig, DlqHttpConfig};
+pub use edge::{LimitsConfig, PARSER_HEAD_LIMIT, RateLimitConfig, TlsConfig, TrustedProxies};
 pub use route::{HandlerKind, RouteConfig};
 pub use source::{DigestEncoding, ExtractorKind, SchemeKind, SourceConfig, TokenFormat};
 
@@ -85,6 +87,14 @@ pub struct GatewayConfig {
     /// The `Retry-After` (whole seconds) sent with a 503.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+    /// Limits of the public listener: timeouts, caps, load shedding.
+    pub limits: LimitsConfig,
+    /// Serve HTTPS with these files; without it the port speaks plain HTTP
+    /// (put a TLS-terminating proxy in front).
+    pub tls: Option<TlsConfig>,
+    /// Proxies (CIDR blocks) whose `X-Forwarded-For` names the client, for
+    /// sources' `allow_ips`; empty: the peer address is the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for GatewayConfig {
@@ -99,6 +109,9 @@ impl Default for GatewayConfig {
             publisher_channels: 4,
             threads: 1,
             retry_after: Duration::from_secs(5),
+            limits: LimitsConfig::default(),
+            tls: None,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -256,6 +269,7 @@ impl Config {
                 "must be at least 1 byte",
             ));
         }
+        edge::validate_limits(&g.limits)?;
         if self.worker.queue_depth_interval < Duration::from_millis(100) {
             return Err(ConfigError::invalid(
                 "worker.queue_depth_interval",

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use ipnet::IpNet;
+
+use super::edge::{RateLimitConfig, validate_rate_limit};
 use super::{ConfigError, is_name};
 use crate::secret::SecretRef;
 
@@ -76,6 +79,14 @@ pub struct SourceConfig {
     /// How long an event id is remembered; Meta retries for up to 7 days.
     #[serde(default = "default_dedup_ttl", with = "humantime_serde")]
     pub dedup_ttl: Duration,
+    /// Events per second (and burst) this source may send; past it 429 with
+    /// `Retry-After`. None: no limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Client addresses (CIDR blocks) allowed to POST; others get 403.
+    /// Empty: any address. Behind a proxy, set `gateway.trusted_proxies`.
+    #[serde(default)]
+    pub allow_ips: Vec<IpNet>,
 }
 
 impl SourceConfig {
@@ -215,6 +226,9 @@ pub(super) fn validate(name: &str, source: &SourceConfig) -> Result<(), ConfigEr
     }
     if source.tolerance.is_zero() {
         return Err(ConfigError::invalid(key("tolerance"), "must be above 0"));
+    }
+    if let Some(limit) = &source.rate_limit {
+        validate_rate_limit(name, limit)?;
     }
     if source.dedup_ttl < Duration::from_secs(1) {
         return Err(ConfigError::invalid(
