@@ -25,8 +25,7 @@ async fn post(url: &str, signature: Option<&str>, body: Vec<u8>) -> (u16, serde_
 
 /// A signature header of the right form that matches nothing: it passes the
 /// checks made before the body, so the body limits are what answers.
-const WELL_FORMED: &str =
-    "sha256=0000000000000000000000000000000000000000000000000000000000000000";
+const WELL_FORMED: &str = "sha256=0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Sends a request with `framing` headers and `body`, ignoring write errors
 /// (the gateway may answer and close before the body is all sent), and returns

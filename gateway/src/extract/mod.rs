@@ -26,9 +26,11 @@ const MAX_TYPE_LEN: usize = 100;
 pub struct EventId(String);
 
 impl EventId {
-    /// Takes a provider id as is when it is short printable text, else its SHA-256.
+    /// Takes a provider id as is when it is short printable ASCII, else its
+    /// SHA-256: control characters, bidi overrides (U+202E) and other
+    /// non-ASCII text never reach a Redis key, an AMQP header or a log line.
     pub fn from_provider(raw: &str) -> Self {
-        let printable = raw.chars().all(|c| !c.is_control());
+        let printable = raw.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
         if raw.is_empty() || raw.len() > MAX_ID_LEN || !printable {
             Self::digest_of(raw.as_bytes())
         } else {
@@ -161,5 +163,7 @@ mod tests {
         assert_eq!(EventId::from_provider("wamid.X").as_str(), "wamid.X");
         assert_eq!(EventId::from_provider(&"x".repeat(201)).as_str().len(), 64);
         assert_eq!(EventId::from_provider("a\nb").as_str().len(), 64);
+        assert_eq!(EventId::from_provider("a\u{202E}b").as_str().len(), 64);
+        assert_eq!(EventId::from_provider("3EB0:read").as_str(), "3EB0:read");
     }
 }
