@@ -222,7 +222,10 @@ fn log_refusal(error: &GatewayError) {
     match error {
         GatewayError::Unavailable(cause) => tracing::warn!(error = %cause, "answered 503"),
         GatewayError::InFlight(counts) => {
-            tracing::info!(in_flight = counts.in_flight, "answered 503: events in flight elsewhere")
+            tracing::info!(
+                in_flight = counts.in_flight,
+                "answered 503: events in flight elsewhere"
+            )
         }
         other => tracing::info!(outcome = other.outcome(), reason = %other, "refused"),
     }
