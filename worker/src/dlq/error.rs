@@ -140,3 +140,34 @@ impl DlqError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_that_stops_short_fails_and_says_nothing_changed() {
+        let short = DlqError::ShortPass {
+            received: 3,
+            snapshot: 10,
+            idle: Duration::from_secs(5),
+        };
+        assert_eq!(short.exit_code(), 1);
+        assert_eq!(short.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(short.code(), "incomplete_pass");
+        let text = short.to_string();
+        assert!(text.contains("3 of the 10"), "{text}");
+        assert!(text.contains("nothing was changed"), "{text}");
+    }
+
+    #[test]
+    fn usage_errors_are_64_and_400() {
+        for error in [
+            DlqError::Usage("x".into()),
+            DlqError::Confirmation("x".into()),
+        ] {
+            assert_eq!(error.exit_code(), 64);
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        }
+    }
+}
