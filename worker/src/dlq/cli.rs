@@ -160,7 +160,7 @@ async fn execute(
     match command {
         DlqCommand::Stats { .. } => {
             let stats = stats::collect(queue, filter).await?;
-            show(json, &stats, || output::stats(&stats))
+            Ok(show(json, &stats, || output::stats(&stats)))
         }
         DlqCommand::Peek {
             limit, show_data, ..
@@ -169,7 +169,7 @@ async fn execute(
                 return Err(DlqError::Usage("--limit must be at least 1".into()));
             }
             let peeked = peek::peek(queue, filter, *limit, *show_data).await?;
-            show(json, &peeked.json(), || output::peek(&peeked))
+            Ok(show(json, &peeked.json(), || output::peek(&peeked)))
         }
         DlqCommand::Export { out, remove, .. } => {
             let file = match out_file {
@@ -177,7 +177,7 @@ async fn execute(
                 None => export::create(out)?,
             };
             let exported = export::export_to_file(queue, filter, (file, out), *remove).await?;
-            show(json, &exported, || output::exported(&exported))
+            Ok(show(json, &exported, || output::exported(&exported)))
         }
         DlqCommand::Replay {
             limit,
@@ -208,7 +208,7 @@ async fn run_replay(
         false => Progress::on_terminal(plan.report().picked, "replaying"),
     };
     let replayed = plan.run(queue, options, &progress).await?;
-    let shown = show(json, &replayed, || output::replayed(&replayed))?;
+    let shown = show(json, &replayed, || output::replayed(&replayed));
     Ok(if replayed.incomplete() { 1 } else { shown })
 }
 
@@ -227,7 +227,7 @@ async fn run_purge(
         true => plan.execute(queue).await?,
         false => plan.refuse(queue).await?,
     };
-    let shown = show(json, &purged, || output::purged(&purged))?;
+    let shown = show(json, &purged, || output::purged(&purged));
     Ok(if purged.refused {
         EXIT_BAD_CONFIG
     } else {
@@ -237,18 +237,15 @@ async fn run_purge(
 
 /// Prints `value` as JSON, or the text `human` makes; the exit status so far
 /// (1 when stdout failed).
-fn show<T: Serialize>(
-    json: bool,
-    value: &T,
-    human: impl FnOnce() -> String,
-) -> Result<i32, DlqError> {
+fn show<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) -> i32 {
     let text = match json {
-        true => serde_json::to_string_pretty(value)
-            .map(|text| format!("{text}\n"))
-            .map_err(|e| DlqError::Usage(format!("cannot write the result as JSON: {e}")))?,
+        true => match serde_json::to_string_pretty(value) {
+            Ok(text) => format!("{text}\n"),
+            Err(e) => return fail(&format!("cannot write the result as JSON: {e}"), 1),
+        },
         false => human(),
     };
-    Ok(print(&text))
+    print(&text)
 }
 
 /// Writes to stdout: 0, or 1 (said on stderr) when stdout failed. A closed
