@@ -98,6 +98,24 @@ for target in ("gateway", "worker"):
     if target in stages: ok(f"Dockerfile has target {target}")
     else: fail(f"Dockerfile has no stage 'AS {target}'")
 
+# Every base image is pinned by digest (@sha256:) or named in the supply-chain
+# doc's list of unpinned images, so an image added without a digest, or one
+# pinned without the doc following, is caught here.
+supply_doc = open("docs/supply-chain.md").read().partition("\n## Base images\n")[2].partition("\n## ")[0]
+unpinned_doc = set(re.findall(r"(?m)^\| `([^`@]+)` \|", supply_doc))
+if not unpinned_doc: fail("docs/supply-chain.md: no image table under '## Base images'")
+images = [i for i in re.findall(r"(?im)^FROM\s+(?:--\S+\s+)*(\S+)", dockerfile) if i.lower() not in stages]
+images += re.findall(r"(?im)^#\s*syntax=(\S+)", dockerfile)  # BuildKit pulls its frontend image too
+with open("docker-compose.yml") as f: compose_images = yaml.safe_load(f)
+images += [svc["image"] for svc in (compose_images.get("services") or {}).values()
+           if "image" in svc and "build" not in svc]
+for image in sorted(set(images)):
+    if "@sha256:" in image: ok(f"image {image} is pinned by digest")
+    elif image in unpinned_doc: ok(f"image {image} is unpinned, as docs/supply-chain.md says")
+    else: fail(f"image {image} has no @sha256: digest and is not in docs/supply-chain.md's unpinned list")
+for image in sorted(unpinned_doc - set(images)):
+    fail(f"docs/supply-chain.md lists {image} as unpinned, but no deploy file uses it")
+
 # Every build context, Dockerfile and bind mount that compose names must exist.
 with open("docker-compose.yml") as f: compose = yaml.safe_load(f)
 for name, service in (compose.get("services") or {}).items():

@@ -36,6 +36,9 @@ async fn the_http_api_answers_only_with_its_token_and_works_like_the_cli() {
 
     let anonymous = get("/dlq/stats", None).send().await.expect("an answer");
     assert_eq!(anonymous.status(), 401);
+    let refusal: serde_json::Value = anonymous.json().await.expect("a JSON refusal");
+    assert_eq!(refusal["error"], "unauthorized");
+    assert!(refusal["message"].is_string(), "{refusal}");
     let wrong = get("/dlq/stats", Some("not-the-token"))
         .send()
         .await
@@ -57,7 +60,9 @@ async fn the_http_api_answers_only_with_its_token_and_works_like_the_cli() {
         .await
         .expect("an answer");
     assert_eq!(export.status(), 200);
-    assert_eq!(export.text().await.expect("a body").lines().count(), 6);
+    let (events, end) = export_lines(&export.text().await.expect("a body"));
+    assert_eq!(events.len(), 6);
+    assert_eq!(end["complete"], true, "{end}");
 
     let post = |path: &str, body: serde_json::Value| {
         client
@@ -71,7 +76,19 @@ async fn the_http_api_answers_only_with_its_token_and_works_like_the_cli() {
         .expect("an answer");
     assert_eq!(refused.status(), 400);
     let refused: serde_json::Value = refused.json().await.expect("JSON");
+    assert_eq!(refused["error"], "confirmation_required", "{refused}");
     assert_eq!(refused["matched"]["count"], 7);
+    let yes_alone: serde_json::Value = post("/dlq/purge", json!({"source": "alpha", "yes": true}))
+        .send()
+        .await
+        .expect("an answer")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        yes_alone["error"], "confirmation_required",
+        "\"yes\" without the preview's \"confirm\" removes nothing: {yes_alone}"
+    );
     let dry = json_of(post(
         "/dlq/replay",
         json!({"source": "beta", "dry_run": true}),
@@ -129,4 +146,97 @@ async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
     let body = response.text().await.expect("a body");
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).expect("JSON")
+}
+
+/// The event lines of an HTTP export, and its last line's `end`.
+pub fn export_lines(body: &str) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let mut lines: Vec<serde_json::Value> = body
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect();
+    let last = lines.pop().expect("at least the end line");
+    assert!(last["end"].is_object(), "the last line is the end: {last}");
+    assert!(
+        lines.iter().all(|line| line.get("end").is_none()),
+        "one end line, the last"
+    );
+    (lines, last["end"].clone())
+}
+
+/// A seeded dead queue behind a worker serving `/dlq` with [`TOKEN`].
+pub struct DlqHttp {
+    pub fixture: DeadFixture,
+    worker: RunningWorker,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl DlqHttp {
+    pub async fn start(name: &str, count: usize) -> Self {
+        let fixture = DeadFixture::seed(name, count, "").await;
+        let token_path = fixture.env.secret_path("dlq.token");
+        std::fs::write(&token_path, TOKEN).expect("token file");
+        let extra = format!(
+            "[dlq.http]\nenabled = true\ntoken = \"file:{}\"\n",
+            token_path.display()
+        );
+        let worker = RunningWorker::start(fixture.env.config(&extra)).await;
+        Self {
+            base: format!("http://{}", worker.admin_addr),
+            fixture,
+            worker,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// GET `path`: the status and the body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("an answer");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("a body"))
+    }
+
+    /// POST `body` as JSON to `path`: the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.post_text(path, &body.to_string()).await
+    }
+
+    /// POST `body`, as written, with `content-type: application/json`.
+    pub async fn post_text(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("an answer");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a body");
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("a JSON answer ({e}), status {status}: {text}"));
+        (status, json)
+    }
+
+    /// Stops the worker; the fixture stays for checks.
+    pub async fn stop(self) -> DeadFixture {
+        self.worker.stop().await;
+        self.fixture
+    }
+}
+
+/// Asserts a JSON refusal: `status`, `error`, and a message containing `says`.
+pub fn assert_refused(answer: &(u16, serde_json::Value), status: u16, error: &str, says: &str) {
+    let (got, body) = answer;
+    assert_eq!(*got, status, "{body}");
+    assert_eq!(body["error"], error, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "{message:?} should say {says:?}");
 }

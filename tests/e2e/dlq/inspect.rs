@@ -199,3 +199,28 @@ async fn a_prefix_without_a_dead_queue_is_an_error_not_an_empty_queue() {
     );
     assert!(stderr.contains("amqp.prefix"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_result_that_cannot_be_written_to_stdout_exits_1() {
+    let fixture = DeadFixture::seed("dlq-stdout", 3, "").await;
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let output = fixture
+        .command(&["stats", "--json"])
+        .stdout(full)
+        .spawn()
+        .expect("the binary starts")
+        .wait_with_output()
+        .await
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("writing its result to stdout failed"),
+        "{stderr}"
+    );
+    let ids = fixture.ids.clone();
+    assert_eq!(fixture.drain_and_delete().await, ids);
+}

@@ -5,6 +5,9 @@
 
 mod crash;
 mod http;
+mod http_export;
+mod http_purge;
+mod http_rate;
 mod inspect;
 mod raw;
 mod replay;

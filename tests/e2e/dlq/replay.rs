@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use lapin::types::FieldTable;
 use sluice_shared::envelope::headers;
 
 use super::DeadFixture;
@@ -189,4 +190,46 @@ async fn events_that_die_during_a_replay_are_kept_after_the_ones_it_left_and_not
         .collect();
     expected.extend(fixture.ids[20..].iter().cloned());
     assert_eq!(fixture.drain_and_delete().await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_whose_copies_rabbitmq_refuses_exits_1_and_keeps_them_dead() {
+    let fixture = DeadFixture::seed("dlq-refused", 4, "").await;
+    let topology = fixture.env.topology();
+    // Nothing receives a copy any more: each comes back unroutable.
+    fixture
+        .channel()
+        .queue_unbind(
+            topology.work_queue().as_str().into(),
+            topology.events_exchange().as_str().into(),
+            "#".into(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("unbind");
+    let run = fixture.dlq(&["replay", "--json"]).await;
+    assert_eq!(
+        run.code,
+        Some(1),
+        "part of a replay is not success: {}",
+        run.stderr
+    );
+    let report = run.json();
+    assert_eq!(report["picked"], 4);
+    assert_eq!(report["replayed"], 0);
+    assert_eq!(report["failed"], 4);
+    assert_eq!(report["left_in_queue"], 4);
+    let text = fixture.dlq(&["replay"]).await;
+    assert_eq!(text.code, Some(1), "{}", text.stderr);
+    assert!(
+        text.stdout.contains("NOT EVERYTHING MOVED"),
+        "{}",
+        text.stdout
+    );
+    let ids = fixture.ids.clone();
+    assert_eq!(
+        fixture.drain_and_delete().await,
+        ids,
+        "still dead, in order"
+    );
 }

@@ -2,10 +2,12 @@
 //! run of one command from its flags to its exit status.
 //!
 //! Results go to stdout (text, or JSON with `--json`); errors, warnings and
-//! the progress bar to stderr. Exit status: 0 done; 64 a usage error, no
-//! dead queue under `amqp.prefix`, or a purge refused for want of `--yes`;
-//! 1 the broker or the file system failed, or a replay stopped early (run it
-//! again: it resumes where it stopped).
+//! the progress bar to stderr. Exit status: 0 done, all of it; 64 a usage
+//! error, no dead queue under `amqp.prefix`, or a purge refused for want of
+//! `--yes`; 1 the broker or the file system failed, a replay did not move
+//! every event it picked (run it again: it resumes where it stopped), or the
+//! result could not be written to stdout. A command never exits 0 having done
+//! part of its job.
 
 use std::fs::File;
 use std::io::Write;
@@ -20,6 +22,8 @@ use sluice_shared::envelope::unix_millis;
 use super::error::DlqError;
 use super::filter::{Filter, FilterArgs};
 use super::progress::Progress;
+use super::purge::PurgeScope;
+use super::rate::Rate;
 use super::replay::ReplayOptions;
 use super::scan::DeadQueue;
 use super::{export, output, peek, purge, replay, stats};
@@ -68,7 +72,7 @@ pub enum DlqCommand {
         /// Replay at most this many events.
         #[arg(long)]
         limit: Option<usize>,
-        /// Events per second (default: as fast as RabbitMQ confirms).
+        /// Events per second, from 0.1 to 100000 (default: as fast as RabbitMQ confirms).
         #[arg(long)]
         rate: Option<f64>,
         /// Show what would be replayed; change nothing.
@@ -78,10 +82,14 @@ pub enum DlqCommand {
         filter: FilterArgs,
     },
     /// Remove dead events for good: shows what matches, and removes it only with --yes.
+    /// Needs a filter, or --all for the whole dead queue.
     Purge {
         /// Really remove them.
         #[arg(long)]
         yes: bool,
+        /// Purge the whole dead queue (only without a filter).
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         filter: FilterArgs,
     },
@@ -105,6 +113,10 @@ pub async fn run(config: &Config, args: DlqArgs) -> i32 {
         Ok(filter) => filter,
         Err(e) => return fail(&e.to_string(), EXIT_BAD_CONFIG),
     };
+    // Usage errors before anything touches the queue.
+    if let Err(e) = check_usage(&args.command, &filter) {
+        return fail(&e.to_string(), e.exit_code());
+    }
     // A bad --out fails before anything touches the queue.
     let out_file = match &args.command {
         DlqCommand::Export { out, .. } => match export::create(out) {
@@ -125,6 +137,19 @@ pub async fn run(config: &Config, args: DlqArgs) -> i32 {
     }
 }
 
+/// The flags a command checks beyond its filter.
+fn check_usage(command: &DlqCommand, filter: &Filter) -> Result<(), DlqError> {
+    match command {
+        DlqCommand::Replay {
+            rate: Some(rate), ..
+        } => Rate::new(*rate).map(drop),
+        DlqCommand::Purge {
+            filter: args, all, ..
+        } => PurgeScope::new(args, filter, *all).map(drop),
+        _ => Ok(()),
+    }
+}
+
 async fn execute(
     queue: &DeadQueue,
     command: &DlqCommand,
@@ -135,8 +160,7 @@ async fn execute(
     match command {
         DlqCommand::Stats { .. } => {
             let stats = stats::collect(queue, filter).await?;
-            show(json, &stats, || output::stats(&stats));
-            Ok(0)
+            Ok(show(json, &stats, || output::stats(&stats)))
         }
         DlqCommand::Peek {
             limit, show_data, ..
@@ -145,8 +169,7 @@ async fn execute(
                 return Err(DlqError::Usage("--limit must be at least 1".into()));
             }
             let peeked = peek::peek(queue, filter, *limit, *show_data).await?;
-            show(json, &peeked.json(), || output::peek(&peeked));
-            Ok(0)
+            Ok(show(json, &peeked.json(), || output::peek(&peeked)))
         }
         DlqCommand::Export { out, remove, .. } => {
             let file = match out_file {
@@ -154,8 +177,7 @@ async fn execute(
                 None => export::create(out)?,
             };
             let exported = export::export_to_file(queue, filter, (file, out), *remove).await?;
-            show(json, &exported, || output::exported(&exported));
-            Ok(0)
+            Ok(show(json, &exported, || output::exported(&exported)))
         }
         DlqCommand::Replay {
             limit,
@@ -165,7 +187,7 @@ async fn execute(
         } => {
             let options = ReplayOptions {
                 limit: *limit,
-                rate: *rate,
+                rate: rate.map(Rate::new).transpose()?,
                 dry_run: *dry_run,
             };
             run_replay(queue, filter, &options, json).await
@@ -186,8 +208,8 @@ async fn run_replay(
         false => Progress::on_terminal(plan.report().picked, "replaying"),
     };
     let replayed = plan.run(queue, options, &progress).await?;
-    show(json, &replayed, || output::replayed(&replayed));
-    Ok(if replayed.stopped.is_some() { 1 } else { 0 })
+    let shown = show(json, &replayed, || output::replayed(&replayed));
+    Ok(if replayed.incomplete() { 1 } else { shown })
 }
 
 async fn run_purge(
@@ -197,34 +219,53 @@ async fn run_purge(
     json: bool,
 ) -> Result<i32, DlqError> {
     let plan = purge::plan(queue, filter).await?;
-    if !json {
-        print(&output::purge_preview(plan.preview()));
-    }
+    let previewed = match json {
+        true => 0,
+        false => print(&output::purge_preview(plan.preview())),
+    };
     let purged = match yes {
         true => plan.execute(queue).await?,
         false => plan.refuse(queue).await?,
     };
-    show(json, &purged, || output::purged(&purged));
-    Ok(if purged.refused { EXIT_BAD_CONFIG } else { 0 })
-}
-
-/// Prints `value` as JSON, or the text `human` makes.
-fn show<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
-    if json {
-        match serde_json::to_string_pretty(value) {
-            Ok(text) => print(&format!("{text}\n")),
-            Err(e) => eprintln!("sluice-worker dlq: cannot write JSON: {e}"),
-        }
+    let shown = show(json, &purged, || output::purged(&purged));
+    Ok(if purged.refused {
+        EXIT_BAD_CONFIG
     } else {
-        print(&human());
-    }
+        previewed.max(shown)
+    })
 }
 
-/// Writes to stdout, ignoring a closed pipe (`| head`).
-fn print(text: &str) {
+/// Prints `value` as JSON, or the text `human` makes; the exit status so far
+/// (1 when stdout failed).
+fn show<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) -> i32 {
+    let text = match json {
+        true => match serde_json::to_string_pretty(value) {
+            Ok(text) => format!("{text}\n"),
+            Err(e) => return fail(&format!("cannot write the result as JSON: {e}"), 1),
+        },
+        false => human(),
+    };
+    print(&text)
+}
+
+/// Writes to stdout: 0, or 1 (said on stderr) when stdout failed. A closed
+/// pipe (`| head`) is the reader's choice, not a failure.
+fn print(text: &str) -> i32 {
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes());
-    let _ = stdout.flush();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => fail(
+            &format!(
+                "the command ran, but writing its result to stdout failed: {e}; \
+                 nothing was undone"
+            ),
+            1,
+        ),
+    }
 }
 
 fn fail(message: &str, code: i32) -> i32 {

@@ -2,8 +2,8 @@
 //!
 //! Every variant's message says what to do next. [`DlqError::exit_code`]
 //! keeps the command's exit status honest (64 for a usage error, 1 for the
-//! broker or the file system) and [`DlqError::status`] is its HTTP status on
-//! the admin port. A failure never loses a message: whatever a command had
+//! broker or the file system), and [`DlqError::status`] and
+//! [`DlqError::code`] are its HTTP status and JSON `error` on the admin port. A failure never loses a message: whatever a command had
 //! not acknowledged goes back to the dead queue, in its place, when its
 //! channel closes.
 
@@ -58,6 +58,22 @@ pub enum DlqError {
          in the queue, in order: run the command again"
     )]
     ChannelClosed(&'static str),
+    /// A purge confirmation that cannot be used (exit 64, HTTP 400).
+    #[error("{0}")]
+    Confirmation(String),
+    /// The pass received fewer messages than the dead queue counted when it
+    /// started: something else consumes the dead queue (exit 1, HTTP 503).
+    #[error(
+        "the pass received {received} of the {snapshot} messages the dead queue counted, then \
+         nothing for {idle:?}: something other than a dlq command is consuming the dead queue \
+         (see its consumers in RabbitMQ); nothing was changed, stop that consumer and run \
+         the command again"
+    )]
+    ShortPass {
+        received: u32,
+        snapshot: u32,
+        idle: Duration,
+    },
     /// The export file cannot be created (exit 64, HTTP 400).
     #[error("cannot create {path}: {problem}")]
     OutFile { path: PathBuf, problem: String },
@@ -87,9 +103,11 @@ impl DlqError {
     /// The process exit status: 64 for usage, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Filter(_) | Self::Usage(_) | Self::OutFile { .. } | Self::Missing(_) => {
-                EXIT_BAD_CONFIG
-            }
+            Self::Filter(_)
+            | Self::Usage(_)
+            | Self::Confirmation(_)
+            | Self::OutFile { .. }
+            | Self::Missing(_) => EXIT_BAD_CONFIG,
             _ => 1,
         }
     }
@@ -97,9 +115,59 @@ impl DlqError {
     /// The HTTP status of this error on the admin port.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Filter(_) | Self::Usage(_) | Self::OutFile { .. } => StatusCode::BAD_REQUEST,
+            Self::Filter(_) | Self::Usage(_) | Self::Confirmation(_) | Self::OutFile { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Locked(_) => StatusCode::CONFLICT,
             _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `error` of its JSON answer on the admin port (`message` is the text).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Filter(_) => "invalid_filter",
+            Self::Usage(_) | Self::OutFile { .. } => "invalid_request",
+            Self::Confirmation(_) => "invalid_confirmation",
+            Self::Missing(_) => "no_dead_queue",
+            Self::Locked(_) => "locked",
+            Self::ShortPass { .. } => "incomplete_pass",
+            Self::Connect(_)
+            | Self::Broker { .. }
+            | Self::Timeout { .. }
+            | Self::ChannelClosed(_) => "broker_unavailable",
+            Self::Write { .. } => "write_failed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_that_stops_short_fails_and_says_nothing_changed() {
+        let short = DlqError::ShortPass {
+            received: 3,
+            snapshot: 10,
+            idle: Duration::from_secs(5),
+        };
+        assert_eq!(short.exit_code(), 1);
+        assert_eq!(short.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(short.code(), "incomplete_pass");
+        let text = short.to_string();
+        assert!(text.contains("3 of the 10"), "{text}");
+        assert!(text.contains("nothing was changed"), "{text}");
+    }
+
+    #[test]
+    fn usage_errors_are_64_and_400() {
+        for error in [
+            DlqError::Usage("x".into()),
+            DlqError::Confirmation("x".into()),
+        ] {
+            assert_eq!(error.exit_code(), 64);
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST);
         }
     }
 }

@@ -21,6 +21,10 @@ use crate::message::{header_integer, header_text, integer};
 /// RabbitMQ's dead-lettering record: a list of tables, newest first.
 pub const X_DEATH: &str = "x-death";
 
+/// Set by a quorum queue on each redelivery, so it changes every time a
+/// command reads the message: never part of what identifies one.
+pub const DELIVERY_COUNT: &str = "x-delivery-count";
+
 /// The reason given to a message with neither `x-sluice-reason` nor `x-death`.
 pub const UNKNOWN_REASON: &str = "unknown";
 

@@ -1,6 +1,12 @@
 //! `dlq export`: every matching dead event as one JSON line (see
 //! [`super::record`]), optionally removed from the queue.
 //!
+//! Over HTTP ([`stream_matching`]) the lines go out as the pass reads them,
+//! at most a limit of them, and never removed; the last line,
+//! `{"end": {...}}` ([`ExportEnd`]), says whether the answer holds every
+//! matching event, so an answer cut by the limit, by a failure or by a
+//! dropped connection (no `end` line) is never taken for the whole queue.
+//!
 //! With `--remove`, nothing is acknowledged until the whole file is written,
 //! flushed and `fsync`ed (and its directory too, so the file's name survives
 //! a power cut): a crash or a full disk before then leaves every event in the
@@ -13,11 +19,18 @@ use std::path::{Path, PathBuf};
 
 use lapin::Acker;
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use super::error::DlqError;
 use super::filter::Filter;
 use super::record::record;
 use super::scan::{DeadQueue, Scan};
+
+/// Event lines in an HTTP export when the request gives no `limit`.
+pub const DEFAULT_STREAMED: u64 = 1_000;
+/// The largest `limit` of an HTTP export: a larger one is refused (400), not
+/// lowered. Beyond that, `sluice-worker dlq export` writes a file.
+pub const MAX_STREAMED: u64 = 100_000;
 
 /// What an export did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,17 +78,90 @@ pub async fn export_to_file(
     })
 }
 
-/// The matching events as JSON lines in memory (the HTTP export; never removes).
-pub async fn export_to_memory(queue: &DeadQueue, filter: &Filter) -> Result<Vec<u8>, DlqError> {
-    let mut scan = queue.scan().await?;
-    let mut lines = Vec::new();
-    let written = write_matching(&mut scan, filter, &mut lines, false).await?;
-    scan.finish(queue).await?;
-    written.map_err(|source| DlqError::Write {
-        path: PathBuf::from("(memory)"),
-        source,
-    })?;
-    Ok(lines)
+/// How an HTTP export ended: its last line, `{"end": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExportEnd {
+    pub queue: String,
+    /// Messages in the dead queue when the pass started.
+    pub in_queue: u32,
+    /// Event lines before this one.
+    pub exported: u64,
+    /// The most event lines this answer could hold.
+    pub limit: u64,
+    /// True when every matching event of the pass is in the answer.
+    pub complete: bool,
+    /// Why not: `limit` (more events match than the limit) or `error`.
+    pub stopped: Option<&'static str>,
+    /// What to do about it.
+    pub message: Option<String>,
+}
+
+impl ExportEnd {
+    /// The line itself, newline included.
+    pub fn line(&self) -> Vec<u8> {
+        let mut line = serde_json::json!({ "end": self }).to_string().into_bytes();
+        line.push(b'\n');
+        line
+    }
+}
+
+/// Sends each matching event of `scan`, as a JSON line, to `lines`, at most
+/// `limit` of them; then ends the pass. `None` when the reader went away
+/// (dropped `lines`' receiver) before the end.
+pub async fn stream_matching(
+    queue: &DeadQueue,
+    mut scan: Scan,
+    filter: &Filter,
+    limit: u64,
+    lines: &mpsc::Sender<Vec<u8>>,
+) -> Option<ExportEnd> {
+    let mut end = ExportEnd {
+        queue: queue.name(),
+        in_queue: scan.snapshot(),
+        exported: 0,
+        limit,
+        complete: false,
+        stopped: None,
+        message: None,
+    };
+    let mut reader_gone = false;
+    loop {
+        let held = match scan.next().await {
+            Ok(Some(held)) => held,
+            Ok(None) => {
+                end.complete = true;
+                break;
+            }
+            Err(e) => {
+                end.stopped = Some("error");
+                end.message = Some(e.to_string());
+                break;
+            }
+        };
+        if !filter.matches(&held.event) {
+            continue;
+        }
+        if end.exported == limit {
+            end.stopped = Some("limit");
+            end.message = Some(format!(
+                "more than {limit} events match: this answer holds the first {limit}; raise \
+                 `limit` (at most {MAX_STREAMED}), narrow the filter (since, until), or use \
+                 `sluice-worker dlq export`"
+            ));
+            break;
+        }
+        let mut line = record(&held.event, true).to_string().into_bytes();
+        line.push(b'\n');
+        if lines.send(line).await.is_err() {
+            reader_gone = true;
+            break;
+        }
+        end.exported += 1;
+    }
+    if let Err(e) = scan.finish(queue).await {
+        tracing::warn!(error = %e, "the export's pass did not end cleanly; RabbitMQ returns its messages when the connection closes");
+    }
+    (!reader_gone).then_some(end)
 }
 
 /// Writes every matching event of the pass; keeps their ackers when `take`.

@@ -49,6 +49,37 @@ pub struct FilterArgs {
     pub id: Vec<String>,
 }
 
+impl FilterArgs {
+    /// The filter as written, in one form: values trimmed, sorted and without
+    /// repeats, so `source=a,b` and `{"source": ["b", "a"]}` read the same.
+    /// Relative times stay as written (`1h`): this names a filter, it does
+    /// not evaluate it.
+    pub fn canonical(&self) -> String {
+        let list = |values: &[String]| {
+            let mut values = cleaned(values);
+            values.sort();
+            values.dedup();
+            values
+        };
+        let time = |text: &Option<String>| {
+            text.as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+        };
+        serde_json::json!({
+            "source": list(&self.source),
+            "type": list(&self.event_type),
+            "reason": list(&self.reason),
+            "status": list(&self.status),
+            "since": time(&self.since),
+            "until": time(&self.until),
+            "id": list(&self.id),
+        })
+        .to_string()
+    }
+}
+
 /// A filter flag that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
@@ -353,6 +384,35 @@ mod tests {
         assert_eq!(query.event_type, ["x.*"]);
         assert_eq!(query.status, ["5xx"]);
         assert!(query.reason.is_empty());
+    }
+
+    #[test]
+    fn the_same_filter_written_differently_reads_the_same() {
+        let query = FilterArgs {
+            source: vec!["b".into(), " a".into(), "b".into(), "".into()],
+            since: Some(" 1h ".into()),
+            ..FilterArgs::default()
+        };
+        let json: FilterArgs =
+            serde_json::from_value(serde_json::json!({"source": ["a", "b"], "since": "1h"}))
+                .unwrap();
+        assert_eq!(query.canonical(), json.canonical());
+        let other = FilterArgs {
+            source: vec!["a".into()],
+            since: Some("1h".into()),
+            ..FilterArgs::default()
+        };
+        assert_ne!(query.canonical(), other.canonical());
+        let moved = FilterArgs {
+            id: vec!["a".into(), "b".into()],
+            since: Some("1h".into()),
+            ..FilterArgs::default()
+        };
+        assert_ne!(
+            query.canonical(),
+            moved.canonical(),
+            "values stay under their flag"
+        );
     }
 
     #[test]

@@ -5,39 +5,45 @@
 //! |---|---|---|
 //! | `GET /dlq/stats?<filters>` | `dlq stats` | the stats JSON |
 //! | `GET /dlq/peek?limit=10&show_data=false&<filters>` | `dlq peek` | the peek JSON |
-//! | `GET /dlq/export?<filters>` | `dlq export` (never removes) | JSON lines |
-//! | `POST /dlq/replay` `{<filters>, "limit", "rate", "dry_run"}` | `dlq replay` | the summary; 503 if it stopped early |
-//! | `POST /dlq/purge` `{<filters>, "yes": true}` | `dlq purge` | the summary; 400 without `"yes": true` |
+//! | `GET /dlq/export?limit=1000&<filters>` | `dlq export`, streamed, never removes ([`export`]) | JSON lines, the last one `{"end": ...}` |
+//! | `POST /dlq/replay` `{<filters>, "limit", "rate", "dry_run"}` | `dlq replay` | the summary; 503 if it did not move everything it picked |
+//! | `POST /dlq/purge` `{<filters> or "all": true, "yes", "confirm"}` | `dlq purge` in two requests ([`purge`]) | a preview and its token (400), then what went |
 //!
 //! Filters have the CLI flags' names (`source`, `type`, `reason`, `status`,
 //! `since`, `until`, `id`), several values comma-separated (or, in JSON, a
-//! list). Every request needs `Authorization: Bearer <dlq.http.token>`;
-//! tokens are compared as SHA-256 digests in constant time, so neither the
-//! token nor its length leaks through timing. A command already running
-//! (here or from the CLI) answers 409.
+//! list); a JSON body with a field no route reads is refused. Every request
+//! needs `Authorization: Bearer <dlq.http.token>`; tokens are compared as
+//! SHA-256 digests in constant time, so neither the token nor its length
+//! leaks through timing. A command already running (here or from the CLI)
+//! answers 409. Every refusal is JSON `{"error", "message"}` ([`answer`]).
+
+mod answer;
+mod export;
+mod purge;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use sluice_shared::config::{AmqpConfig, Config, ConfigError};
 use sluice_shared::envelope::unix_millis;
 use subtle::ConstantTimeEq;
 
+use self::answer::{ApiError, JsonBody, QueryArgs, UnknownFields, refuse_unknown};
 use super::error::DlqError;
 use super::filter::{Filter, FilterArgs};
 use super::progress::Progress;
+use super::rate::Rate;
 use super::replay::ReplayOptions;
 use super::scan::DeadQueue;
-use super::{export, peek, purge, replay, stats};
+use super::{peek, replay, stats};
 
 /// The `/dlq` routes and what they need.
 #[derive(Clone)]
@@ -71,9 +77,9 @@ impl DlqApi {
         Router::new()
             .route("/dlq/stats", get(stats_route))
             .route("/dlq/peek", get(peek_route))
-            .route("/dlq/export", get(export_route))
+            .route("/dlq/export", get(export::export_route))
             .route("/dlq/replay", post(replay_route))
-            .route("/dlq/purge", post(purge_route))
+            .route("/dlq/purge", post(purge::purge_route))
             .route_layer(middleware::from_fn_with_state(self.clone(), authorize))
             .with_state(self)
     }
@@ -114,28 +120,8 @@ async fn authorize(State(api): State<DlqApi>, request: Request, next: Next) -> R
     if api.allows(request.headers()) {
         return next.run(request).await;
     }
-    let body =
-        json!({"error": "unauthorized", "message": "send Authorization: Bearer <dlq.http.token>"});
-    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
-}
-
-/// A [`DlqError`] as an HTTP answer.
-struct ApiError(DlqError);
-
-impl From<DlqError> for ApiError {
-    fn from(error: DlqError) -> Self {
-        Self(error)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.0.status();
-        if status.is_server_error() {
-            tracing::warn!(error = %self.0, "dlq request failed");
-        }
-        (status, Json(json!({"error": self.0.to_string()}))).into_response()
-    }
+    let message = "send Authorization: Bearer <dlq.http.token>";
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
 }
 
 fn parse(filter: &FilterArgs) -> Result<Filter, ApiError> {
@@ -144,7 +130,7 @@ fn parse(filter: &FilterArgs) -> Result<Filter, ApiError> {
 
 async fn stats_route(
     State(api): State<DlqApi>,
-    Query(args): Query<FilterArgs>,
+    QueryArgs(args): QueryArgs<FilterArgs>,
 ) -> Result<Response, ApiError> {
     let filter = parse(&args)?;
     let stats = api
@@ -162,8 +148,8 @@ struct PeekQuery {
 
 async fn peek_route(
     State(api): State<DlqApi>,
-    Query(args): Query<FilterArgs>,
-    Query(options): Query<PeekQuery>,
+    QueryArgs(args): QueryArgs<FilterArgs>,
+    QueryArgs(options): QueryArgs<PeekQuery>,
 ) -> Result<Response, ApiError> {
     let filter = parse(&args)?;
     let limit = options.limit.unwrap_or(10);
@@ -177,17 +163,6 @@ async fn peek_route(
     Ok(Json(peeked.json()).into_response())
 }
 
-async fn export_route(
-    State(api): State<DlqApi>,
-    Query(args): Query<FilterArgs>,
-) -> Result<Response, ApiError> {
-    let filter = parse(&args)?;
-    let lines = api
-        .with_queue(async |q| export::export_to_memory(q, &filter).await)
-        .await?;
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response())
-}
-
 /// `POST /dlq/replay` body.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -195,18 +170,22 @@ struct ReplayRequest {
     #[serde(flatten)]
     filter: FilterArgs,
     limit: Option<usize>,
+    /// Events per second, checked by [`Rate::new`] like the CLI's `--rate`.
     rate: Option<f64>,
     dry_run: bool,
+    #[serde(flatten)]
+    unknown: UnknownFields,
 }
 
 async fn replay_route(
     State(api): State<DlqApi>,
-    Json(request): Json<ReplayRequest>,
+    JsonBody(request): JsonBody<ReplayRequest>,
 ) -> Result<Response, ApiError> {
+    refuse_unknown(&request.unknown)?;
     let filter = parse(&request.filter)?;
     let options = ReplayOptions {
         limit: request.limit,
-        rate: request.rate,
+        rate: request.rate.map(Rate::new).transpose()?,
         dry_run: request.dry_run,
     };
     let replayed = api
@@ -215,45 +194,9 @@ async fn replay_route(
             plan.run(q, &options, &Progress::hidden()).await
         })
         .await?;
-    let status = match replayed.stopped {
-        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
-        None => StatusCode::OK,
+    let status = match replayed.incomplete() {
+        true => StatusCode::SERVICE_UNAVAILABLE,
+        false => StatusCode::OK,
     };
     Ok((status, Json(replayed)).into_response())
-}
-
-/// `POST /dlq/purge` body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct PurgeRequest {
-    #[serde(flatten)]
-    filter: FilterArgs,
-    yes: bool,
-}
-
-async fn purge_route(
-    State(api): State<DlqApi>,
-    Json(request): Json<PurgeRequest>,
-) -> Result<Response, ApiError> {
-    let filter = parse(&request.filter)?;
-    let yes = request.yes;
-    let purged = api
-        .with_queue(async |q| {
-            let plan = purge::plan(q, &filter).await?;
-            if yes {
-                plan.execute(q).await
-            } else {
-                plan.refuse(q).await
-            }
-        })
-        .await?;
-    if purged.refused {
-        let body = json!({
-            "error": "confirmation_required",
-            "message": "nothing was removed; send \"yes\": true to remove the events in `matched`",
-            "matched": purged.matched,
-        });
-        return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
-    }
-    Ok(Json(purged).into_response())
 }

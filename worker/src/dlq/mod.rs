@@ -8,13 +8,15 @@
 //! - [`event`] reads a dead message (a Sluice envelope, a broker
 //!   dead-lettering, or anything else, raw); [`filter`] says which ones a
 //!   command applies to; [`record`] is a dead event as JSON;
-//! - [`stats`], [`peek`], [`export`], [`replay`] (with [`republish`]) and
-//!   [`purge`] are the operations;
+//! - [`stats`], [`peek`], [`export`], [`replay`] (with [`republish`], paced
+//!   by a [`rate`]) and [`purge`] (with [`confirm`] for HTTP) are the
+//!   operations;
 //! - [`cli`] is the `dlq` subcommand, [`output`] its text, [`progress`] its
 //!   bar; [`http`] serves the operations on the admin port;
 //! - [`error`] is how they fail.
 
 pub mod cli;
+pub mod confirm;
 pub mod error;
 pub mod event;
 pub mod export;
@@ -24,6 +26,7 @@ pub mod output;
 pub mod peek;
 pub mod progress;
 pub mod purge;
+pub mod rate;
 pub mod record;
 pub mod replay;
 pub mod republish;

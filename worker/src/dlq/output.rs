@@ -160,6 +160,14 @@ pub fn replayed(r: &Replayed) -> String {
     if r.dry_run {
         let _ = writeln!(out, "dry run: nothing was changed");
     }
+    if r.failed > 0 && r.stopped.is_none() {
+        let _ = writeln!(
+            out,
+            "NOT EVERYTHING MOVED: RabbitMQ refused {} copies (see the warnings above); those \
+             events are still dead, in order: fix the cause and run the same command again",
+            r.failed
+        );
+    }
     if let Some(why) = &r.stopped {
         let _ = writeln!(
             out,

@@ -18,7 +18,7 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use sluice_shared::envelope::headers;
 use tokio::time::timeout;
 
-use super::event::{DeadEvent, X_DEATH};
+use super::event::{DELIVERY_COUNT, DeadEvent, X_DEATH};
 
 /// AMQP delivery mode 2: written to disk.
 const PERSISTENT: u8 = 2;
@@ -42,9 +42,6 @@ const DEATH_HEADERS: [&str; 13] = [
     "x-last-death-reason",
 ];
 
-/// Set by a quorum queue on redelivery; a copy is a new message.
-const DELIVERY_COUNT: &str = "x-delivery-count";
-
 /// The routing key and properties of `event`'s replayed copy, or `None`
 /// when it cannot be replayed (see [`DeadEvent::not_replayable`]).
 pub fn replay_copy(event: &DeadEvent, now_ms: i64) -> Option<(String, BasicProperties)> {
@@ -62,6 +59,7 @@ pub fn replay_copy(event: &DeadEvent, now_ms: i64) -> Option<(String, BasicPrope
         .as_ref()
         .map(|t| t.inner().clone())
         .unwrap_or_default();
+    // DELIVERY_COUNT too: a copy is a new message.
     for name in DEATH_HEADERS.iter().chain([&DELIVERY_COUNT]) {
         table.remove(*name);
     }

@@ -37,8 +37,9 @@ use super::event::DeadEvent;
 
 /// Limit on every broker call of a pass.
 const BROKER_LIMIT: Duration = Duration::from_secs(10);
-/// A pass that receives nothing for this long stops short: someone else
-/// (not a `dlq` command, which would need the lock) holds the rest.
+/// A pass that receives nothing for this long fails ([`DlqError::ShortPass`]):
+/// someone else (not a `dlq` command, which would need the lock) took some of
+/// the snapshot, and a command that went on would do part of its job.
 const IDLE_LIMIT: Duration = Duration::from_secs(5);
 /// How long a held lock is tried again before the command gives up.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
@@ -204,7 +205,6 @@ impl DeadQueue {
             snapshot,
             received: 0,
             acked: 0,
-            short: false,
         })
     }
 
@@ -227,7 +227,6 @@ pub struct Scan {
     snapshot: u32,
     received: u32,
     acked: u32,
-    short: bool,
 }
 
 /// A message of the pass, with what acknowledges it.
@@ -247,12 +246,8 @@ impl Scan {
         self.received
     }
 
-    /// Whether the pass ended before the snapshot was read (someone else holds messages).
-    pub fn stopped_short(&self) -> bool {
-        self.short
-    }
-
-    /// The next message, or `None` once the snapshot is read.
+    /// The next message, or `None` once the snapshot is read. A snapshot
+    /// that stops coming is an error, never a short pass taken for a whole one.
     pub async fn next(&mut self) -> Result<Option<Held>, DlqError> {
         if self.received >= self.snapshot {
             return Ok(None);
@@ -262,8 +257,11 @@ impl Scan {
         };
         let delivery = match timeout(IDLE_LIMIT, consumer.next()).await {
             Err(_) => {
-                self.short = true;
-                return Ok(None);
+                return Err(DlqError::ShortPass {
+                    received: self.received,
+                    snapshot: self.snapshot,
+                    idle: IDLE_LIMIT,
+                });
             }
             Ok(None) => return Err(DlqError::ChannelClosed("reading the dead queue")),
             Ok(Some(delivery)) => delivery.map_err(DlqError::broker("reading the dead queue"))?,
