@@ -62,11 +62,11 @@ fn benches(c: &mut Criterion) {
             .unwrap_or_else(|_| unreachable!());
         group.throughput(Throughput::Elements(size as u64));
         group.bench_function("extract events", |b| {
-            b.iter(|| WhatsAppExtractor.extract(&verified))
+            b.iter(|| WhatsAppExtractor.extract(&verified, size))
         });
         group.bench_function("extract and build envelopes", |b| {
             b.iter(|| {
-                let Extracted::Events(events) = WhatsAppExtractor.extract(&verified) else {
+                let Extracted::Events(events) = WhatsAppExtractor.extract(&verified, size) else {
                     unreachable!()
                 };
                 events

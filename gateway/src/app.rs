@@ -74,7 +74,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let sources = Sources::from_config(&config.sources)?;
+        let sources = Sources::from_config(&config.gateway, &config.sources)?;
         let metrics = GatewayMetrics::new()?;
         metrics.register_sources(config.sources.keys().map(String::as_str));
         let dedup = DedupStore::new(&config.redis)?.with_metrics(metrics.clone());

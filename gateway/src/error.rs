@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::dedup::DedupError;
+use crate::extract::FanOutError;
 use crate::publisher::PublishError;
 use crate::signature::SignatureError;
 
@@ -22,6 +23,11 @@ pub enum GatewayError {
     /// 413: the body is over `gateway.body_limit`.
     #[error("the body is over the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    /// 413 `too_many_events`: more events than `gateway.max_events_per_request`;
+    /// 413 `fan_out_too_large`: their messages would add up to more than
+    /// `gateway.max_fan_out_bytes()`. Nothing is published.
+    #[error(transparent)]
+    FanOut(#[from] FanOutError),
     /// 408: the client did not send its body within `gateway.body_read_timeout`.
     #[error("the body did not arrive in time")]
     BodyTimeout,
@@ -130,6 +136,8 @@ impl GatewayError {
         match self {
             Self::UnknownSource => "unknown_source",
             Self::TooLarge { .. } => "too_large",
+            Self::FanOut(FanOutError::TooManyEvents { .. }) => "too_many_events",
+            Self::FanOut(FanOutError::TooManyBytes { .. }) => "fan_out_too_large",
             Self::BodyTimeout => "timeout",
             Self::BodyRead => "bad_request",
             Self::Signature(_) => "invalid_signature",
@@ -146,6 +154,12 @@ impl GatewayError {
         match self {
             Self::UnknownSource => (StatusCode::NOT_FOUND, "unknown_source"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::FanOut(FanOutError::TooManyEvents { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_many_events")
+            }
+            Self::FanOut(FanOutError::TooManyBytes { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "fan_out_too_large")
+            }
             Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::BodyRead => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Signature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
@@ -203,6 +217,45 @@ pub fn accepted_response(counts: Counts) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn answer(error: GatewayError) -> (u16, serde_json::Value) {
+        let response = error.into_response_with(Duration::from_secs(5));
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_too_large_is_a_413_with_its_own_code_and_what_to_do() {
+        let events = FanOutError::TooManyEvents {
+            events: 5_001,
+            limit: 5_000,
+        };
+        let (status, body) = answer(events.into()).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (413, Some("too_many_events"))
+        );
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("5001") && message.contains("smaller batches"),
+            "{message}"
+        );
+        let bytes = FanOutError::TooManyBytes {
+            events: 200,
+            bytes: 4_100_000,
+            limit: 262_144,
+        };
+        let error = GatewayError::from(bytes);
+        assert_eq!(error.outcome(), "fan_out_too_large");
+        let (status, body) = answer(error).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (413, Some("fan_out_too_large"))
+        );
+    }
 
     #[test]
     fn retry_after_rounds_a_wait_up_to_whole_seconds() {

@@ -297,14 +297,17 @@ pub fn event_message(
     event: Event,
 ) -> Outgoing {
     let event_type = event.event_type.as_str();
-    let envelope = Envelope::json(source, event.id.as_str(), event_type, received, event.data);
+    let id = event.id.as_str();
+    // The data's pieces are spliced in: a context shared by the request's
+    // events was serialised once, and is only copied into each body here.
+    let body = Envelope::json_bytes(source, id, event_type, received, event.data.pieces());
     let mut table = common_headers(source, &correlation.into(), received, event_type);
     table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(0));
     Outgoing {
         exchange,
         routing_key: format!("{source}.{event_type}"),
-        body: envelope.to_bytes(),
-        properties: properties(event.id.as_str(), received, table),
+        body,
+        properties: properties(id, received, table),
     }
 }
 
@@ -353,7 +356,7 @@ mod tests {
         Event {
             id: EventId::from_provider(id),
             event_type: EventType::unknown(),
-            data: serde_json::Value::Null,
+            data: crate::extract::EventData::from_value(&serde_json::Value::Null),
         }
     }
 

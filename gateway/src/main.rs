@@ -27,7 +27,8 @@ fn main() -> ExitCode {
     };
     sluice_shared::telemetry::init(&config.telemetry);
     if args.check_config {
-        return match sluice_gateway::source::Sources::from_config(&config.sources) {
+        let sources = &config.sources;
+        return match sluice_gateway::source::Sources::from_config(&config.gateway, sources) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e.to_string(), EXIT_BAD_CONFIG),
         };

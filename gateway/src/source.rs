@@ -9,7 +9,9 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use serde_json::Value;
-use sluice_shared::config::{ConfigError, DigestEncoding, ExtractorKind, SchemeKind, SourceConfig};
+use sluice_shared::config::{
+    ConfigError, DigestEncoding, ExtractorKind, GatewayConfig, SchemeKind, SourceConfig,
+};
 use sluice_shared::secret::{Secret, SecretRef};
 use sluice_shared::standard_webhooks::SigningKey;
 
@@ -18,7 +20,7 @@ use ipnet::IpNet;
 use crate::admission::RateLimiter;
 use crate::extract::json::JsonExtractor;
 use crate::extract::whatsapp::WhatsAppExtractor;
-use crate::extract::{Event, Extracted, Extractor};
+use crate::extract::{Event, Extracted, Extractor, FanOutError};
 use crate::signature::{
     Authenticator, HmacSignature, Presented, Scheme, SecretDigests, SignatureError,
     StandardSignature, TokenCheck, VerifiedBody,
@@ -46,11 +48,31 @@ pub struct Challenge {
     pointer: String,
 }
 
+/// How much one request may fan out into, from `[gateway]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanOutLimits {
+    /// `gateway.max_events_per_request`.
+    pub max_events: usize,
+    /// [`GatewayConfig::max_fan_out_bytes`]: the envelopes of all the
+    /// request's events together.
+    pub max_bytes: usize,
+}
+
+impl FanOutLimits {
+    pub fn from_config(gateway: &GatewayConfig) -> Self {
+        Self {
+            max_events: gateway.max_events_per_request,
+            max_bytes: gateway.max_fan_out_bytes(),
+        }
+    }
+}
+
 /// One provider endpoint, ready to authenticate and extract.
 pub struct Source {
     pub name: SourceName,
     auth: Authenticator,
     extractor: Extractor,
+    limits: FanOutLimits,
     /// Meta's `verify_token`, when the source answers the GET handshake.
     verify_token: Option<SecretDigests>,
     challenge: Option<Challenge>,
@@ -76,7 +98,11 @@ pub enum HandshakeError {
 }
 
 impl Source {
-    pub fn from_config(name: &str, config: &SourceConfig) -> Result<Self, ConfigError> {
+    pub fn from_config(
+        name: &str,
+        config: &SourceConfig,
+        limits: FanOutLimits,
+    ) -> Result<Self, ConfigError> {
         let secrets = resolve_all(name, "secrets", &config.secrets)?;
         let tokens = resolve_all(name, "tokens", &config.tokens)?;
         let verify_token = match &config.verify_token {
@@ -103,6 +129,7 @@ impl Source {
             name: SourceName(name.to_owned()),
             auth,
             extractor: extractor(config),
+            limits,
             verify_token,
             challenge,
             dedup_ttl: config.dedup_ttl,
@@ -125,8 +152,28 @@ impl Source {
         self.auth.verify_body(presented, body)
     }
 
+    /// The body's events, or their refusal: more than `limits.max_events`
+    /// (counted before any is built), or envelopes adding up to more than
+    /// `limits.max_bytes` (sized before any is written). Pure and `'static`,
+    /// so it may run on a blocking thread.
     pub fn extract(&self, body: &VerifiedBody) -> Extracted {
-        self.extractor.extract(body)
+        let extracted = self.extractor.extract(body, self.limits.max_events);
+        let Extracted::Events(events) = &extracted else {
+            return extracted;
+        };
+        let source = self.name.as_str();
+        let bytes = events
+            .iter()
+            .map(|event| event.envelope_len(source))
+            .fold(0, usize::saturating_add);
+        if bytes > self.limits.max_bytes {
+            return Extracted::Refused(FanOutError::TooManyBytes {
+                events: events.len(),
+                bytes,
+                limit: self.limits.max_bytes,
+            });
+        }
+        extracted
     }
 
     /// The value to echo when `events` is this source's challenge event.
@@ -134,7 +181,8 @@ impl Source {
         let challenge = self.challenge.as_ref()?;
         match events {
             [event] if event.event_type.as_str() == challenge.event_type => {
-                match event.data.pointer(&challenge.pointer) {
+                let data = event.data.to_value().unwrap_or_default();
+                match data.pointer(&challenge.pointer) {
                     Some(Value::String(s)) => Some(s.clone()),
                     Some(other) => Some(other.to_string()),
                     None => Some(String::new()),
@@ -246,12 +294,15 @@ fn resolve_all(
 pub struct Sources(HashMap<String, Source>);
 
 impl Sources {
+    /// Every source of `configs`, each held to `gateway`'s fan-out limits.
     pub fn from_config<'a>(
+        gateway: &GatewayConfig,
         configs: impl IntoIterator<Item = (&'a String, &'a SourceConfig)>,
     ) -> Result<Self, ConfigError> {
+        let limits = FanOutLimits::from_config(gateway);
         configs
             .into_iter()
-            .map(|(name, config)| Ok((name.clone(), Source::from_config(name, config)?)))
+            .map(|(name, config)| Ok((name.clone(), Source::from_config(name, config, limits)?)))
             .collect::<Result<HashMap<_, _>, _>>()
             .map(Self)
     }
@@ -264,3 +315,6 @@ impl Sources {
         self.0.keys().map(String::as_str)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -173,6 +173,7 @@ async fn handle(
         Extracted::Unparseable { id } => dead_letter_unparseable(state, &ctx, id, &verified)
             .await
             .map(Answer::Accepted),
+        Extracted::Refused(refusal) => Err(refusal.into()),
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use serde_json::Value;
 use sluice_gateway::dedup::DedupStore;
-use sluice_gateway::extract::{Event, EventId, EventType};
+use sluice_gateway::extract::{Event, EventData, EventId, EventType};
 use sluice_gateway::ingest::event_message;
 use sluice_gateway::metrics::GatewayMetrics;
 use sluice_gateway::publisher::ConfirmedPublisher;
@@ -118,7 +118,7 @@ async fn one_event(
     let event = Event {
         id: EventId::from_provider(id),
         event_type: EventType::normalise("messages.upsert"),
-        data,
+        data: EventData::from_value(&data),
     };
     let keys = [dedup.key(source, &event.id)];
     if dedup.claim(&keys).await.is_err() {

@@ -10,6 +10,7 @@ mod broker_outage;
 mod config_errors;
 mod delivery;
 mod dlq;
+mod fan_out;
 mod observability;
 mod providers;
 mod redis;

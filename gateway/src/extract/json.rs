@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 
-use super::{Event, EventId, EventType, Extracted};
+use super::data::{EventData, Template, serialise};
+use super::{Event, EventId, EventType, Extracted, FanOutError};
 use crate::signature::VerifiedBody;
 
 /// The `json` extractor: id and type from JSON pointers, one event per
@@ -23,7 +24,8 @@ pub struct JsonExtractor {
 }
 
 impl JsonExtractor {
-    pub fn extract(&self, body: &VerifiedBody) -> Extracted {
+    /// The body's events: one, or one per item (refused past `max_events`).
+    pub fn extract(&self, body: &VerifiedBody, max_events: usize) -> Extracted {
         let bytes = body.bytes();
         let Ok(mut data) = serde_json::from_slice::<Value>(bytes) else {
             return Extracted::Unparseable {
@@ -34,32 +36,39 @@ impl JsonExtractor {
             .map(|raw| EventType::normalise(&raw))
             .unwrap_or_else(EventType::unknown);
         let items = self.take_items(&mut data);
-        if items.is_empty() {
+        if items.len() > max_events {
+            return Extracted::Refused(FanOutError::TooManyEvents {
+                events: items.len(),
+                limit: max_events,
+            });
+        }
+        // The emptied array is where each event's own item goes.
+        let hole = self.items_pointer.as_deref().and_then(|p| data.pointer(p));
+        let (false, Some(hole)) = (items.is_empty(), hole) else {
             let id = lookup(&data, self.id_pointer.as_deref())
                 .map(|raw| EventId::from_provider(&raw))
                 .unwrap_or_else(|| EventId::digest_of(bytes));
             return Extracted::Events(vec![Event {
                 id,
                 event_type,
-                data,
+                data: EventData::from_value(&data),
             }]);
-        }
-        let pointer = self.items_pointer.as_deref().unwrap_or_default();
+        };
+        // The rest of the body, serialised once for all the items.
+        let template = Template::new(&data, &[hole]);
         let events = items
             .into_iter()
             .map(|item| {
+                let narrowed = serialise(std::slice::from_ref(&item));
                 // No id in an item: hash the item, so each item still counts once.
-                let id = self
-                    .item_id(&item)
-                    .unwrap_or_else(|| EventId::digest_of(item.to_string().as_bytes()));
-                let mut event_data = data.clone();
-                if let Some(slot) = event_data.pointer_mut(pointer) {
-                    *slot = Value::Array(vec![item]);
-                }
+                let id = self.item_id(&item).unwrap_or_else(|| {
+                    let inside = narrowed.len().saturating_sub(1);
+                    EventId::digest_of(narrowed.get(1..inside).unwrap_or_default())
+                });
                 Event {
                     id,
                     event_type: event_type.clone(),
-                    data: event_data,
+                    data: template.fill(&[&narrowed]),
                 }
             })
             .collect();
@@ -102,6 +111,23 @@ mod tests {
     use super::*;
     use crate::extract::EventId;
     use crate::signature::tests_support::verified;
+    use serde_json::json;
+
+    fn events_of(extractor: &JsonExtractor, body: Vec<u8>) -> Vec<Event> {
+        match extractor.extract(&verified(body), 1_000) {
+            Extracted::Events(events) => events,
+            other => panic!("the body gives events: {other:?}"),
+        }
+    }
+
+    fn statuses() -> JsonExtractor {
+        JsonExtractor {
+            items_pointer: Some("/statuses".into()),
+            item_id_pointer: Some("/id".into()),
+            item_id_suffix_pointer: Some("/status".into()),
+            ..whatzme()
+        }
+    }
 
     fn whatzme() -> JsonExtractor {
         JsonExtractor {
@@ -119,23 +145,10 @@ mod tests {
     #[test]
     fn a_status_batch_fans_out_one_event_per_item_with_status_suffixed_ids() {
         // One config serves both WhatzMeAPI shapes: upsert (id in the body) and update (per status).
-        let extractor = JsonExtractor {
-            items_pointer: Some("/statuses".into()),
-            item_id_pointer: Some("/id".into()),
-            item_id_suffix_pointer: Some("/status".into()),
-            ..whatzme()
-        };
-        let Extracted::Events(upsert) =
-            extractor.extract(&verified(fixture("whatzme-upsert.json")))
-        else {
-            panic!("JSON");
-        };
+        let extractor = statuses();
+        let upsert = events_of(&extractor, fixture("whatzme-upsert.json"));
         assert_eq!(upsert[0].id.as_str(), "3EB0C767D26A1D2E5F01");
-        let Extracted::Events(events) =
-            extractor.extract(&verified(fixture("whatzme-update.json")))
-        else {
-            panic!("JSON");
-        };
+        let events = events_of(&extractor, fixture("whatzme-update.json"));
         let ids: Vec<_> = events.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(
             ids,
@@ -149,9 +162,47 @@ mod tests {
                 .iter()
                 .all(|e| e.event_type.as_str() == "messages.update")
         );
-        assert_eq!(events[1].data["statuses"].as_array().map(Vec::len), Some(1));
-        assert_eq!(events[1].data["statuses"][0]["status"], "read");
-        assert_eq!(events[1].data["event"], "messages.update");
+        let data = events[1].data.to_value().unwrap();
+        assert_eq!(data["statuses"].as_array().map(Vec::len), Some(1));
+        assert_eq!(data["statuses"][0]["status"], "read");
+        assert_eq!(data["event"], "messages.update");
+    }
+
+    #[test]
+    fn each_item_gets_the_rest_of_the_body_exactly_as_serde_writes_it() {
+        let body = json!({
+            "event": "messages.update",
+            "instance": {"name": "shop", "tags": ["a", "b"]},
+            "statuses": [{"id": "A", "status": "read"}, {"status": "sent", "n": 1}],
+            "zeta": null
+        });
+        let events = events_of(&statuses(), serde_json::to_vec(&body).unwrap());
+        for (event, item) in events.iter().zip(body["statuses"].as_array().unwrap()) {
+            let mut expected = body.clone();
+            expected["statuses"] = json!([item]);
+            assert_eq!(event.data.to_vec(), expected.to_string().into_bytes());
+        }
+        assert_eq!(events[0].id.as_str(), "A:read");
+        let no_id = EventId::digest_of(json!({"status": "sent", "n": 1}).to_string().as_bytes());
+        assert_eq!(events[1].id, no_id, "an item without an id is its own hash");
+    }
+
+    #[test]
+    fn items_past_the_limit_are_refused_before_any_event_is_built() {
+        let items: Vec<_> = (0..11)
+            .map(|n| json!({"id": n, "status": "read"}))
+            .collect();
+        let body = serde_json::to_vec(&json!({"statuses": items})).unwrap();
+        let refused = statuses().extract(&verified(body.clone()), 10);
+        let expected = FanOutError::TooManyEvents {
+            events: 11,
+            limit: 10,
+        };
+        assert_eq!(refused, Extracted::Refused(expected));
+        let Extracted::Events(events) = statuses().extract(&verified(body), 11) else {
+            panic!("eleven are within a limit of eleven");
+        };
+        assert_eq!(events.len(), 11);
     }
 
     #[test]
@@ -161,11 +212,7 @@ mod tests {
             type_pointer: Some("/type".into()),
             ..JsonExtractor::default()
         };
-        let Extracted::Events(events) =
-            extractor.extract(&verified(fixture("notmeta-message-received.json")))
-        else {
-            panic!("JSON");
-        };
+        let events = events_of(&extractor, fixture("notmeta-message-received.json"));
         assert_eq!(
             (events[0].id.as_str(), events[0].event_type.as_str()),
             ("evt_123456789", "message.received")
@@ -175,10 +222,10 @@ mod tests {
     #[test]
     fn the_whatzme_upsert_fixture_gives_its_documented_id_and_type() {
         let body = fixture("whatzme-upsert.json");
-        let Extracted::Events(events) = whatzme().extract(&verified(body)) else {
-            panic!("the fixture is JSON");
-        };
+        let events = events_of(&whatzme(), body.clone());
         assert_eq!(events.len(), 1);
+        let whole: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(events[0].data, EventData::from_value(&whole));
         assert_eq!(events[0].id.as_str(), "3EB0C767D26A1D2E5F01");
         assert_eq!(events[0].event_type.as_str(), "messages.upsert");
     }
@@ -186,9 +233,7 @@ mod tests {
     #[test]
     fn a_body_without_an_id_is_identified_by_its_hash() {
         let body = br#"{"event":"x"}"#.to_vec();
-        let Extracted::Events(events) = whatzme().extract(&verified(body.clone())) else {
-            panic!("JSON");
-        };
+        let events = events_of(&whatzme(), body.clone());
         assert_eq!(events[0].id, EventId::digest_of(&body));
     }
 
@@ -201,7 +246,7 @@ mod tests {
             deep.into_bytes(),
         ] {
             assert!(matches!(
-                whatzme().extract(&verified(body)),
+                whatzme().extract(&verified(body), 1_000),
                 Extracted::Unparseable { .. }
             ));
         }

@@ -9,15 +9,21 @@
 //! keeps Meta's own envelope (`object`, `entry_id`, `field`, `value`) narrowed
 //! to its one item, so a receiver parses it as it would parse Meta's, with the
 //! `metadata` of the change still beside the item and `contacts` narrowed to
-//! the message's sender (all of them for a status, or when none matches). The body is
-//! parsed once and its parts are moved, not copied, into the events; only the
-//! small context of a change is cloned per item.
+//! the message's sender (all of them for a status, or when none matches).
+//!
+//! The body is parsed once and counted before any event is built (more than
+//! `max_events` are refused). Each change's context is serialised once, as a
+//! [`Template`] with holes for the item and, for messages, the sender's
+//! contacts (each sender's serialised once too); an event is that template
+//! plus its item, so the events take memory in proportion to the body.
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::{Event, EventId, EventType, Extracted};
+use super::data::{EventData, Template, serialise};
+use super::{Event, EventId, EventType, Extracted, FanOutError};
 use crate::signature::VerifiedBody;
 
 /// The `whatsapp-cloud` extractor; it has no settings.
@@ -25,7 +31,8 @@ use crate::signature::VerifiedBody;
 pub struct WhatsAppExtractor;
 
 impl WhatsAppExtractor {
-    pub fn extract(&self, body: &VerifiedBody) -> Extracted {
+    /// The body's events, or a refusal when it holds more than `max_events`.
+    pub fn extract(&self, body: &VerifiedBody, max_events: usize) -> Extracted {
         let bytes = body.bytes();
         let Ok(payload) = serde_json::from_slice::<Value>(bytes) else {
             return Extracted::Unparseable {
@@ -39,24 +46,50 @@ impl WhatsAppExtractor {
             return Extracted::Events(vec![Event {
                 id: EventId::digest_of(bytes),
                 event_type: EventType::unknown(),
-                data: payload,
+                data: EventData::from_value(&payload),
             }]);
+        }
+        let events = count_events(&payload);
+        if events > max_events {
+            return Extracted::Refused(FanOutError::TooManyEvents {
+                events,
+                limit: max_events,
+            });
         }
         Extracted::Events(split_body(payload))
     }
 }
 
+/// The changes of every entry, in payload order.
+fn changes(payload: &Value) -> impl Iterator<Item = &Value> {
+    let entries = payload.get("entry").and_then(Value::as_array);
+    entries.into_iter().flatten().flat_map(|entry| {
+        let changes = entry.get("changes").and_then(Value::as_array);
+        changes.into_iter().flatten()
+    })
+}
+
 /// Whether some `entry[]` holds a non-empty `changes[]`.
 fn has_changes(payload: &Value) -> bool {
-    let Some(entries) = payload.get("entry").and_then(Value::as_array) else {
-        return false;
-    };
-    entries.iter().any(|entry| {
-        entry
-            .get("changes")
-            .and_then(Value::as_array)
-            .is_some_and(|changes| !changes.is_empty())
-    })
+    changes(payload).next().is_some()
+}
+
+/// How many events [`split_body`] makes of the payload, without making them.
+fn count_events(payload: &Value) -> usize {
+    changes(payload)
+        .map(|change| {
+            let Some(value) = change.get("value").and_then(Value::as_object) else {
+                return 1;
+            };
+            let items = |list: List| {
+                value
+                    .get(list.key())
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+            };
+            (items(List::Messages) + items(List::Statuses)).max(1)
+        })
+        .fold(0, usize::saturating_add)
 }
 
 /// The events of every change of every entry, in payload order.
@@ -118,29 +151,73 @@ fn split_change(object: &Value, entry_id: &Value, change: Value, events: &mut Ve
     // Taken out once, so each item's value is the context plus that item alone.
     let messages = into_items(context.remove(List::Messages.key()).unwrap_or_default());
     let statuses = into_items(context.remove(List::Statuses.key()).unwrap_or_default());
-    let contacts = context
+    let mut contacts = context
         .remove("contacts")
         .map(|c| Contacts::new(into_items(c)));
-    for message in messages {
-        let mut context = context.clone();
-        if let Some(contacts) = &contacts {
-            context.insert("contacts".into(), contacts.of_sender(&message));
+    let mut data = origin.envelope(Value::Object(context));
+    if !messages.is_empty() {
+        // Each message carries its sender's contacts: a second hole.
+        let holes: &[&str] = match contacts {
+            Some(_) => &[List::Messages.key(), "contacts"],
+            None => &[List::Messages.key()],
+        };
+        let template = template(&mut data, holes);
+        for message in messages {
+            let sender = contacts.as_mut().map(|c| c.of_sender(&message));
+            let item = serialise(std::slice::from_ref(&message));
+            let fills: Vec<&Bytes> = [Some(&item), sender.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect();
+            events.push(item_event(List::Messages, &message, template.fill(&fills)));
         }
-        events.push(item_event(&origin, &context, List::Messages, message));
     }
-    if let Some(contacts) = &contacts {
-        context.insert("contacts".into(), contacts.all());
-    }
-    for status in statuses {
-        events.push(item_event(&origin, &context, List::Statuses, status));
+    if !statuses.is_empty() {
+        if let Some(value) = data.get_mut("value").and_then(Value::as_object_mut) {
+            value.remove(List::Messages.key());
+            if let Some(contacts) = contacts {
+                value.insert("contacts".into(), Value::Array(contacts.list));
+            }
+        }
+        let template = template(&mut data, &[List::Statuses.key()]);
+        for status in statuses {
+            let item = serialise(std::slice::from_ref(&status));
+            events.push(item_event(List::Statuses, &status, template.fill(&[&item])));
+        }
     }
 }
 
+/// The change's envelope serialised once, with `holes` (keys of its value,
+/// put there if missing) left for each event to fill, in that order.
+fn template(data: &mut Value, holes: &[&str]) -> Template {
+    if let Some(value) = data.get_mut("value").and_then(Value::as_object_mut) {
+        for key in holes {
+            value.insert((*key).to_owned(), Value::Null);
+        }
+    }
+    // Just inserted, so always found; a hole not found would only stay unfilled.
+    let missing = &Value::Null;
+    let nodes: Vec<&Value> = holes
+        .iter()
+        .map(|key| {
+            data.get("value")
+                .and_then(|v| v.get(*key))
+                .unwrap_or(missing)
+        })
+        .collect();
+    Template::new(data, &nodes)
+}
+
 /// A change's `contacts`, indexed by `wa_id`, so each message keeps only its
-/// sender's profile (the right one at `contacts[0]`) in linear time.
+/// sender's profile (the right one at `contacts[0]`) in linear time, each
+/// sender's serialised once however many messages they sent.
 struct Contacts {
     list: Vec<Value>,
     by_wa_id: HashMap<String, Vec<usize>>,
+    /// The serialised contacts of each sender seen so far.
+    of_sender: HashMap<String, Bytes>,
+    /// All of them serialised, once needed.
+    all: Option<Bytes>,
 }
 
 impl Contacts {
@@ -151,20 +228,33 @@ impl Contacts {
                 by_wa_id.entry(wa_id.to_owned()).or_default().push(index);
             }
         }
-        Self { list, by_wa_id }
-    }
-
-    /// The contacts whose `wa_id` is the message's `from`; all of them when none is.
-    fn of_sender(&self, message: &Value) -> Value {
-        let from = message.get("from").and_then(Value::as_str);
-        match from.and_then(|f| self.by_wa_id.get(f)) {
-            Some(indices) => Value::Array(indices.iter().map(|&i| self.list[i].clone()).collect()),
-            None => self.all(),
+        Self {
+            list,
+            by_wa_id,
+            of_sender: HashMap::new(),
+            all: None,
         }
     }
 
-    fn all(&self) -> Value {
-        Value::Array(self.list.clone())
+    /// The contacts whose `wa_id` is the message's `from`, serialised; all of them when none is.
+    fn of_sender(&mut self, message: &Value) -> Bytes {
+        let Self {
+            list,
+            by_wa_id,
+            of_sender,
+            all,
+        } = self;
+        let from = message.get("from").and_then(Value::as_str);
+        match from.and_then(|f| Some((f, by_wa_id.get(f)?))) {
+            Some((from, indices)) => of_sender
+                .entry(from.to_owned())
+                .or_insert_with(|| {
+                    let own: Vec<&Value> = indices.iter().filter_map(|&i| list.get(i)).collect();
+                    serialise(&own)
+                })
+                .clone(),
+            None => all.get_or_insert_with(|| serialise(list)).clone(),
+        }
     }
 }
 
@@ -211,16 +301,14 @@ fn has_items(context: &Map<String, Value>, list: List) -> bool {
         .is_some_and(|items| !items.is_empty())
 }
 
-/// One message or status, in its change's envelope with its list narrowed to it.
-fn item_event(origin: &Origin, context: &Map<String, Value>, list: List, item: Value) -> Event {
-    let (provider_id, event_type) = list.identify(&item);
-    let mut value = context.clone();
-    value.insert(list.key().to_owned(), Value::Array(vec![item]));
-    let mut data = origin.envelope(Value::Object(value));
+/// One message or status, with its data already spliced from its change's template.
+fn item_event(list: List, item: &Value, data: EventData) -> Event {
+    let (provider_id, event_type) = list.identify(item);
     let id = match provider_id {
         Some(raw) => EventId::from_provider(&raw),
-        // No wamid: its content still identifies an identical retry.
-        None => content_id(&mut data),
+        // No wamid: its content still identifies an identical retry. The data
+        // is canonical already: serde_json's maps are sorted (see `content_id`).
+        None => EventId::digest_of_data(&data),
     };
     Event {
         id,
@@ -249,15 +337,16 @@ fn change_event(origin: &Origin, value: Value) -> Event {
     Event {
         id,
         event_type,
-        data,
+        data: EventData::from_value(&data),
     }
 }
 
 /// The SHA-256 of a value's canonical form: compact, keys sorted at every level.
 ///
 /// serde_json's maps are sorted already unless its `preserve_order` feature is
-/// on (nothing in the workspace turns it on today); sorting here keeps ids
-/// stable, and so dedup correct, even if a dependency ever turns it on.
+/// on (nothing in the workspace turns it on today, and a test of this module
+/// would fail if something did); sorting here keeps ids stable, and so dedup
+/// correct, even if a dependency ever turns it on.
 fn content_id(value: &mut Value) -> EventId {
     value.sort_all_objects();
     EventId::digest_of(value.to_string().as_bytes())

@@ -36,6 +36,8 @@ pub const REQUEST_OUTCOMES: &[&str] = &[
     "forbidden",
     "bad_request",
     "too_large",
+    "too_many_events",
+    "fan_out_too_large",
     "timeout",
     "in_flight",
     "unavailable",

@@ -31,6 +31,10 @@ pub use source::{DigestEncoding, ExtractorKind, SchemeKind, SourceConfig, TokenF
 /// The exit code of a process whose configuration is wrong (`EX_CONFIG`... `EX_USAGE`).
 pub const EXIT_BAD_CONFIG: i32 = 64;
 
+/// How many bytes of messages one request may fan out into, per byte of
+/// `gateway.body_limit` (see [`GatewayConfig::max_fan_out_bytes`]).
+pub const FAN_OUT_BYTES_PER_BODY_BYTE: usize = 4;
+
 /// The whole configuration, shared by both binaries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +99,21 @@ pub struct GatewayConfig {
     /// Proxies (CIDR blocks) whose `X-Forwarded-For` names the client, for
     /// sources' `allow_ips`; empty: the peer address is the client.
     pub trusted_proxies: TrustedProxies,
+    /// Most events one request may hold (a batch's messages and statuses,
+    /// an `items_pointer` array's items); more is answered 413. Meta sends
+    /// at most 1,000 in one request.
+    pub max_events_per_request: usize,
+}
+
+impl GatewayConfig {
+    /// Most bytes one request's messages may add up to:
+    /// [`FAN_OUT_BYTES_PER_BODY_BYTE`] times `body_limit`. Each message
+    /// carries its item's context, so a small body with a large context and
+    /// many items could otherwise ask for gigabytes; past this it is answered
+    /// 413, so what a request holds stays a multiple of the body limit.
+    pub fn max_fan_out_bytes(&self) -> usize {
+        self.body_limit.saturating_mul(FAN_OUT_BYTES_PER_BODY_BYTE)
+    }
 }
 
 impl Default for GatewayConfig {
@@ -112,6 +131,7 @@ impl Default for GatewayConfig {
             limits: LimitsConfig::default(),
             tls: None,
             trusted_proxies: TrustedProxies::default(),
+            max_events_per_request: 5_000,
         }
     }
 }
@@ -270,6 +290,12 @@ impl Config {
             ));
         }
         edge::validate_limits(&g.limits)?;
+        if g.max_events_per_request == 0 {
+            return Err(ConfigError::invalid(
+                "gateway.max_events_per_request",
+                "must be at least 1 (Meta sends up to 1,000 events in one request)",
+            ));
+        }
         if self.worker.queue_depth_interval < Duration::from_millis(100) {
             return Err(ConfigError::invalid(
                 "worker.queue_depth_interval",
@@ -361,6 +387,8 @@ mod tests {
         let config = Config::from_toml("").unwrap();
         assert_eq!(config.gateway.ack_budget, Duration::from_millis(1500));
         assert_eq!(config.gateway.body_limit, 4 * 1024 * 1024);
+        assert_eq!(config.gateway.max_events_per_request, 5_000);
+        assert_eq!(config.gateway.max_fan_out_bytes(), 16 * 1024 * 1024);
         assert_eq!(config.amqp.retry_delays.len(), 6);
         assert_eq!(config.amqp.retry_delays[5], Duration::from_secs(3600));
     }
@@ -391,6 +419,15 @@ mod tests {
     fn a_budget_of_two_seconds_or_more_is_refused() {
         let err = Config::from_toml("[gateway]\nack_budget = \"2s\"").unwrap_err();
         assert!(err.to_string().contains("gateway.ack_budget"), "{err}");
+    }
+
+    #[test]
+    fn no_events_per_request_is_refused_naming_the_key() {
+        let err = Config::from_toml("[gateway]\nmax_events_per_request = 0").unwrap_err();
+        assert!(
+            err.to_string().contains("gateway.max_events_per_request"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,10 +9,15 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn events_of(body: Vec<u8>) -> Vec<Event> {
-    match WhatsAppExtractor.extract(&verified(body)) {
+    match WhatsAppExtractor.extract(&verified(body), 1_000) {
         Extracted::Events(events) => events,
-        Extracted::Unparseable { .. } => panic!("the body is JSON"),
+        other => panic!("the body gives events: {other:?}"),
     }
+}
+
+/// An event's data, parsed back.
+fn data(event: &Event) -> Value {
+    event.data.to_value().unwrap()
 }
 
 fn ids_and_types(events: &[Event]) -> Vec<(&str, &str)> {
@@ -50,7 +55,7 @@ fn the_text_fixture_gives_one_text_message_in_its_context() {
     let events = events_of(fixture("whatsapp-cloud-text.json"));
     let wamid = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=";
     assert_eq!(ids_and_types(&events), [(wamid, "message.text")]);
-    let data = &events[0].data;
+    let data = &data(&events[0]);
     assert_eq!(data["object"], "whatsapp_business_account");
     assert_eq!(data["entry_id"], "102290129340398");
     assert_eq!(data["field"], "messages");
@@ -83,7 +88,8 @@ fn the_batch_fixture_gives_seven_events_in_payload_order() {
 fn each_batch_event_holds_only_its_own_item_and_the_whole_context() {
     let events = events_of(fixture("whatsapp-cloud-batch.json"));
     for message in &events[..3] {
-        let value = &message.data["value"];
+        let data = data(message);
+        let value = &data["value"];
         assert_eq!(value["messages"].as_array().unwrap().len(), 1);
         assert_eq!(value["messages"][0]["id"], message.id.as_str());
         let contacts = value["contacts"].as_array().unwrap();
@@ -92,7 +98,8 @@ fn each_batch_event_holds_only_its_own_item_and_the_whole_context() {
         assert!(value.get("statuses").is_none());
     }
     for status in &events[3..] {
-        let value = &status.data["value"];
+        let data = data(status);
+        let value = &data["value"];
         let statuses = value["statuses"].as_array().unwrap();
         assert_eq!(statuses.len(), 1);
         let (wamid, state) = (&statuses[0]["id"], &statuses[0]["status"]);
@@ -101,7 +108,7 @@ fn each_batch_event_holds_only_its_own_item_and_the_whole_context() {
         assert_eq!(value["metadata"]["phone_number_id"], "110000000000001");
         assert!(value.get("messages").is_none());
     }
-    let failed = &events[6].data["value"]["statuses"][0];
+    let failed = &data(&events[6])["value"]["statuses"][0];
     assert_eq!(failed["errors"][0]["code"], 131026);
 }
 
@@ -126,7 +133,7 @@ fn a_status_event_keeps_metas_envelope_around_its_one_status() {
             }]
         }
     });
-    assert_eq!(events[5].data, expected);
+    assert_eq!(data(&events[5]), expected);
 }
 
 #[test]
@@ -136,9 +143,10 @@ fn a_template_status_update_is_one_event_identified_by_its_content() {
     let event = &events[0];
     assert_eq!(event.event_type.as_str(), "message_template_status_update");
     assert_eq!(event.id.as_str().len(), 64);
-    assert_eq!(event.data["object"], "whatsapp_business_account");
-    assert_eq!(event.data["entry_id"], "102290129340398");
-    assert_eq!(event.data["value"]["event"], "APPROVED");
+    let data = data(event);
+    assert_eq!(data["object"], "whatsapp_business_account");
+    assert_eq!(data["entry_id"], "102290129340398");
+    assert_eq!(data["value"]["event"], "APPROVED");
 
     let again = events_of(template_update("APPROVED"));
     assert_eq!(again[0].id, event.id);
@@ -166,7 +174,7 @@ fn a_messages_change_with_only_errors_is_one_event_of_its_field() {
     let events = events_of(serde_json::to_vec(&body).unwrap());
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event_type.as_str(), "messages");
-    assert_eq!(events[0].data["value"]["errors"][0]["code"], 131051);
+    assert_eq!(data(&events[0])["value"]["errors"][0]["code"], 131051);
 }
 
 #[test]
@@ -186,7 +194,7 @@ fn a_change_with_both_lists_gives_messages_before_statuses() {
 #[test]
 fn invalid_json_is_unparseable() {
     let body = b"{\"object\":\"whatsapp_business_account\",".to_vec();
-    let extracted = WhatsAppExtractor.extract(&verified(body.clone()));
+    let extracted = WhatsAppExtractor.extract(&verified(body.clone()), 1_000);
     let expected = Extracted::Unparseable {
         id: EventId::digest_of(&body),
     };
@@ -205,8 +213,111 @@ fn a_json_body_without_entries_is_one_unknown_event_kept_whole() {
         assert_eq!(events[0].id, EventId::digest_of(body));
         assert_eq!(events[0].event_type.as_str(), "unknown");
         assert_eq!(
-            events[0].data,
+            data(&events[0]),
             serde_json::from_slice::<Value>(body).unwrap()
         );
     }
+}
+
+/// A change of `n` text messages from two senders, then `n` statuses.
+fn big_batch(n: usize) -> Vec<u8> {
+    let message = |i: usize| json!({"from": format!("52155{}", i % 2), "id": format!("wamid.M{i}"), "type": "text", "text": {"body": "hola"}});
+    let status =
+        |i: usize| json!({"id": format!("wamid.S{i}"), "status": "read", "recipient_id": "521550"});
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "9", "changes": [
+        {"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001111", "phone_number_id": "1"},
+            "contacts": [{"profile": {"name": "A"}, "wa_id": "521550"}, {"profile": {"name": "B"}, "wa_id": "521551"}],
+            "messages": (0..n).map(message).collect::<Vec<_>>(),
+        }},
+        {"field": "messages", "value": {"statuses": (0..n).map(status).collect::<Vec<_>>()}}
+    ]}]});
+    serde_json::to_vec(&body).unwrap()
+}
+
+#[test]
+fn serde_json_maps_are_sorted_as_the_content_ids_assume() {
+    // Ids of items without a wamid hash the spliced bytes, which are only
+    // canonical while serde_json's `preserve_order` feature stays off.
+    assert_eq!(json!({"b": 1, "a": 2}).to_string(), r#"{"a":2,"b":1}"#);
+}
+
+#[test]
+fn every_event_holds_the_bytes_serde_writes_for_its_data() {
+    let mut bodies = vec![
+        fixture("whatsapp-cloud-text.json"),
+        fixture("whatsapp-cloud-batch.json"),
+        template_update("APPROVED"),
+        big_batch(5),
+    ];
+    bodies.push(
+        br#"{"entry":[{"changes":[{"field":"messages","value":{"messages":[{"type":"text"}]}}]}]}"#
+            .to_vec(),
+    );
+    for body in bodies {
+        for event in events_of(body) {
+            assert_eq!(
+                String::from_utf8(event.data.to_vec()).unwrap(),
+                data(&event).to_string()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_message_without_a_wamid_keeps_the_id_of_its_canonical_data() {
+    let body = json!({"entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "contacts": [{"wa_id": "1"}], "messages": [{"type": "text", "from": "1"}]
+    }}]}]});
+    let events = events_of(serde_json::to_vec(&body).unwrap());
+    let mut canonical = data(&events[0]);
+    let expected = content_id(&mut canonical);
+    assert_eq!(events[0].id, expected);
+}
+
+#[test]
+fn the_events_are_counted_before_they_are_built_and_refused_past_the_limit() {
+    for body in [
+        fixture("whatsapp-cloud-text.json"),
+        fixture("whatsapp-cloud-batch.json"),
+        template_update("APPROVED"),
+        big_batch(7),
+    ] {
+        let payload: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(count_events(&payload), events_of(body).len());
+    }
+    let refused = WhatsAppExtractor.extract(&verified(big_batch(6)), 11);
+    let expected = FanOutError::TooManyEvents {
+        events: 12,
+        limit: 11,
+    };
+    assert_eq!(refused, Extracted::Refused(expected));
+    let within = WhatsAppExtractor.extract(&verified(big_batch(6)), 12);
+    assert!(matches!(within, Extracted::Events(events) if events.len() == 12));
+}
+
+#[test]
+fn the_events_of_a_change_share_one_serialised_context_and_each_sender_one_contacts() {
+    let events = events_of(big_batch(4));
+    let first_piece = |event: &Event| event.data.pieces()[0].as_ptr();
+    assert!(
+        events[..4]
+            .iter()
+            .all(|e| first_piece(e) == first_piece(&events[0]))
+    );
+    assert!(
+        events[4..]
+            .iter()
+            .all(|e| first_piece(e) == first_piece(&events[4]))
+    );
+    // Messages 0 and 2 come from one sender: one copy of their contacts.
+    let contacts_of = |event: &Event| {
+        let pieces = event.data.pieces();
+        let contacts = pieces.iter().find(|p| p.starts_with(b"[{\"profile\""));
+        contacts.map(|p| p.as_ptr())
+    };
+    assert!(contacts_of(&events[0]).is_some());
+    assert_eq!(contacts_of(&events[0]), contacts_of(&events[2]));
+    assert_ne!(contacts_of(&events[0]), contacts_of(&events[1]));
 }
