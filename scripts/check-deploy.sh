@@ -32,8 +32,9 @@ fi
 
 echo "check-deploy: docker compose"
 if docker compose version >/dev/null 2>&1; then
-  # A placeholder secret: compose refuses to render without one (see .env.example).
+  # Placeholder secrets: compose refuses to render without them (see .env.example).
   if SLUICE_DEMO_WHATZME_SECRET=${SLUICE_DEMO_WHATZME_SECRET:-check-deploy-placeholder} \
+    SLUICE_ID_DIGEST_KEY=${SLUICE_ID_DIGEST_KEY:-check-deploy-placeholder} \
     docker compose -f docker-compose.yml config -q; then
     ok "docker compose config -q"
   else
@@ -167,8 +168,9 @@ echo "check-deploy: deploy/sluice.compose.toml through the binaries' own loader"
 if cargo build --quiet --bins; then
   for name in gateway worker; do
     bin=${CARGO_TARGET_DIR:-target}/debug/sluice-$name
-    # A placeholder for the secret the config points at, as compose would pass it.
+    # Placeholders for the secrets the config points at, as compose would pass them.
     if SLUICE_DEMO_WHATZME_SECRET=${SLUICE_DEMO_WHATZME_SECRET:-check-deploy-placeholder} \
+      SLUICE_ID_DIGEST_KEY=${SLUICE_ID_DIGEST_KEY:-check-deploy-placeholder} \
       timeout 30 "$bin" --config deploy/sluice.compose.toml --check-config; then
       ok "sluice-$name --config deploy/sluice.compose.toml --check-config"
     else

@@ -96,6 +96,9 @@ body='{"event":"messages.upsert","messages":[{"key":{"id":"'"$event_id"'","fromM
 signature=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$SLUICE_DEMO_WHATZME_SECRET" | awk '{print $NF}')
 [[ $signature =~ ^[0-9a-f]{64}$ ]] || die "could not compute the sample's signature with openssl"
 url="http://$GATEWAY_ADDR/webhooks/whatzme"
+# Logs never hold an event id, only its keyed digest (docs/privacy.md).
+digest=$(target/release/sluice-worker --config "$CONFIG" id-digest "$event_id") \
+  || die "could not compute the sample's id digest with sluice-worker id-digest"
 
 cat <<MSG
 
@@ -108,7 +111,8 @@ send it again and it is a duplicate):
 
 curl -sS -w '\n' '$url' -H 'Content-Type: application/json' -H 'X-Signature: sha256=$signature' --data-raw '$body'
 
-Watch the worker log the event ($event_id, messages.upsert):
+Watch the worker log the event (messages.upsert; logs name it by the digest of
+its id, event_id_digest $digest):
   tail -f $RUN_DIR/worker.log
 Gateway log: $RUN_DIR/gateway.log   Metrics: http://$GATEWAY_ADMIN/metrics, http://$WORKER_ADMIN/metrics
 Stop:  scripts/stop.sh

@@ -2,8 +2,9 @@
 //! the dedup keys. No HTTP here; [`crate::webhook`] calls it.
 //!
 //! Each event gets one log line once its fate is known (`published`,
-//! `duplicate`, `in_flight`) with its id and type; the request's span adds
-//! the source, request id and trace id. Never its data.
+//! `duplicate`, `in_flight`) with its id's digest and its type; the
+//! request's span adds the source, request id and trace id. Never its id
+//! (a `wamid` holds a phone number) and never its data.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,7 +54,7 @@ pub async fn ingest_events(
     publish(state, ctx, plan.messages, &plan.held).await?;
     for (id, event_type) in &plan.published {
         tracing::info!(
-            event_id = %id.as_str(),
+            event_id_digest = %id.log_digest(),
             "type" = %event_type.as_str(),
             outcome = "published",
             "event published"
@@ -183,7 +184,7 @@ pub async fn dead_letter_unparseable(
     };
     publish(state, ctx, vec![message], &[]).await?;
     tracing::warn!(
-        event_id = %id.as_str(),
+        event_id_digest = %id.log_digest(),
         "type" = "unparseable",
         outcome = "dead_lettered",
         "unparseable body kept in the dead queue"
@@ -266,7 +267,7 @@ fn warn_redis_bypass(last_warned: &AtomicU64, error: &DedupError) {
 /// The one line about an event that is not published; its data never appears.
 fn log_unpublished(event: &Event, outcome: &str) {
     tracing::info!(
-        event_id = %event.id.as_str(),
+        event_id_digest = %event.id.log_digest(),
         "type" = %event.event_type.as_str(),
         outcome,
         "event not published"

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the one TOML file and its `SLUICE_*` overrides;
 //! - [`secret`]: secret references and a value type that never prints;
+//! - [`id_digest`]: the keyed digests logs carry instead of event ids;
 //! - [`envelope`]: the CloudEvents envelope and AMQP header names;
 //! - [`topology`]: exchanges and queues, declared by both binaries;
 //! - [`amqp`]: connecting to RabbitMQ within a time limit;
@@ -15,6 +16,7 @@ pub mod admin;
 pub mod amqp;
 pub mod config;
 pub mod envelope;
+pub mod id_digest;
 pub mod runtime;
 pub mod secret;
 pub mod signals;

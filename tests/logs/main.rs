@@ -1,5 +1,5 @@
-//! The logs of a full run hold no payload, phone number or secret, and every
-//! line about an event names it.
+//! The logs of a full run hold no payload, phone number, event id or secret,
+//! and every line about an event names it by its id's digest.
 //!
 //! This is a test target of its own (`cargo test -p sluice-worker --test
 //! logs`) because it installs the process's global tracing subscriber: the
@@ -12,7 +12,14 @@
 //! challenge, a retry, a dead letter, the log handler. Then no line may
 //! contain any of the fixtures' personal values or any secret, each line
 //! must be JSON, and one request must be traceable from gateway to worker by
-//! its request id and trace id.
+//! its request id and trace id, and one event by its id's digest.
+//!
+//! Phone numbers hide in ids: a WhatsApp `wamid` is the base64 of a protobuf
+//! holding the user's number (`wamid.HBgLMTY1MDM4Nzk0Mzk...` holds
+//! `16503879439`). So the test decodes every wamid of the fixtures and takes
+//! every run of 8 or more digits in the fixtures, decoded wamids included, as
+//! a phone number; a line fails if it holds one as text, or inside any
+//! base64 it carries, or holds a fixture's wamid at all.
 
 #[allow(
     dead_code,
@@ -26,9 +33,13 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use serde_json::Value;
 use sluice_gateway::signature::hex_hmac_sha256;
 use sluice_shared::config::{LogFormat, TelemetryConfig};
+use sluice_shared::id_digest::{IdDigestKey, IdDigester};
+use sluice_shared::secret::Secret;
 
 use support::broker::Broker;
 use support::downstream::{Downstream, Plan};
@@ -82,34 +93,110 @@ impl Capture {
     }
 }
 
-/// The personal values of every fixture: strings (and numbers) under
-/// [`PERSONAL_KEYS`], at least four characters long.
-fn personal_values() -> BTreeSet<String> {
-    fn walk(value: &Value, key: Option<&str>, found: &mut BTreeSet<String>) {
+/// The key of the id digests in this run's logs.
+const DIGEST_KEY: &str = "logs-test-id-digest-key";
+
+/// The fixtures the run sends.
+const FIXTURES: &[&str] = &[
+    "whatsapp-cloud-text.json",
+    "whatsapp-cloud-batch.json",
+    "whatzme-upsert.json",
+    "whatzme-update.json",
+    "notmeta-message-received.json",
+    "notmeta-verify.json",
+    "treble-message-read.json",
+];
+
+/// Every string of every fixture, with the key it sits under.
+fn fixture_strings() -> Vec<(Option<String>, String)> {
+    fn walk(value: &Value, key: Option<&str>, found: &mut Vec<(Option<String>, String)>) {
         match value {
             Value::Object(map) => map.iter().for_each(|(k, v)| walk(v, Some(k), found)),
             Value::Array(items) => items.iter().for_each(|v| walk(v, key, found)),
-            Value::String(s)
-                if key.is_some_and(|k| PERSONAL_KEYS.contains(&k)) && s.chars().count() >= 4 =>
-            {
-                found.insert(s.clone());
-            }
+            Value::String(s) => found.push((key.map(str::to_owned), s.clone())),
             _ => {}
         }
     }
-    let mut found = BTreeSet::new();
-    for name in [
-        "whatsapp-cloud-text.json",
-        "whatsapp-cloud-batch.json",
-        "whatzme-upsert.json",
-        "whatzme-update.json",
-        "notmeta-message-received.json",
-        "treble-message-read.json",
-    ] {
+    let mut found = Vec::new();
+    for name in FIXTURES {
         let value: Value = serde_json::from_slice(&fixture(name)).expect("a JSON fixture");
         walk(&value, None, &mut found);
     }
     found
+}
+
+/// The personal values of every fixture: strings under [`PERSONAL_KEYS`],
+/// at least four characters long.
+fn personal_values() -> BTreeSet<String> {
+    fixture_strings()
+        .into_iter()
+        .filter(|(key, s)| {
+            key.as_deref().is_some_and(|k| PERSONAL_KEYS.contains(&k)) && s.chars().count() >= 4
+        })
+        .map(|(_, s)| s)
+        .collect()
+}
+
+/// The wamids of the fixtures (`wamid.<base64>`).
+fn wamids() -> BTreeSet<String> {
+    fixture_strings()
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.starts_with("wamid."))
+        .collect()
+}
+
+/// The bytes `text` stands for in any common base64 alphabet, if it is base64.
+fn base64_decoded(text: &str) -> Option<Vec<u8>> {
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(text).ok())
+}
+
+/// Runs of 8 or more ASCII digits: what a phone number looks like.
+fn digit_runs(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|b| !b.is_ascii_digit())
+        .filter(|run| run.len() >= 8)
+        .map(|run| String::from_utf8_lossy(run).into_owned())
+        .collect()
+}
+
+/// Every phone number of the fixtures: each run of 8 or more digits in any
+/// of their strings, and in the decoded base64 of each wamid.
+fn phone_numbers() -> BTreeSet<String> {
+    let mut found: BTreeSet<String> = fixture_strings()
+        .iter()
+        .flat_map(|(_, s)| digit_runs(s.as_bytes()))
+        .collect();
+    for wamid in wamids() {
+        let encoded = wamid.trim_start_matches("wamid.");
+        if let Some(decoded) = base64_decoded(encoded) {
+            found.extend(digit_runs(&decoded));
+        }
+    }
+    found
+}
+
+/// The phone numbers a log line holds, as text or inside any base64 in it.
+fn phones_in(line: &str, phones: &BTreeSet<String>) -> Vec<String> {
+    let is_base64 = |c: char| c.is_ascii_alphanumeric() || "+/=_-".contains(c);
+    let mut texts = vec![line.as_bytes().to_vec()];
+    texts.extend(
+        line.split(|c: char| !is_base64(c))
+            .filter(|token| token.len() >= 12)
+            .filter_map(base64_decoded),
+    );
+    phones
+        .iter()
+        .filter(|phone| {
+            texts.iter().any(|text| {
+                text.windows(phone.len())
+                    .any(|window| window == phone.as_bytes())
+            })
+        })
+        .cloned()
+        .collect()
 }
 
 fn sources_and_routes(env: &TestEnv, crm: &Downstream, refusing: &Downstream) -> String {
@@ -222,6 +309,7 @@ async fn a_full_run_logs_no_payload_phone_number_or_secret_and_names_every_event
     let telemetry = TelemetryConfig {
         log_format: LogFormat::Json,
         log_level: "info,sluice_gateway=debug,sluice_worker=debug,sluice_shared=debug".into(),
+        id_digest_key: Some(IdDigestKey::new(Secret::new(DIGEST_KEY))),
     };
     sluice_shared::telemetry::init_with_writer(&telemetry, move || writer.clone());
 
@@ -262,9 +350,12 @@ async fn a_full_run_logs_no_payload_phone_number_or_secret_and_names_every_event
         ROUTE_SECRET.trim_start_matches("whsec_"),
         "challenge_string_123",
         "ch-991",
+        DIGEST_KEY,
     ] {
         forbidden.insert(secret.to_owned());
     }
+    let wamids = wamids();
+    forbidden.extend(wamids.iter().cloned());
     assert!(
         forbidden.contains("16505551234") && forbidden.contains("Does it come in another color?")
     );
@@ -274,27 +365,55 @@ async fn a_full_run_logs_no_payload_phone_number_or_secret_and_names_every_event
         .collect();
     assert!(leaks.is_empty(), "the logs contain {leaks:?}:\n{logs}");
 
+    let text_id = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=";
+    let phones = phone_numbers();
+    for number in [
+        "16503879439",
+        "16505551234",
+        "5215500000003",
+        "573000000000",
+    ] {
+        assert!(phones.contains(number), "{number} is among {phones:?}");
+    }
+    let line_of_old = format!(r#"{{"event_id":"{text_id}:read","message":"event published"}}"#);
+    assert!(
+        phones_in(&line_of_old, &phones).contains(&"16503879439".to_owned()),
+        "a wamid in a line is caught by the number it hides"
+    );
+    for line in logs.lines() {
+        let found = phones_in(line, &phones);
+        assert!(found.is_empty(), "phone numbers {found:?} in: {line}");
+    }
+
     let lines: Vec<Value> = logs
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     for line in &lines {
-        if field(line, "event_id").is_some() {
+        assert!(
+            field(line, "event_id").is_none(),
+            "no line carries an id: {line}"
+        );
+        if field(line, "event_id_digest").is_some() {
             assert!(
                 field(line, "source").is_some() && field(line, "type").is_some(),
                 "a line about an event names its source and type: {line}"
             );
         }
     }
-    let text_id = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=";
+    // The gateway's and the worker's lines carry one digest for the event,
+    // the one `sluice-worker id-digest` computes under the configured key.
+    let digest = IdDigester::keyed(DIGEST_KEY.as_bytes())
+        .digest(text_id)
+        .to_string();
     let about = |message: &str| {
         lines
             .iter()
             .find(|l| {
-                field(l, "event_id").and_then(Value::as_str) == Some(text_id)
+                field(l, "event_id_digest").and_then(Value::as_str) == Some(&digest)
                     && l["message"] == message
             })
-            .unwrap_or_else(|| panic!("no \"{message}\" line for {text_id}:\n{logs}"))
+            .unwrap_or_else(|| panic!("no \"{message}\" line for {digest}:\n{logs}"))
     };
     let published = about("event published");
     let delivered = about("event delivered");

@@ -4,9 +4,11 @@
 //! retry tier, dead) → settle. Every step that can go wrong ends in a
 //! decision about the message, never in a panic: a message that is not a
 //! Sluice message is dead-lettered as `malformed`, one without a route as
-//! `no_route`. Each event is handled in a span carrying its id, source,
-//! type, route, attempt, request id and trace id, so every log line about it
-//! can be found by id and tied to the gateway's lines for the same request.
+//! `no_route`. Each event is handled in a span carrying its id's digest
+//! (never the id: a `wamid` holds a phone number), source, type, route,
+//! attempt, request id and trace id, so every log line about it can be found
+//! by `sluice-worker id-digest <id>` and tied to the gateway's lines for the
+//! same request.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,6 +17,7 @@ use lapin::message::Delivery;
 use lapin::types::ShortString;
 use reqwest::Client;
 use sluice_shared::envelope::unix_millis;
+use sluice_shared::id_digest;
 use sluice_shared::topology::RetryTier;
 use tracing::{Instrument, Span};
 
@@ -140,7 +143,7 @@ impl Dispatcher {
             .as_ref()
             .map(ShortString::as_str);
         tracing::warn!(
-            message_id,
+            event_id_digest = message_id.map(|id| tracing::field::display(id_digest::of(id))),
             routing_key = %message.routing_key,
             problem = %malformed,
             "not a Sluice message; dead-lettering it as malformed"
@@ -276,7 +279,7 @@ fn age(event: &SluiceEvent) -> Option<Duration> {
 fn delivery_span(event: &SluiceEvent) -> Span {
     tracing::info_span!(
         "delivery",
-        event_id = %event.id,
+        event_id_digest = %id_digest::of(&event.id),
         source = %event.source,
         "type" = %event.event_type,
         route = tracing::field::Empty,

@@ -1,11 +1,14 @@
 //! `sluice-worker`: loads the config, starts logging, consumes until SIGTERM
-//! or Ctrl-C; or runs one operator command (`sluice-worker dlq ...`).
+//! or Ctrl-C; or runs one operator command (`sluice-worker dlq ...`,
+//! `sluice-worker id-digest <id>...`).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sluice_shared::config::{Config, EXIT_BAD_CONFIG};
+use sluice_shared::config::{Config, ConfigError, EXIT_BAD_CONFIG};
+use sluice_shared::id_digest::IdDigester;
 use sluice_worker::Worker;
 use sluice_worker::dlq::cli::{self as dlq, DlqArgs};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +35,13 @@ struct Args {
 enum Command {
     /// Inspect, export, replay and purge the dead-letter queue.
     Dlq(DlqArgs),
+    /// Print the digest log lines carry for each event id, one a line, to
+    /// find an event's lines (needs `telemetry.id_digest_key`).
+    IdDigest {
+        /// Event ids as published: a `wamid`, `<wamid>:<status>`, a downstream `webhook-id`.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +57,9 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&e.to_string(), EXIT_BAD_CONFIG),
     };
+    if let Some(Command::IdDigest { ids }) = &args.command {
+        return print_digests(&config, ids);
+    }
     sluice_shared::telemetry::init(&config.telemetry);
     if args.check_config {
         return match sluice_worker::routes::RouteTable::from_config(&config.routes) {
@@ -63,9 +76,14 @@ fn main() -> ExitCode {
 
 /// One operator command, or the worker until SIGTERM.
 async fn run(config: Config, command: Option<Command>) -> ExitCode {
-    if let Some(Command::Dlq(command)) = command {
-        let code = dlq::run(&config, command).await;
-        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    match command {
+        Some(Command::Dlq(command)) => {
+            let code = dlq::run(&config, command).await;
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        // Answered before logging started; here only for completeness.
+        Some(Command::IdDigest { ids }) => return print_digests(&config, &ids),
+        None => {}
     }
     let worker = match Worker::build(config).await {
         Ok(worker) => worker,
@@ -77,6 +95,25 @@ async fn run(config: Config, command: Option<Command>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string(), 1),
     }
+}
+
+/// `id-digest`: the digests under the configured key; without one there is nothing to match.
+fn print_digests(config: &Config, ids: &[String]) -> ExitCode {
+    let Some(key) = &config.telemetry.id_digest_key else {
+        let problem = "not set, so each process logged digests under a key of its own and \
+                       none can be computed; set it to the same env: or file: secret for the \
+                       gateway, the worker and this command";
+        let error = ConfigError::invalid("telemetry.id_digest_key", problem);
+        return fail(&error.to_string(), EXIT_BAD_CONFIG);
+    };
+    let digester = IdDigester::from_config(Some(key));
+    let mut out = std::io::stdout().lock();
+    for id in ids {
+        if let Err(e) = writeln!(out, "{}", digester.digest(id)) {
+            return fail(&format!("cannot write to stdout: {e}"), 1);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn fail(message: &str, code: i32) -> ExitCode {

@@ -10,6 +10,7 @@
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use sluice_shared::envelope::headers;
+use sluice_shared::id_digest;
 use sluice_shared::trace::TraceContext;
 
 /// A message as it came off the queue, minus its acknowledgement handle.
@@ -89,10 +90,13 @@ impl SluiceEvent {
     }
 
     /// The trace this event belongs to: the gateway's, else one derived from
-    /// the request id or, for a message without either, from the event id.
+    /// the request id or, for a message without either, from the event id's
+    /// log digest (the trace id is logged; a plain hash of an id that is a
+    /// phone number could be reversed).
     pub fn trace_context(&self) -> TraceContext {
-        self.trace.unwrap_or_else(|| {
-            TraceContext::derived_from(self.request_id.as_deref().unwrap_or(&self.id))
+        self.trace.unwrap_or_else(|| match &self.request_id {
+            Some(request_id) => TraceContext::derived_from(request_id),
+            None => TraceContext::derived_from(&id_digest::of(&self.id).to_string()),
         })
     }
 
@@ -317,6 +321,19 @@ mod tests {
             TraceContext::derived_from("req-1").trace_id(),
             "without a trace, the request id seeds one"
         );
+    }
+
+    #[test]
+    fn without_a_trace_or_request_id_the_trace_comes_from_the_ids_digest_not_the_id() {
+        let headers = table(vec![
+            (headers::SOURCE, text("demo")),
+            (headers::TYPE, text("thing")),
+        ]);
+        let event = SluiceEvent::read(&message(Some("16505551234"), Some(headers))).unwrap();
+        let trace = event.trace_context().trace_id();
+        assert_ne!(trace, TraceContext::derived_from("16505551234").trace_id());
+        let digest = id_digest::of("16505551234").to_string();
+        assert_eq!(trace, TraceContext::derived_from(&digest).trace_id());
     }
 
     #[test]

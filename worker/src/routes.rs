@@ -8,6 +8,7 @@
 
 use reqwest::{Client, Url};
 use sluice_shared::config::{HandlerKind, RouteConfig};
+use sluice_shared::id_digest;
 use sluice_shared::secret::SecretError;
 use sluice_shared::standard_webhooks::{BadSecret, SigningKey};
 
@@ -32,7 +33,7 @@ pub enum RouteError {
 pub enum Handler {
     /// POST the envelope, signed.
     Http(HttpTarget),
-    /// Log the event's id, source and type (never its data), then succeed.
+    /// Log the event's id digest, source and type (never its data), then succeed.
     Log,
 }
 
@@ -100,7 +101,7 @@ impl Route {
             Handler::Http(target) => target.deliver(client, event, body).await,
             Handler::Log => {
                 tracing::info!(
-                    event_id = %event.id,
+                    event_id_digest = %id_digest::of(&event.id),
                     source = %event.source,
                     "type" = %event.event_type,
                     route = %self.name,

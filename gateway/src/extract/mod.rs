@@ -24,6 +24,7 @@ use crate::signature::VerifiedBody;
 pub use data::EventData;
 
 use sha2::{Digest, Sha256};
+use sluice_shared::id_digest::{self, IdDigest};
 
 /// The longest provider id used as is; longer ones are hashed so dedup keys stay small.
 const MAX_ID_LEN: usize = 200;
@@ -63,6 +64,12 @@ impl EventId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// What log lines carry instead of the id, which can hold a phone number
+    /// (see [`sluice_shared::id_digest`]).
+    pub fn log_digest(&self) -> IdDigest {
+        id_digest::of(&self.0)
     }
 }
 

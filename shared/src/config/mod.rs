@@ -16,6 +16,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+use crate::id_digest::IdDigestKey;
+
 mod brokers;
 mod dlq;
 mod edge;
@@ -187,6 +189,11 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `sluice_gateway=debug`; `RUST_LOG` wins.
     pub log_level: String,
+    /// The key of the digests logs carry instead of event ids
+    /// ([`crate::id_digest`]), an `env:`/`file:` reference read at load;
+    /// give the gateway and the worker the same one. Unset: each process
+    /// draws its own, so digests cannot be matched across processes.
+    pub id_digest_key: Option<IdDigestKey>,
 }
 
 impl Default for TelemetryConfig {
@@ -194,6 +201,7 @@ impl Default for TelemetryConfig {
         Self {
             log_format: LogFormat::Json,
             log_level: "info".into(),
+            id_digest_key: None,
         }
     }
 }
@@ -419,6 +427,16 @@ mod tests {
     fn a_budget_of_two_seconds_or_more_is_refused() {
         let err = Config::from_toml("[gateway]\nack_budget = \"2s\"").unwrap_err();
         assert!(err.to_string().contains("gateway.ack_budget"), "{err}");
+    }
+
+    #[test]
+    fn an_id_digest_key_that_cannot_be_read_names_the_key_and_the_variable() {
+        let toml = "[telemetry]\nid_digest_key = \"env:SLUICE_TEST_SURELY_UNSET_DIGEST_KEY\"";
+        let err = Config::from_toml(toml).unwrap_err().to_string();
+        assert!(err.contains("telemetry.id_digest_key"), "{err}");
+        assert!(err.contains("SLUICE_TEST_SURELY_UNSET_DIGEST_KEY"), "{err}");
+        let err = Config::from_toml("[telemetry]\nid_digest_key = \"hunter2\"").unwrap_err();
+        assert!(!err.to_string().contains("hunter2 "), "{err}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use sluice_shared::envelope::unix_millis;
+use sluice_shared::id_digest;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::error::DlqError;
@@ -192,7 +193,12 @@ impl ReplayPlan {
             Ok(()) => {}
             Err(e) if e.is_fatal() => return Err(e.to_string()),
             Err(e) => {
-                tracing::warn!(event_id = ?held.event.id, error = %e, "replay copy refused; the event stays dead");
+                let digest = held.event.id.as_deref().map(id_digest::of);
+                tracing::warn!(
+                    event_id_digest = digest.map(tracing::field::display),
+                    error = %e,
+                    "replay copy refused; the event stays dead"
+                );
                 self.report.failed += 1;
                 return Ok(());
             }
