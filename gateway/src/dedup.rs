@@ -1,9 +1,23 @@
 //! Two-phase deduplication in Redis.
 //!
-//! `claim` sets `{prefix}:{source}:{id}` to `pending` only if absent (NX, with
-//! a short expiry) and reads what is there, pipelined for the whole request.
-//! Only after the broker confirmed the publish does `mark_done` turn the key
-//! into `done` for the dedup window (XX: only if still ours). A failed publish
+//! An event's key is `{prefix}:{source}:{digest}`, the digest being the
+//! first 128 bits of the SHA-256 of its id, in hex ([`DedupKey`]). Redis
+//! never holds the id, which can carry a phone number (a `wamid` does), and
+//! the key is the same on every replica and after every restart with no
+//! secret to share: a keyed digest would tie dedup to key management, and a
+//! key changed within the 7-day window would let every retry through as new.
+//! Unkeyed is enough for the ids keyed here, which have a random part (a
+//! `wamid`'s 80-bit message id, a content hash); docs/privacy.md says what
+//! that means for a source whose ids are phone numbers.
+//!
+//! `claim` runs one script for the whole request (one round trip; atomic per
+//! event). Keys of the old form, `{prefix}:{source}:{id}`, written before ids
+//! were digested, still decide while they live (unless
+//! `redis.read_old_form_keys` is off): `done` is a duplicate, and anything
+//! else (`pending`) is in flight. Otherwise the key is set to
+//! `pending` only if absent (with a short expiry) and read. Only after the
+//! broker confirmed the publish does `mark_done` turn the key into `done`
+//! for the dedup window (XX: only if still ours). A failed publish
 //! `release`s its keys, so the provider's retry is never a false duplicate;
 //! a crash leaves `pending` keys that expire by themselves.
 //!
@@ -16,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ExistenceCheck, SetExpiry, SetOptions};
+use sha2::{Digest, Sha256};
 use sluice_shared::config::RedisConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -23,16 +38,62 @@ use crate::extract::EventId;
 use crate::metrics::GatewayMetrics;
 use crate::source::SourceName;
 
-const PENDING: &str = "pending";
 const DONE: &str = "done";
 
-/// A Redis key for one event of one source.
+/// Bytes of the id's SHA-256 in a key: 128 bits, so two ids never share one.
+const KEY_DIGEST_BYTES: usize = 16;
+
+/// Claims a request's events in one round trip. KEYS: each event's key,
+/// then (when ARGV[2] is 2) its key of the old form; ARGV[1]: the `pending`
+/// expiry (ms). Returns one number per event: 0 new, 1 duplicate, 2 in flight.
+const CLAIM_SCRIPT: &str = r"
+local stride = tonumber(ARGV[2])
+local claims = {}
+for i = 1, #KEYS, stride do
+  local old = false
+  if stride == 2 then old = redis.call('GET', KEYS[i + 1]) end
+  local claim
+  if old then
+    if old == 'done' then claim = 1 else claim = 2 end
+  elseif redis.call('SET', KEYS[i], 'pending', 'NX', 'PX', ARGV[1]) then
+    claim = 0
+  elseif redis.call('GET', KEYS[i]) == 'done' then
+    claim = 1
+  else
+    claim = 2
+  end
+  claims[#claims + 1] = claim
+end
+return claims
+";
+
+/// The Redis keys of one event of one source.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DedupKey(String);
+pub struct DedupKey {
+    /// `{prefix}:{source}:{digest of the id}`: the one written.
+    key: String,
+    /// `{prefix}:{source}:{id}`: the old form, only read.
+    old_form: String,
+}
 
 impl DedupKey {
+    pub fn new(prefix: &str, source: &str, id: &str) -> Self {
+        let digest = Sha256::digest(id.as_bytes());
+        let digest = hex::encode(&digest[..KEY_DIGEST_BYTES]);
+        Self {
+            key: format!("{prefix}:{source}:{digest}"),
+            old_form: format!("{prefix}:{source}:{id}"),
+        }
+    }
+
+    /// The key written for the event.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.key
+    }
+
+    /// The key an older gateway wrote for the event, with the id in it.
+    pub fn old_form(&self) -> &str {
+        &self.old_form
     }
 }
 
@@ -54,6 +115,8 @@ pub enum DedupError {
     Timeout(Duration),
     #[error("Redis error: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("Redis answered {got} claims for {expected} events (is something rewriting scripts?)")]
+    ShortReply { got: usize, expected: usize },
 }
 
 /// The dedup keys of all sources, in one Redis.
@@ -61,6 +124,8 @@ pub enum DedupError {
 pub struct DedupStore {
     connection: ConnectionManager,
     prefix: String,
+    /// `redis.read_old_form_keys`: whether claims read keys of the old form.
+    read_old_form: bool,
     pending_ttl: Duration,
     timeout: Duration,
     /// Where call times and Redis's state are reported, once attached.
@@ -78,6 +143,7 @@ impl DedupStore {
         Ok(Self {
             connection: ConnectionManager::new_lazy_with_config(client, manager_config)?,
             prefix: config.key_prefix.clone(),
+            read_old_form: config.read_old_form_keys,
             pending_ttl: config.pending_ttl,
             timeout: config.timeout,
             metrics: None,
@@ -93,31 +159,36 @@ impl DedupStore {
     }
 
     pub fn key(&self, source: &SourceName, id: &EventId) -> DedupKey {
-        DedupKey(format!(
-            "{}:{}:{}",
-            self.prefix,
-            source.as_str(),
-            id.as_str()
-        ))
+        DedupKey::new(&self.prefix, source.as_str(), id.as_str())
     }
 
     /// Claims every key at once: one round trip for the whole request.
     pub async fn claim(&self, keys: &[DedupKey]) -> Result<Vec<Claim>, DedupError> {
         let ttl = u64::try_from(self.pending_ttl.as_millis()).unwrap_or(u64::MAX);
-        let options = SetOptions::default()
-            .conditional_set(ExistenceCheck::NX)
-            .with_expiration(SetExpiry::PX(ttl));
-        let mut pipe = redis::pipe();
+        let stride: usize = if self.read_old_form { 2 } else { 1 };
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(CLAIM_SCRIPT).arg(keys.len() * stride);
         for key in keys {
-            pipe.set_options(key.as_str(), PENDING, options.clone());
-            pipe.get(key.as_str());
+            eval.arg(key.as_str());
+            if self.read_old_form {
+                eval.arg(key.old_form());
+            }
         }
-        let replies: Vec<Option<String>> = self.run("claim", &pipe).await?;
+        eval.arg(ttl).arg(stride);
+        let mut pipe = redis::pipe();
+        pipe.add_command(eval);
+        let (replies,): (Vec<i64>,) = self.run("claim", &pipe).await?;
+        if replies.len() != keys.len() {
+            return Err(DedupError::ShortReply {
+                got: replies.len(),
+                expected: keys.len(),
+            });
+        }
         Ok(replies
-            .chunks(2)
-            .map(|pair| match pair {
-                [Some(_set_ok), _] => Claim::New,
-                [None, Some(value)] if value == DONE => Claim::Duplicate,
+            .into_iter()
+            .map(|reply| match reply {
+                0 => Claim::New,
+                1 => Claim::Duplicate,
                 // `pending`, or gone between the two commands: let the retry decide.
                 _ => Claim::InFlight,
             })
@@ -187,5 +258,26 @@ impl DedupStore {
             metrics.observe_redis(operation, started.elapsed(), result.is_ok());
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_holds_a_digest_of_the_id_and_the_old_form_the_id_itself() {
+        let wamid = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=";
+        let key = DedupKey::new("sluice:dedup", "whatsapp", wamid);
+        let digest = key.as_str().strip_prefix("sluice:dedup:whatsapp:").unwrap();
+        assert_eq!(digest, &hex::encode(Sha256::digest(wamid))[..32]);
+        assert!(!key.as_str().contains("wamid") && !key.as_str().contains("MTY1"));
+        assert_eq!(key.old_form(), format!("sluice:dedup:whatsapp:{wamid}"));
+        assert_ne!(key, DedupKey::new("sluice:dedup", "other", wamid));
+        assert_eq!(
+            key,
+            DedupKey::new("sluice:dedup", "whatsapp", wamid),
+            "the same on every replica"
+        );
     }
 }

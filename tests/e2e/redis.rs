@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use sluice_gateway::dedup::DedupKey;
 use sluice_shared::config::RedisErrorPolicy;
 
 use crate::support::broker::Broker;
@@ -103,7 +104,9 @@ async fn an_event_pending_elsewhere_gets_503_retry_after_1_and_its_retry_finds_i
     let gateway = RunningGateway::start(env.config("")).await;
     let client = reqwest::Client::new();
     let id = format!("{}-busy", env.prefix);
-    let key = format!("{}:whatzme:{id}", env.prefix);
+    let key = DedupKey::new(&env.prefix, "whatzme", &id)
+        .as_str()
+        .to_owned();
     let mut redis = redis::Client::open(SHARED_REDIS)
         .and_then(|c| c.get_connection())
         .expect("Redis");
@@ -158,5 +161,143 @@ async fn an_event_pending_elsewhere_gets_503_retry_after_1_and_its_retry_finds_i
         0,
         "the other request's event is not published twice"
     );
+    broker.delete(&env.topology()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_written_in_the_old_form_still_decide_and_new_keys_hold_no_id() {
+    let env = TestEnv::new("oldkeys");
+    let gateway = RunningGateway::start(env.config("")).await;
+    let client = reqwest::Client::new();
+    let url = gateway.url("whatzme");
+    let mut redis = redis::Client::open(SHARED_REDIS)
+        .and_then(|c| c.get_connection())
+        .expect("Redis");
+    let key = |name: &str| {
+        DedupKey::new(
+            &env.prefix,
+            "whatzme",
+            &format!("{}-16505551234-{name}", env.prefix),
+        )
+    };
+    let (done, pending, fresh) = (key("done"), key("pending"), key("fresh"));
+    // What a gateway before the digests left: the id in the key name.
+    for (old, value) in [(&done, "done"), (&pending, "pending")] {
+        redis::cmd("SET")
+            .arg(old.old_form())
+            .arg(value)
+            .arg("EX")
+            .arg(60)
+            .exec(&mut redis)
+            .expect("SET");
+    }
+    let body = |name: &str| upsert_body(&format!("{}-16505551234-{name}", env.prefix));
+
+    let (status, answer) = post_signed(&client, &url, &body("done")).await;
+    assert_eq!(
+        (
+            status,
+            answer["duplicates"].as_u64(),
+            answer["accepted"].as_u64()
+        ),
+        (200, Some(1), Some(0)),
+        "an old-form done key is a duplicate: {answer}"
+    );
+    let (status, answer) = post_signed(&client, &url, &body("pending")).await;
+    assert_eq!(
+        (status, answer["in_flight"].as_u64()),
+        (503, Some(1)),
+        "an old-form pending key is in flight: {answer}"
+    );
+    let (status, answer) = post_signed(&client, &url, &body("fresh")).await;
+    assert_eq!(
+        (status, answer["accepted"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    gateway.stop().await;
+
+    let exists = |redis: &mut redis::Connection, name: &str| -> bool {
+        redis::cmd("EXISTS")
+            .arg(name)
+            .query::<i64>(redis)
+            .expect("EXISTS")
+            == 1
+    };
+    assert!(
+        !exists(&mut redis, done.as_str()),
+        "no new key beside an old done one"
+    );
+    assert!(
+        !exists(&mut redis, pending.as_str()),
+        "nor beside an old pending one"
+    );
+    let value: Option<String> = redis::cmd("GET")
+        .arg(fresh.as_str())
+        .query(&mut redis)
+        .expect("GET");
+    assert_eq!(value.as_deref(), Some("done"));
+    assert!(
+        !exists(&mut redis, fresh.old_form()),
+        "nothing is written in the old form"
+    );
+    let names: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", env.prefix))
+        .query(&mut redis)
+        .expect("KEYS");
+    let with_phone: Vec<&String> = names.iter().filter(|n| n.contains("16505551234")).collect();
+    assert_eq!(
+        with_phone.len(),
+        2,
+        "only the two old-form keys hold the id: {names:?}"
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&names)
+        .query(&mut redis)
+        .expect("DEL");
+
+    let broker = Broker::connect(&env.amqp_url).await;
+    assert_eq!(
+        broker.count(&env.topology().work_queue()).await,
+        1,
+        "only the fresh event is published"
+    );
+    broker.delete(&env.topology()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_old_form_keys_no_longer_read_an_old_done_key_decides_nothing() {
+    let env = TestEnv::new("oldkeysoff");
+    let mut config = env.config("");
+    config.redis.read_old_form_keys = false;
+    let gateway = RunningGateway::start(config).await;
+    let id = format!("{}-expired-window", env.prefix);
+    let key = DedupKey::new(&env.prefix, "whatzme", &id);
+    let mut redis = redis::Client::open(SHARED_REDIS)
+        .and_then(|c| c.get_connection())
+        .expect("Redis");
+    redis::cmd("SET")
+        .arg(key.old_form())
+        .arg("done")
+        .arg("EX")
+        .arg(60)
+        .exec(&mut redis)
+        .expect("SET");
+
+    let client = reqwest::Client::new();
+    let (status, answer) = post_signed(&client, &gateway.url("whatzme"), &upsert_body(&id)).await;
+    assert_eq!(
+        (status, answer["accepted"].as_u64()),
+        (200, Some(1)),
+        "only the digest key counts: {answer}"
+    );
+    gateway.stop().await;
+    let _: () = redis::cmd("DEL")
+        .arg(key.old_form())
+        .arg(key.as_str())
+        .query(&mut redis)
+        .expect("DEL");
+    let broker = Broker::connect(&env.amqp_url).await;
+    assert_eq!(broker.count(&env.topology().work_queue()).await, 1);
     broker.delete(&env.topology()).await;
 }

@@ -15,8 +15,13 @@ use crate::secret::SecretRef;
 pub struct RedisConfig {
     /// `redis://host:port/db`.
     pub url: String,
-    /// Dedup keys are `{key_prefix}:{source}:{event id}`.
+    /// Dedup keys are `{key_prefix}:{source}:{digest of the event id}`.
     pub key_prefix: String,
+    /// Whether a claim also reads each event's key of the old form,
+    /// `{key_prefix}:{source}:{event id}`, written before ids were digested:
+    /// needed until the longest `dedup_ttl` has passed since the upgrade,
+    /// after which `false` keeps ids out of Redis's commands too.
+    pub read_old_form_keys: bool,
     /// Limit on every Redis call; past it the `on_redis_error` policy applies.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -31,6 +36,7 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379".into(),
             key_prefix: "sluice:dedup".into(),
+            read_old_form_keys: true,
             timeout: Duration::from_millis(250),
             pending_ttl: Duration::from_secs(30),
         }

@@ -396,6 +396,11 @@ mod tests {
         assert_eq!(config.gateway.ack_budget, Duration::from_millis(1500));
         assert_eq!(config.gateway.body_limit, 4 * 1024 * 1024);
         assert_eq!(config.gateway.max_events_per_request, 5_000);
+        assert!(
+            config.redis.read_old_form_keys,
+            "old-form keys count after an upgrade"
+        );
+        assert!(config.telemetry.id_digest_key.is_none());
         assert_eq!(config.gateway.max_fan_out_bytes(), 16 * 1024 * 1024);
         assert_eq!(config.amqp.retry_delays.len(), 6);
         assert_eq!(config.amqp.retry_delays[5], Duration::from_secs(3600));
