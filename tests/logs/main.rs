@@ -28,19 +28,19 @@
 #[path = "../e2e/support/mod.rs"]
 mod support;
 
-use std::collections::BTreeSet;
+mod personal;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use serde_json::Value;
 use sluice_gateway::signature::hex_hmac_sha256;
 use sluice_shared::config::{LogFormat, TelemetryConfig};
 use sluice_shared::id_digest::{IdDigestKey, IdDigester};
 use sluice_shared::secret::Secret;
 
+use personal::{personal_values, phone_numbers, phones_in, wamids};
 use support::broker::Broker;
 use support::downstream::{Downstream, Plan};
 use support::providers::{
@@ -49,27 +49,6 @@ use support::providers::{
 use support::{
     ROUTE_SECRET, RunningGateway, RunningWorker, SOURCE_SECRET, TestEnv, eventually, signature,
 };
-
-/// Fixture keys whose values are personal data or message content.
-const PERSONAL_KEYS: &[&str] = &[
-    "from",
-    "to",
-    "wa_id",
-    "recipient_id",
-    "display_phone_number",
-    "phone_number_id",
-    "cellphone",
-    "remoteJid",
-    "name",
-    "body",
-    "caption",
-    "text",
-    "conversation",
-    "emoji",
-    "title",
-    "details",
-    "message",
-];
 
 /// Everything the subscriber writes, shared with the test.
 #[derive(Clone, Default)]
@@ -95,109 +74,6 @@ impl Capture {
 
 /// The key of the id digests in this run's logs.
 const DIGEST_KEY: &str = "logs-test-id-digest-key";
-
-/// The fixtures the run sends.
-const FIXTURES: &[&str] = &[
-    "whatsapp-cloud-text.json",
-    "whatsapp-cloud-batch.json",
-    "whatzme-upsert.json",
-    "whatzme-update.json",
-    "notmeta-message-received.json",
-    "notmeta-verify.json",
-    "treble-message-read.json",
-];
-
-/// Every string of every fixture, with the key it sits under.
-fn fixture_strings() -> Vec<(Option<String>, String)> {
-    fn walk(value: &Value, key: Option<&str>, found: &mut Vec<(Option<String>, String)>) {
-        match value {
-            Value::Object(map) => map.iter().for_each(|(k, v)| walk(v, Some(k), found)),
-            Value::Array(items) => items.iter().for_each(|v| walk(v, key, found)),
-            Value::String(s) => found.push((key.map(str::to_owned), s.clone())),
-            _ => {}
-        }
-    }
-    let mut found = Vec::new();
-    for name in FIXTURES {
-        let value: Value = serde_json::from_slice(&fixture(name)).expect("a JSON fixture");
-        walk(&value, None, &mut found);
-    }
-    found
-}
-
-/// The personal values of every fixture: strings under [`PERSONAL_KEYS`],
-/// at least four characters long.
-fn personal_values() -> BTreeSet<String> {
-    fixture_strings()
-        .into_iter()
-        .filter(|(key, s)| {
-            key.as_deref().is_some_and(|k| PERSONAL_KEYS.contains(&k)) && s.chars().count() >= 4
-        })
-        .map(|(_, s)| s)
-        .collect()
-}
-
-/// The wamids of the fixtures (`wamid.<base64>`).
-fn wamids() -> BTreeSet<String> {
-    fixture_strings()
-        .into_iter()
-        .map(|(_, s)| s)
-        .filter(|s| s.starts_with("wamid."))
-        .collect()
-}
-
-/// The bytes `text` stands for in any common base64 alphabet, if it is base64.
-fn base64_decoded(text: &str) -> Option<Vec<u8>> {
-    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
-        .iter()
-        .find_map(|engine| engine.decode(text).ok())
-}
-
-/// Runs of 8 or more ASCII digits: what a phone number looks like.
-fn digit_runs(bytes: &[u8]) -> Vec<String> {
-    bytes
-        .split(|b| !b.is_ascii_digit())
-        .filter(|run| run.len() >= 8)
-        .map(|run| String::from_utf8_lossy(run).into_owned())
-        .collect()
-}
-
-/// Every phone number of the fixtures: each run of 8 or more digits in any
-/// of their strings, and in the decoded base64 of each wamid.
-fn phone_numbers() -> BTreeSet<String> {
-    let mut found: BTreeSet<String> = fixture_strings()
-        .iter()
-        .flat_map(|(_, s)| digit_runs(s.as_bytes()))
-        .collect();
-    for wamid in wamids() {
-        let encoded = wamid.trim_start_matches("wamid.");
-        if let Some(decoded) = base64_decoded(encoded) {
-            found.extend(digit_runs(&decoded));
-        }
-    }
-    found
-}
-
-/// The phone numbers a log line holds, as text or inside any base64 in it.
-fn phones_in(line: &str, phones: &BTreeSet<String>) -> Vec<String> {
-    let is_base64 = |c: char| c.is_ascii_alphanumeric() || "+/=_-".contains(c);
-    let mut texts = vec![line.as_bytes().to_vec()];
-    texts.extend(
-        line.split(|c: char| !is_base64(c))
-            .filter(|token| token.len() >= 12)
-            .filter_map(base64_decoded),
-    );
-    phones
-        .iter()
-        .filter(|phone| {
-            texts.iter().any(|text| {
-                text.windows(phone.len())
-                    .any(|window| window == phone.as_bytes())
-            })
-        })
-        .cloned()
-        .collect()
-}
 
 fn sources_and_routes(env: &TestEnv, crm: &Downstream, refusing: &Downstream) -> String {
     let route_secret = env.secret_path("route.secret").display().to_string();
