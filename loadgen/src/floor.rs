@@ -1,5 +1,5 @@
 //! The floor: exactly the gateway's I/O for one event, without HTTP. Redis
-//! dedup claim (pipelined `SET NX PX` + `GET`), a persistent mandatory publish
+//! dedup claim (the gateway's one `EVAL` per request), a persistent mandatory publish
 //! with confirm into the same quorum queue through the gateway's own
 //! publisher, then `SET done XX EX`. The gateway can approach this rate, never
 //! beat it, so every report states how close it came.

@@ -156,34 +156,56 @@ fn split_change(object: &Value, entry_id: &Value, change: Value, events: &mut Ve
         .map(|c| Contacts::new(into_items(c)));
     let mut data = origin.envelope(Value::Object(context));
     if !messages.is_empty() {
-        // Each message carries its sender's contacts: a second hole.
-        let holes: &[&str] = match contacts {
-            Some(_) => &[List::Messages.key(), "contacts"],
-            None => &[List::Messages.key()],
-        };
-        let template = template(&mut data, holes);
-        for message in messages {
-            let sender = contacts.as_mut().map(|c| c.of_sender(&message));
-            let item = serialise(std::slice::from_ref(&message));
-            let fills: Vec<&Bytes> = [Some(&item), sender.as_ref()]
-                .into_iter()
-                .flatten()
-                .collect();
-            events.push(item_event(List::Messages, &message, template.fill(&fills)));
-        }
+        message_events(&mut data, messages, contacts.as_mut(), events);
     }
     if !statuses.is_empty() {
-        if let Some(value) = data.get_mut("value").and_then(Value::as_object_mut) {
-            value.remove(List::Messages.key());
-            if let Some(contacts) = contacts {
-                value.insert("contacts".into(), Value::Array(contacts.list));
-            }
+        status_events(&mut data, statuses, contacts.map(|c| c.list), events);
+    }
+}
+
+/// One event per message: the change's envelope with the message alone and,
+/// when the change has `contacts`, only the sender's.
+fn message_events(
+    data: &mut Value,
+    messages: Vec<Value>,
+    mut contacts: Option<&mut Contacts>,
+    events: &mut Vec<Event>,
+) {
+    let holes: &[&str] = match contacts {
+        Some(_) => &[List::Messages.key(), "contacts"],
+        None => &[List::Messages.key()],
+    };
+    let template = template(data, holes);
+    for message in messages {
+        let sender = contacts.as_mut().map(|c| c.of_sender(&message));
+        let item = serialise(std::slice::from_ref(&message));
+        let fills: Vec<&Bytes> = [Some(&item), sender.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        events.push(item_event(List::Messages, &message, template.fill(&fills)));
+    }
+}
+
+/// One event per status: the change's envelope with the status alone and
+/// every contact of the change.
+fn status_events(
+    data: &mut Value,
+    statuses: Vec<Value>,
+    contacts: Option<Vec<Value>>,
+    events: &mut Vec<Event>,
+) {
+    if let Some(value) = data.get_mut("value").and_then(Value::as_object_mut) {
+        // The messages' hole, if they had one, is no part of a status.
+        value.remove(List::Messages.key());
+        if let Some(contacts) = contacts {
+            value.insert("contacts".into(), Value::Array(contacts));
         }
-        let template = template(&mut data, &[List::Statuses.key()]);
-        for status in statuses {
-            let item = serialise(std::slice::from_ref(&status));
-            events.push(item_event(List::Statuses, &status, template.fill(&[&item])));
-        }
+    }
+    let template = template(data, &[List::Statuses.key()]);
+    for status in statuses {
+        let item = serialise(std::slice::from_ref(&status));
+        events.push(item_event(List::Statuses, &status, template.fill(&[&item])));
     }
 }
 
