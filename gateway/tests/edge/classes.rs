@@ -349,7 +349,7 @@ fn body_cases(run: &str) -> Vec<Case> {
             None,
         ),
         accepted(
-            "Transfer-Encoding chunked beside a Content-Length (chunked wins, CL ignored)",
+            "Transfer-Encoding beside a Content-Length (chunked wins, then the connection closes)",
             post(
                 "/webhooks/whatzme",
                 &[

@@ -19,6 +19,8 @@ use serde::Deserialize;
 mod brokers;
 mod dlq;
 mod edge;
+#[cfg(test)]
+mod fuzz;
 mod route;
 mod source;
 
