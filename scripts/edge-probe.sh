@@ -15,7 +15,7 @@ target/release/sluice-gateway >"$run/gateway.log" 2>&1 &
 gateway=$!
 pids+=("$gateway")
 wait_ready 127.0.0.1:19180 "$gateway"
-python3 scripts/edge-probe.py 127.0.0.1:18180 "$gateway" "$SLUICE_BENCH_SECRET"
+python3 scripts/edge-probe.py 127.0.0.1:18180 "$gateway" "$SLUICE_BENCH_SECRET" ${EDGE_STEPS:+"$EDGE_STEPS"}
 echo
 echo "shed and closed, from /metrics:"
 curl -fsS http://127.0.0.1:19180/metrics | grep -E '^sluice_gateway_(shed_total|connections_closed_total|requests_total\{.*(overloaded|timeout|invalid_signature)")' | grep -v ' 0$' || true

@@ -138,7 +138,7 @@ async fn handle(
 ) -> Result<Answer, GatewayError> {
     let _slot = state
         .limits
-        .request_slot()
+        .request_slot(declared_length(request.headers))
         .ok_or(GatewayError::Overloaded(Overload::Requests))?;
     let source = state
         .sources
@@ -333,37 +333,55 @@ async fn read_body(
     deadline: Instant,
     limits: &LoadLimits,
 ) -> Result<(Bytes, BodyReservation), GatewayError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = declared_length(headers);
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::TooLarge { limit });
     }
     let mut held = limits.body_reservation();
+    // The chunks are kept as they arrive and joined once at the end: memory
+    // follows the bytes received, never the size a client declares, and a
+    // body that came in one chunk is never copied.
     let read = async {
-        let mut buffer = BytesMut::new();
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|_| GatewayError::BodyRead)?;
-            if buffer.len() + chunk.len() > limit {
+            total += chunk.len();
+            if total > limit {
                 return Err(GatewayError::TooLarge { limit });
             }
             if !held.grow(chunk.len()) {
                 return Err(GatewayError::Overloaded(Overload::BodyMemory));
             }
-            if buffer.is_empty() {
-                // Pages are only resident once written, so the declared size costs nothing yet.
-                buffer.reserve(declared.unwrap_or(0).max(chunk.len()));
-            }
-            buffer.extend_from_slice(&chunk);
+            chunks.push(chunk);
         }
-        Ok(buffer.freeze())
+        Ok(join(chunks, total))
     };
     let bytes = tokio::time::timeout_at(deadline, read)
         .await
         .map_err(|_| GatewayError::BodyTimeout)??;
     Ok((bytes, held))
+}
+
+/// The body length a request declares, if it does.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// One buffer of `total` bytes from `chunks`, copying only when there are several.
+fn join(mut chunks: Vec<Bytes>, total: usize) -> Bytes {
+    if chunks.len() <= 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut joined = BytesMut::with_capacity(total);
+    for chunk in &chunks {
+        joined.extend_from_slice(chunk);
+    }
+    joined.freeze()
 }
 
 /// Client mistakes are routine (info); failing to make events durable is ours (warn).
