@@ -53,3 +53,7 @@ bench:
 ## edge-probe: the release gateway against hostile clients (scripts/edge-probe.sh, about a minute; docs/security.md)
 edge-probe:
 	bash scripts/edge-probe.sh
+
+## fuzz: the parsers' property tests over arbitrary input (signature headers, extractors, config), 1,000,000 cases each (docs/security.md)
+fuzz:
+	PROPTEST_CASES=$${PROPTEST_CASES:-1000000} $(CARGO) test --release -p sluice-gateway -p sluice-shared --lib fuzz_ -- --nocapture
