@@ -20,7 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -182,12 +182,8 @@ fn admit(
     source: &Source,
     request: &Request<'_>,
 ) -> Result<Presented, GatewayError> {
-    if let Some(peer) = request.peer {
-        let trusted = &state.config.trusted_proxies.0;
-        let client = admission::client_ip(peer, request.headers, trusted);
-        if !admission::allowed(client, &source.allow_ips) {
-            return Err(GatewayError::ForbiddenAddress);
-        }
+    if !client_allowed(state, source, request.peer, request.headers) {
+        return Err(GatewayError::ForbiddenAddress);
     }
     let presented = source.check_headers(request.headers)?;
     check_head_size(request.headers, &state.config.limits)?;
@@ -195,6 +191,20 @@ fn admit(
         limiter.check().map_err(GatewayError::RateLimited)?;
     }
     Ok(presented)
+}
+
+/// Whether the client (the peer, or whom a trusted proxy names) may reach
+/// `source`; without a peer (the router called directly) there is no address to refuse.
+fn client_allowed(
+    state: &AppState,
+    source: &Source,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> bool {
+    peer.is_none_or(|peer| {
+        let client = admission::client_ip(peer, headers, &state.config.trusted_proxies.0);
+        admission::allowed(client, &source.allow_ips)
+    })
 }
 
 /// `max_headers` and `max_header_bytes`, as a JSON 431.
@@ -274,9 +284,14 @@ enum Answer {
 /// `GET /webhooks/{source}`: Meta's subscription handshake.
 pub async fn handshake(
     State(state): State<Arc<AppState>>,
-    Path(source): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    source: Result<Path<String>, PathRejection>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    let source = source.map(|Path(name)| name).unwrap_or_default();
+    // A query string that does not decode holds no hub.* parameters: refused below.
+    let query = query.map(|Query(q)| q).unwrap_or_default();
     let Some(found) = state.sources.get(&source) else {
         state
             .metrics
@@ -285,6 +300,15 @@ pub async fn handshake(
             .inc();
         return GatewayError::UnknownSource.into_response_with(state.config.retry_after);
     };
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    if !client_allowed(&state, found, peer, &headers) {
+        state
+            .metrics
+            .requests
+            .with_label_values(&[source.as_str(), "forbidden"])
+            .inc();
+        return GatewayError::ForbiddenAddress.into_response_with(state.config.retry_after);
+    }
     let param = |key: &str| query.get(key).map(String::as_str);
     let result = found.handshake(
         param("hub.mode"),
