@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/sluice.example.toml
 
-.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps bench
+.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps bench edge-probe fuzz
 
 ## up: start Redis/RabbitMQ if needed, build, run gateway + worker in the background
 up:
@@ -49,3 +49,11 @@ deps:
 bench:
 	bash scripts/bench.sh
 	$(CARGO) bench -p sluice-gateway --bench hot_paths
+
+## edge-probe: the release gateway against hostile clients (scripts/edge-probe.sh, about a minute; docs/security.md)
+edge-probe:
+	bash scripts/edge-probe.sh
+
+## fuzz: the parsers' property tests over arbitrary input (signature headers, extractors, config), 1,000,000 cases each (docs/security.md)
+fuzz:
+	PROPTEST_CASES=$${PROPTEST_CASES:-1000000} $(CARGO) test --release -p sluice-gateway -p sluice-shared --lib fuzz_ -- --nocapture

@@ -10,7 +10,7 @@ Measures, on loopback only, what docs/security.md reports:
      requests are sent: the gateway's peak RSS and the small requests'
      statuses and latency percentiles.
 
-Usage: edge-probe.py HOST:PORT GATEWAY_PID HMAC_SECRET
+Usage: edge-probe.py HOST:PORT GATEWAY_PID HMAC_SECRET [STEPS, e.g. 1,3]
 The gateway must have a `whatzme` (hmac-sha256, X-Signature, sha256=) and a
 `std` (standard-webhooks) source, as scripts/edge-probe.sh configures.
 """
@@ -18,6 +18,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import os
 import sys
 import time
@@ -121,12 +122,25 @@ async def half_heads(host, port, count=500):
     print(f"3. {count} half-sent heads: all closed after {min(times):.2f} to {max(times):.2f} s")
 
 
-async def slow_bodies_and_small_requests(host, port, pid, secret, conns=2000, seconds=20.0):
+async def small_requests(host, port, secret, seconds):
+    """Signed small requests, 100 a second, from their own process (so the
+    slow streams' event loop does not delay them); prints JSON results."""
     run = os.urandom(4).hex()
+    tasks = []
+    started = time.perf_counter()
+    i = 0
+    while time.perf_counter() - started < seconds:
+        tasks.append(asyncio.create_task(request(host, port, signed_small(secret, run, i), timeout=5)))
+        i += 1
+        await asyncio.sleep(0.01)
+    print(json.dumps(await asyncio.gather(*tasks)))
+
+
+async def slow_bodies_and_small_requests(host, port, pid, secret, pause, conns=2000, seconds=20.0):
     stop = asyncio.Event()
     opened = 0
 
-    async def slow(i):
+    async def slow():
         nonlocal opened
         while not stop.is_set():
             try:
@@ -139,44 +153,58 @@ async def slow_bodies_and_small_requests(host, port, pid, secret, conns=2000, se
                 while not stop.is_set() and not reader.at_eof():
                     writer.write(b" " * 16384)
                     await writer.drain()
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(pause)
                 writer.close()
             except OSError:
                 await asyncio.sleep(0.1)
 
-    slow_tasks = [asyncio.create_task(slow(i)) for i in range(conns)]
+    slow_tasks = [asyncio.create_task(slow()) for _ in range(conns)]
+    await asyncio.sleep(2)
+    small = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--small", host, str(port), secret, str(seconds),
+        stdout=asyncio.subprocess.PIPE)
     peak = 0.0
-    small = []
-    started = time.perf_counter()
-    i = 0
-    while time.perf_counter() - started < seconds:
-        small.append(asyncio.create_task(request(host, port, signed_small(secret, run, i), timeout=5)))
-        i += 1
+    while small.returncode is None:
         peak = max(peak, rss_mib(pid))
-        await asyncio.sleep(0.01)
-    results = await asyncio.gather(*small)
+        try:
+            await asyncio.wait_for(small.wait(), 0.1)
+        except asyncio.TimeoutError:
+            pass
+    results = json.loads(await small.stdout.read())
     stop.set()
     await asyncio.gather(*slow_tasks, return_exceptions=True)
-    codes = {}
-    for status, _ in results:
-        codes[status] = codes.get(status, 0) + 1
-    latencies = [s for _, s in results]
-    print(f"4. {conns} connections streaming 4 MiB bodies at 160 KiB/s each ({opened} opened in all), "
-          f"{len(results)} signed small requests meanwhile: answers {codes}, "
-          f"p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p99 {percentile(latencies, 0.99) * 1000:.1f} ms, "
-          f"max {max(latencies) * 1000:.1f} ms; gateway peak RSS {peak:.1f} MiB")
+    by_status = {}
+    for status, latency in results:
+        by_status.setdefault(status, []).append(latency)
+    summary = ", ".join(
+        f"{status}: {len(l)} (p50 {percentile(l, 0.5) * 1000:.1f} ms, p99 {percentile(l, 0.99) * 1000:.1f} ms, "
+        f"max {max(l) * 1000:.1f} ms)"
+        for status, l in sorted(by_status.items(), key=lambda kv: str(kv[0])))
+    every = [latency for _, latency in results]
+    print(f"4. {conns} connections streaming 4 MiB bodies at {16 / pause:.0f} KiB/s each ({opened} opened in all); "
+          f"{len(results)} signed small requests from another process meanwhile: {summary}; "
+          f"all answers p99 {percentile(every, 0.99) * 1000:.1f} ms; gateway peak RSS {peak:.1f} MiB")
 
 
 async def main():
+    if sys.argv[1] == "--small":
+        await small_requests(sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5]))
+        return
     target, pid, secret = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     host, port = target.rsplit(":", 1)
     port = int(port)
+    steps = set(sys.argv[4].split(",")) if len(sys.argv) > 4 else {"1", "2", "3", "4"}
     print(f"gateway RSS at start: {rss_mib(pid):.1f} MiB")
-    await five_thousand(host, port)
-    await big_bodies_and_probes(host, port, 1)
-    await big_bodies_and_probes(host, port, 10)
-    await half_heads(host, port)
-    await slow_bodies_and_small_requests(host, port, pid, secret)
+    if "1" in steps:
+        await five_thousand(host, port)
+    if "2" in steps:
+        await big_bodies_and_probes(host, port, 1)
+        await big_bodies_and_probes(host, port, 10)
+    if "3" in steps:
+        await half_heads(host, port)
+    if "4" in steps:
+        await slow_bodies_and_small_requests(host, port, pid, secret, pause=1.0)
+        await slow_bodies_and_small_requests(host, port, pid, secret, pause=0.1)
 
 
 if __name__ == "__main__":

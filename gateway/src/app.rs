@@ -14,7 +14,7 @@ use axum::Router;
 use axum::routing::post;
 use sluice_shared::admin::{self, Readiness};
 use sluice_shared::config::{Config, ConfigError, GatewayConfig};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::dedup::DedupStore;
@@ -90,7 +90,11 @@ impl Gateway {
         let listener = bind(config.gateway.listen).await?;
         let admin_listener = bind(config.gateway.admin_listen).await?;
         let limits = &config.gateway.limits;
-        let limits = LoadLimits::new(limits.max_requests_in_flight, limits.max_body_memory);
+        let limits = LoadLimits::new(
+            limits.max_requests_in_flight,
+            limits.max_body_memory,
+            limits.offload_body_bytes,
+        );
         let state = Arc::new(AppState {
             limits,
             config: config.gateway,
@@ -175,10 +179,24 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Accept backlog of the listeners: bursts of new connections (a provider
+/// reconnecting after an outage, a flood being shed) wait in the kernel
+/// instead of having their SYNs dropped and retried a second later. The
+/// kernel caps it at `net.core.somaxconn`.
+const ACCEPT_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+    let bound = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(ACCEPT_BACKLOG)
+    };
+    bound().map_err(|source| StartError::Bind { addr, source })
 }
 
 #[derive(Clone)]

@@ -20,7 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -138,7 +138,7 @@ async fn handle(
 ) -> Result<Answer, GatewayError> {
     let _slot = state
         .limits
-        .request_slot()
+        .request_slot(declared_length(request.headers))
         .ok_or(GatewayError::Overloaded(Overload::Requests))?;
     let source = state
         .sources
@@ -183,12 +183,8 @@ fn admit(
     source: &Source,
     request: &Request<'_>,
 ) -> Result<Presented, GatewayError> {
-    if let Some(peer) = request.peer {
-        let trusted = &state.config.trusted_proxies.0;
-        let client = admission::client_ip(peer, request.headers, trusted);
-        if !admission::allowed(client, &source.allow_ips) {
-            return Err(GatewayError::ForbiddenAddress);
-        }
+    if !client_allowed(state, source, request.peer, request.headers) {
+        return Err(GatewayError::ForbiddenAddress);
     }
     let presented = source.check_headers(request.headers)?;
     check_head_size(request.headers, &state.config.limits)?;
@@ -196,6 +192,20 @@ fn admit(
         limiter.check().map_err(GatewayError::RateLimited)?;
     }
     Ok(presented)
+}
+
+/// Whether the client (the peer, or whom a trusted proxy names) may reach
+/// `source`; without a peer (the router called directly) there is no address to refuse.
+fn client_allowed(
+    state: &AppState,
+    source: &Source,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> bool {
+    peer.is_none_or(|peer| {
+        let client = admission::client_ip(peer, headers, &state.config.trusted_proxies.0);
+        admission::allowed(client, &source.allow_ips)
+    })
 }
 
 /// `max_headers` and `max_header_bytes`, as a JSON 431.
@@ -275,9 +285,14 @@ enum Answer {
 /// `GET /webhooks/{source}`: Meta's subscription handshake.
 pub async fn handshake(
     State(state): State<Arc<AppState>>,
-    Path(source): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    source: Result<Path<String>, PathRejection>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    let source = source.map(|Path(name)| name).unwrap_or_default();
+    // A query string that does not decode holds no hub.* parameters: refused below.
+    let query = query.map(|Query(q)| q).unwrap_or_default();
     let Some(found) = state.sources.get(&source) else {
         state
             .metrics
@@ -286,6 +301,15 @@ pub async fn handshake(
             .inc();
         return GatewayError::UnknownSource.into_response_with(state.config.retry_after);
     };
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    if !client_allowed(&state, found, peer, &headers) {
+        state
+            .metrics
+            .requests
+            .with_label_values(&[source.as_str(), "forbidden"])
+            .inc();
+        return GatewayError::ForbiddenAddress.into_response_with(state.config.retry_after);
+    }
     let param = |key: &str| query.get(key).map(String::as_str);
     let result = found.handshake(
         param("hub.mode"),
@@ -334,37 +358,55 @@ async fn read_body(
     deadline: Instant,
     limits: &LoadLimits,
 ) -> Result<(Bytes, BodyReservation), GatewayError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = declared_length(headers);
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::TooLarge { limit });
     }
     let mut held = limits.body_reservation();
+    // The chunks are kept as they arrive and joined once at the end: memory
+    // follows the bytes received, never the size a client declares, and a
+    // body that came in one chunk is never copied.
     let read = async {
-        let mut buffer = BytesMut::new();
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|_| GatewayError::BodyRead)?;
-            if buffer.len() + chunk.len() > limit {
+            total += chunk.len();
+            if total > limit {
                 return Err(GatewayError::TooLarge { limit });
             }
             if !held.grow(chunk.len()) {
                 return Err(GatewayError::Overloaded(Overload::BodyMemory));
             }
-            if buffer.is_empty() {
-                // Pages are only resident once written, so the declared size costs nothing yet.
-                buffer.reserve(declared.unwrap_or(0).max(chunk.len()));
-            }
-            buffer.extend_from_slice(&chunk);
+            chunks.push(chunk);
         }
-        Ok(buffer.freeze())
+        Ok(join(chunks, total))
     };
     let bytes = tokio::time::timeout_at(deadline, read)
         .await
         .map_err(|_| GatewayError::BodyTimeout)??;
     Ok((bytes, held))
+}
+
+/// The body length a request declares, if it does.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// One buffer of `total` bytes from `chunks`, copying only when there are several.
+fn join(mut chunks: Vec<Bytes>, total: usize) -> Bytes {
+    if chunks.len() <= 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut joined = BytesMut::with_capacity(total);
+    for chunk in &chunks {
+        joined.extend_from_slice(chunk);
+    }
+    joined.freeze()
 }
 
 /// Client mistakes are routine (info); failing to make events durable is ours (warn).

@@ -209,6 +209,9 @@ impl GatewayMetrics {
         for reason in SHED_REASONS {
             shed.with_label_values(&[reason]);
         }
+        for outcome in ["ok", "error"] {
+            tls_reloads.with_label_values(&[outcome]);
+        }
         sluice_shared::admin::register_build_info(&registry, "gateway")?;
         for operation in REDIS_OPERATIONS {
             redis_seconds.with_label_values(&[operation]);

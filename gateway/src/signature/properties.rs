@@ -75,7 +75,7 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_bytes_in_the_authentication_headers_never_panic_or_pass(
+    fn fuzz_arbitrary_bytes_in_the_authentication_headers_never_panic_or_pass(
         signature in proptest::collection::vec(any::<u8>(), 0..3000),
         timestamp in proptest::collection::vec(any::<u8>(), 0..40),
         id in proptest::collection::vec(any::<u8>(), 0..300),

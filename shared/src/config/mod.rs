@@ -21,6 +21,8 @@ use crate::id_digest::IdDigestKey;
 mod brokers;
 mod dlq;
 mod edge;
+#[cfg(test)]
+mod fuzz;
 mod route;
 mod source;
 

@@ -166,6 +166,12 @@ impl Gateway {
         assert!(sent.success());
     }
 
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.child.wait().expect("the gateway exits")
+    }
+
     /// One metric's value from `/metrics` (0 when absent).
     pub fn metric(&self, series: &str) -> f64 {
         let text = exchange(

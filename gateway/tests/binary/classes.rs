@@ -262,6 +262,18 @@ fn routing_cases(run: &str) -> Vec<Case> {
             403,
             Some("forbidden_address"),
         ),
+        case(
+            "a GET handshake from an address outside allow_ips",
+            b"GET /webhooks/walled?hub.mode=subscribe HTTP/1.1\r\nhost: e\r\nconnection: close\r\n\r\n".to_vec(),
+            403,
+            Some("forbidden_address"),
+        ),
+        case(
+            "a Meta handshake with a query that does not decode",
+            b"GET /webhooks/meta?hub.mode=%ZZ&hub.challenge=%FF HTTP/1.1\r\nhost: e\r\nconnection: close\r\n\r\n".to_vec(),
+            403,
+            Some("forbidden"),
+        ),
         case("a Meta handshake with a wrong verify token", b"GET /webhooks/meta?hub.mode=subscribe&hub.verify_token=no&hub.challenge=1 HTTP/1.1\r\nhost: e\r\nconnection: close\r\n\r\n".to_vec(), 403, Some("forbidden")),
     ]
 }
@@ -349,7 +361,7 @@ fn body_cases(run: &str) -> Vec<Case> {
             None,
         ),
         accepted(
-            "Transfer-Encoding chunked beside a Content-Length (chunked wins, CL ignored)",
+            "Transfer-Encoding beside a Content-Length (chunked wins, then the connection closes)",
             post(
                 "/webhooks/whatzme",
                 &[

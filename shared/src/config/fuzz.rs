@@ -1,0 +1,72 @@
+//! Property tests of the config loader over arbitrary input: any text, and
+//! TOML built from the real keys with arbitrary values, is either a config or
+//! an error naming what is wrong; never a panic. `make fuzz` runs them with
+//! a million cases each (`PROPTEST_CASES`).
+
+use proptest::prelude::*;
+
+use super::Config;
+
+/// Keys of every table, with the value kinds they take and some they do not.
+const KEYS: &[(&str, &str)] = &[
+    ("gateway", "listen"),
+    ("gateway", "ack_budget"),
+    ("gateway", "body_limit"),
+    ("gateway", "threads"),
+    ("gateway", "trusted_proxies"),
+    ("gateway.limits", "header_read_timeout"),
+    ("gateway.limits", "max_header_bytes"),
+    ("gateway.limits", "max_connections"),
+    ("gateway.limits", "max_body_memory"),
+    ("gateway.tls", "cert"),
+    ("redis", "url"),
+    ("redis", "timeout"),
+    ("amqp", "url"),
+    ("amqp", "retry_delays"),
+    ("amqp", "delivery_limit"),
+    ("sources.s", "scheme"),
+    ("sources.s", "secrets"),
+    ("sources.s", "id_pointer"),
+    ("sources.s", "rate_limit"),
+    ("sources.s", "allow_ips"),
+    ("sources.s", "tolerance"),
+    ("dlq.http", "enabled"),
+];
+
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>().prop_map(|f| format!("{f:?}")),
+        any::<bool>().prop_map(|b| b.to_string()),
+        "[ -~]{0,24}".prop_map(|s| format!("{s:?}")),
+        Just("\"1ms\"".to_owned()),
+        Just("\"99999999999999d\"".to_owned()),
+        Just("\"0.0.0.0:0\"".to_owned()),
+        Just("[\"10.0.0.0/33\", \"::/0\"]".to_owned()),
+        Just("{ per_second = -1, burst = 0 }".to_owned()),
+        Just("{ per_second = 1e308, burst = 4294967295 }".to_owned()),
+        Just("[\"env:\", \"file:/nonexistent\"]".to_owned()),
+        Just("[\"hmac-sha256\", \"md5\"]".to_owned()),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn fuzz_any_text_loads_or_fails_cleanly(text in "\\PC{0,400}") {
+        let _ = Config::from_toml(&text);
+    }
+
+    #[test]
+    fn fuzz_real_keys_with_any_values_load_or_name_the_problem(
+        entries in proptest::collection::vec((0..KEYS.len(), value()), 0..8),
+    ) {
+        let mut text = String::new();
+        for (index, value) in entries {
+            let (table, key) = KEYS[index];
+            text.push_str(&format!("[{table}]\n{key} = {value}\n"));
+        }
+        if let Err(error) = Config::from_toml(&text) {
+            prop_assert!(!error.to_string().is_empty());
+        }
+    }
+}
