@@ -157,9 +157,15 @@ impl Source {
     /// `limits.max_bytes` (sized before any is written). Pure and `'static`,
     /// so it may run on a blocking thread.
     pub fn extract(&self, body: &VerifiedBody) -> Extracted {
+        self.extract_sized(body).0
+    }
+
+    /// [`Source::extract`], with the bytes the events' messages will take
+    /// (0 when there are no events), for the shared body-memory budget.
+    pub fn extract_sized(&self, body: &VerifiedBody) -> (Extracted, usize) {
         let extracted = self.extractor.extract(body, self.limits.max_events);
         let Extracted::Events(events) = &extracted else {
-            return extracted;
+            return (extracted, 0);
         };
         let source = self.name.as_str();
         let bytes = events
@@ -167,13 +173,14 @@ impl Source {
             .map(|event| event.envelope_len(source))
             .fold(0, usize::saturating_add);
         if bytes > self.limits.max_bytes {
-            return Extracted::Refused(FanOutError::TooManyBytes {
+            let refused = Extracted::Refused(FanOutError::TooManyBytes {
                 events: events.len(),
                 bytes,
                 limit: self.limits.max_bytes,
             });
+            return (refused, 0);
         }
-        extracted
+        (extracted, bytes)
     }
 
     /// The value to echo when `events` is this source's challenge event.

@@ -148,10 +148,15 @@ async fn handle(
     let deadline = request.started + state.config.ack_budget;
     let read_deadline = (request.started + state.config.body_read_timeout).min(deadline);
     let limit = state.config.body_limit;
-    let (bytes, _held) =
+    let (bytes, mut held) =
         read_body(request.headers, body, limit, read_deadline, &state.limits).await?;
-    let (verified, extracted) =
+    let (verified, extracted, message_bytes) =
         verify_and_extract(state, request.name, presented, bytes, deadline).await?;
+    // The messages about to be built count against the body budget too, so
+    // many fanned-out requests at once stay inside `max_body_memory`.
+    if !held.grow(message_bytes) {
+        return Err(GatewayError::Overloaded(Overload::BodyMemory));
+    }
     if let (Some(limiter), Extracted::Events(events)) = (&source.rate_limit, &extracted) {
         limiter
             .take(events.len())
@@ -229,7 +234,8 @@ fn check_head_size(headers: &HeaderMap, limits: &LimitsConfig) -> Result<(), Gat
     Ok(())
 }
 
-/// Verifies the body and extracts its events: inline for small bodies, on a
+/// Verifies the body and extracts its events (with the bytes their messages
+/// will take): inline for small bodies, on a
 /// blocking thread (one per core at most) for large ones, so a 4 MiB body
 /// never stalls the requests sharing the serving thread.
 async fn verify_and_extract(
@@ -238,7 +244,7 @@ async fn verify_and_extract(
     presented: Presented,
     bytes: Bytes,
     deadline: Instant,
-) -> Result<(VerifiedBody, Extracted), GatewayError> {
+) -> Result<(VerifiedBody, Extracted, usize), GatewayError> {
     let small = bytes.len() < state.config.limits.offload_body_bytes;
     let work = {
         let state = state.clone();
@@ -249,8 +255,8 @@ async fn verify_and_extract(
                 .get(&name)
                 .ok_or(GatewayError::UnknownSource)?;
             let verified = source.verify_body(presented, bytes)?;
-            let extracted = source.extract(&verified);
-            Ok((verified, extracted))
+            let (extracted, message_bytes) = source.extract_sized(&verified);
+            Ok((verified, extracted, message_bytes))
         }
     };
     if small {

@@ -291,3 +291,38 @@ fn forwarded_for_from_a_trusted_proxy_decides_allow_ips() {
     let (published, _) = gateway.queues_then_clean();
     assert_eq!(published, 1);
 }
+
+#[test]
+fn the_messages_a_body_fans_out_to_count_against_the_body_memory_cap() {
+    let gateway = Gateway::start("[gateway.limits]\nmax_body_memory = 200000");
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let messages: Vec<String> = (0..7)
+        .map(|i| {
+            format!(r#"{{"id":"wamid.{run}{i}","from":"1","type":"text","text":{{"body":"hi"}}}}"#)
+        })
+        .collect();
+    // A 30 KB context, copied into each of 7 messages: about 210 KB of
+    // messages from a 31 KB body, past the 150 KB large requests may hold.
+    let body = format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"phone_number_id":"1","pad":"{}"}},"messages":[{}]}}}}]}}]}}"#,
+        "p".repeat(30_000),
+        messages.join(",")
+    );
+    let signature = sluice_gateway::signature::hmac::hex_hmac_sha256(META_SECRET, body.as_bytes());
+    let headers = [header(
+        "x-hub-signature-256",
+        &format!("sha256={signature}"),
+    )];
+    let answer = exchange(
+        gateway.addr,
+        &post_sized("/webhooks/meta", &headers, body.as_bytes()),
+    );
+    assert_eq!(status(&answer), 503, "{answer}");
+    assert_eq!(error_code(&answer).as_deref(), Some("overloaded"));
+    assert_eq!(
+        gateway.metric(r#"sluice_gateway_shed_total{reason="body_memory"}"#),
+        1.0
+    );
+    let (published, _) = gateway.queues_then_clean();
+    assert_eq!(published, 0);
+}
