@@ -16,6 +16,8 @@
 //! add up to more than [`sluice_shared::config::GatewayConfig::max_fan_out_bytes`].
 
 pub mod data;
+#[cfg(test)]
+mod fuzz;
 pub mod json;
 pub mod whatsapp;
 
