@@ -21,6 +21,7 @@ use crate::dedup::DedupStore;
 use crate::limits::LoadLimits;
 use crate::listener::tls::{ReloadableTls, TlsError};
 use crate::listener::{self, PublicPort};
+use crate::log_budget::LogBudget;
 use crate::metrics::GatewayMetrics;
 use crate::publisher::{self, ConfirmedPublisher};
 use crate::source::Sources;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub metrics: GatewayMetrics,
     /// The caps on requests in flight, body memory and heavy work.
     pub limits: LoadLimits,
+    /// Caps the refusal lines logged a second (a flood would flood the log).
+    pub refusal_log: LogBudget,
     /// When the last "Redis down, dedup bypassed" warning was logged (ms).
     pub redis_warned_at: AtomicU64,
 }
@@ -102,6 +105,7 @@ impl Gateway {
             dedup,
             publisher,
             metrics,
+            refusal_log: LogBudget::default(),
             redis_warned_at: AtomicU64::new(0),
         });
         Ok(Self {

@@ -20,6 +20,7 @@ pub mod extract;
 pub mod ingest;
 pub mod limits;
 pub mod listener;
+pub mod log_budget;
 pub mod metrics;
 pub mod publisher;
 pub mod signature;

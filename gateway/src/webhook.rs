@@ -38,6 +38,7 @@ use crate::error::{Counts, GatewayError, Overload, Unavailable, accepted_respons
 use crate::extract::Extracted;
 use crate::ingest::{RequestContext, dead_letter_unparseable, ingest_events};
 use crate::limits::{BodyReservation, LoadLimits};
+use crate::log_budget::LogBudget;
 use crate::metrics::UNKNOWN_SOURCE;
 use crate::signature::{Presented, VerifiedBody};
 use crate::source::HandshakeError;
@@ -82,7 +83,8 @@ pub async fn receive(
     if let Err(GatewayError::Overloaded(cap)) = &result {
         state.metrics.shed.with_label_values(&[cap.label()]).inc();
     }
-    let (outcome, mut response) = span.in_scope(|| answer(result, state.config.retry_after));
+    let (outcome, mut response) =
+        span.in_scope(|| answer(result, state.config.retry_after, &state.refusal_log));
     state
         .metrics
         .requests
@@ -100,7 +102,11 @@ pub async fn receive(
 }
 
 /// The answer and its metric outcome, with the request's last log line.
-fn answer(result: Result<Answer, GatewayError>, retry_after: Duration) -> (&'static str, Response) {
+fn answer(
+    result: Result<Answer, GatewayError>,
+    retry_after: Duration,
+    refusal_log: &LogBudget,
+) -> (&'static str, Response) {
     match result {
         Ok(Answer::Accepted(counts)) => {
             tracing::info!(
@@ -115,7 +121,7 @@ fn answer(result: Result<Answer, GatewayError>, retry_after: Duration) -> (&'sta
             ("challenge", text_response(value))
         }
         Err(error) => {
-            log_refusal(&error);
+            log_refusal(&error, refusal_log);
             (error.outcome(), error.into_response_with(retry_after))
         }
     }
@@ -416,17 +422,27 @@ fn join(mut chunks: Vec<Bytes>, total: usize) -> Bytes {
 }
 
 /// Client mistakes are routine (info); failing to make events durable is ours (warn).
-fn log_refusal(error: &GatewayError) {
+/// At most 20 lines a second ([`crate::log_budget`]); `skipped` says how
+/// many refusals since the last line went unlogged (the metrics count them all).
+fn log_refusal(error: &GatewayError, budget: &LogBudget) {
+    let Some(skipped) = budget.allow() else {
+        return;
+    };
     match error {
-        GatewayError::Unavailable(cause) => tracing::warn!(error = %cause, "answered 503"),
-        GatewayError::Overloaded(cap) => tracing::info!(cap = cap.label(), "shed: answered 503"),
+        GatewayError::Unavailable(cause) => {
+            tracing::warn!(error = %cause, skipped, "answered 503")
+        }
+        GatewayError::Overloaded(cap) => {
+            tracing::info!(cap = cap.label(), skipped, "shed: answered 503")
+        }
         GatewayError::InFlight(counts) => {
             tracing::info!(
                 in_flight = counts.in_flight,
+                skipped,
                 "answered 503: events in flight elsewhere"
             )
         }
-        other => tracing::info!(outcome = other.outcome(), reason = %other, "refused"),
+        other => tracing::info!(outcome = other.outcome(), reason = %other, skipped, "refused"),
     }
 }
 
