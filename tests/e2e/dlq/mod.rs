@@ -11,6 +11,7 @@ mod http_rate;
 mod inspect;
 mod raw;
 mod replay;
+mod scale;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -199,12 +200,39 @@ impl DeadFixture {
         }
     }
 
+    /// Runs `sluice-worker dlq <args>` with `dlq.scan_batch = batch`.
+    pub async fn dlq_in_batches(&self, batch: u16, args: &[&str]) -> Run {
+        let path = self
+            .env
+            .dir
+            .path()
+            .join(format!("sluice-batch-{batch}.toml"));
+        let toml = self
+            .env
+            .config_toml(&format!("[dlq]\nscan_batch = {batch}"));
+        std::fs::write(&path, toml).expect("config file");
+        let output = self
+            .command_with(&path, args)
+            .output()
+            .await
+            .expect("the binary runs");
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     /// The command, to spawn and kill.
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        self.command_with(&self.config_path, args)
+    }
+
+    fn command_with(&self, config: &std::path::Path, args: &[&str]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-worker"));
         command
             .arg("--config")
-            .arg(&self.config_path)
+            .arg(config)
             .arg("dlq")
             .args(args)
             .stdin(Stdio::null())
