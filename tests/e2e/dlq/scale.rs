@@ -64,6 +64,7 @@ async fn a_hundred_thousand_dead_events_are_counted_exported_and_replayed_whole(
     let timed = Instant::now();
     let stats = fixture.dlq(&["stats", "--json"]).await;
     let stats_s = secs(timed);
+    eprintln!("stats: {stats_s:.2} s");
     assert_eq!(stats.code, Some(0), "{}", stats.stderr);
     assert_eq!(stats.json()["in_queue"], EVENTS);
     assert_eq!(stats.json()["count"], EVENTS);
@@ -71,6 +72,7 @@ async fn a_hundred_thousand_dead_events_are_counted_exported_and_replayed_whole(
     let timed = Instant::now();
     let peek = fixture.dlq(&["peek", "--limit", "20", "--json"]).await;
     let peek_s = secs(timed);
+    eprintln!("peek --limit 20: {peek_s:.2} s");
     assert_eq!(peek.code, Some(0), "{}", peek.stderr);
     assert_eq!(super::peeked_ids(&peek.json()), fixture.ids[..20].to_vec());
 
@@ -81,6 +83,7 @@ async fn a_hundred_thousand_dead_events_are_counted_exported_and_replayed_whole(
         .dlq(&["export", "--type", "status.*", "--out", &out_arg, "--json"])
         .await;
     let export_s = secs(timed);
+    eprintln!("export --type 'status.*': {export_s:.2} s");
     assert_eq!(export.code, Some(0), "{}", export.stderr);
     let beta = fixture.ids_of(SOURCES[1].0);
     let lines = std::io::BufReader::new(std::fs::File::open(&out).expect("the export"))

@@ -138,9 +138,11 @@ pub async fn replay(
         None => Ok(()),
     };
     progress.finish();
-    // A broker failure while reading is the command's error; one while
-    // moving stops the run with what it did so far.
-    outcome?;
+    // Events may have moved before a failure while reading: the run stops
+    // and its summary says what moved (exit 1, HTTP 503), never "nothing".
+    if let Err(e) = outcome {
+        report.stopped.get_or_insert(read_failed(&e, &scan));
+    }
     if let Err(stop) = finished {
         report.stopped.get_or_insert(stop);
     }
@@ -189,6 +191,23 @@ async fn read_and_move(
         }
     }
     Ok(())
+}
+
+/// Why a replay stopped reading: what moved is moved, the rest is still dead.
+fn read_failed(error: &DlqError, scan: &Scan) -> String {
+    let why = match error {
+        DlqError::ShortPass { idle, .. } => format!(
+            "nothing delivered for {idle:?}: something other than a dlq command consumes the \
+             dead queue"
+        ),
+        other => other.to_string(),
+    };
+    format!(
+        "reading the dead queue stopped after {} of {} messages ({why}); the events counted \
+         as replayed are moved, the rest is still dead: run the same replay again",
+        scan.received(),
+        scan.snapshot()
+    )
 }
 
 fn hash_of(id: &str) -> u64 {
