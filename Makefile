@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/sluice.example.toml
 
-.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps bench edge-probe fuzz
+.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps bench edge-probe fuzz dlq-scale dlq-crash-loop
 
 ## up: start Redis/RabbitMQ if needed, build, run gateway + worker in the background
 up:
@@ -57,3 +57,15 @@ edge-probe:
 ## fuzz: the parsers' property tests over arbitrary input (signature headers, extractors, config), 1,000,000 cases each (docs/security.md)
 fuzz:
 	PROPTEST_CASES=$${PROPTEST_CASES:-1000000} $(CARGO) test --release -p sluice-gateway -p sluice-shared --lib fuzz_ -- --nocapture
+
+## dlq-scale: 100,000 dead events against the local RabbitMQ: stats, peek, a filtered export and a full replay, each checked whole and timed (release build, about 2 minutes; docs/benchmarks.md)
+dlq-scale: deps
+	$(CARGO) test --release -p sluice-worker --test e2e dlq::scale::a_hundred -- --ignored --nocapture
+
+## dlq-crash-loop: the SIGKILL-half-way replay test RUNS times in a row (default 30), stopping at the first failure
+dlq-crash-loop: deps
+	$(CARGO) test -p sluice-worker --test e2e --no-run
+	for i in $$(seq 1 $${RUNS:-30}); do \
+	  echo "run $$i"; \
+	  $(CARGO) test -q -p sluice-worker --test e2e dlq::crash -- --nocapture || exit 1; \
+	done

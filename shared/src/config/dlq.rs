@@ -10,11 +10,27 @@ use super::ConfigError;
 use crate::secret::SecretRef;
 
 /// Settings of the dead-letter-queue operations.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DlqConfig {
     /// The HTTP API (`/dlq/...`) on `worker.admin_listen`.
     pub http: DlqHttpConfig,
+    /// Messages one consumer of a `dlq` pass holds (its prefetch), from 1 to
+    /// 65,535: a pass over more uses one channel per batch. Larger batches
+    /// mean fewer channels, smaller ones less memory read ahead.
+    pub scan_batch: u16,
+}
+
+/// The default `dlq.scan_batch`.
+pub const DEFAULT_SCAN_BATCH: u16 = 20_000;
+
+impl Default for DlqConfig {
+    fn default() -> Self {
+        Self {
+            http: DlqHttpConfig::default(),
+            scan_batch: DEFAULT_SCAN_BATCH,
+        }
+    }
 }
 
 /// `[dlq.http]`: the HTTP API beside `/metrics` on the worker's admin port.
@@ -31,6 +47,12 @@ pub struct DlqHttpConfig {
 }
 
 pub(super) fn validate(dlq: &DlqConfig) -> Result<(), ConfigError> {
+    if dlq.scan_batch == 0 {
+        return Err(ConfigError::invalid(
+            "dlq.scan_batch",
+            "a batch holds at least 1 message: give 1 to 65535 (default 20000)",
+        ));
+    }
     if dlq.http.enabled && dlq.http.token.is_none() {
         return Err(ConfigError::invalid(
             "dlq.http.token",
@@ -67,6 +89,15 @@ mod tests {
             config.dlq.http.token,
             Some(SecretRef::Env("DLQ_TOKEN".into()))
         );
+    }
+
+    #[test]
+    fn the_scan_batch_defaults_and_refuses_zero() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config.dlq.scan_batch, super::DEFAULT_SCAN_BATCH);
+        let err = Config::from_toml("[dlq]\nscan_batch = 0").unwrap_err();
+        assert!(err.to_string().contains("dlq.scan_batch"), "{err}");
+        assert!(Config::from_toml("[dlq]\nscan_batch = 70000").is_err());
     }
 
     #[test]

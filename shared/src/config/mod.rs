@@ -27,7 +27,7 @@ mod route;
 mod source;
 
 pub use brokers::{AmqpConfig, RedisConfig};
-pub use dlq::{DlqConfig, DlqHttpConfig};
+pub use dlq::{DEFAULT_SCAN_BATCH, DlqConfig, DlqHttpConfig};
 pub use edge::{LimitsConfig, PARSER_HEAD_LIMIT, RateLimitConfig, TlsConfig, TrustedProxies};
 pub use route::{HandlerKind, RouteConfig};
 pub use source::{DigestEncoding, ExtractorKind, SchemeKind, SourceConfig, TokenFormat};

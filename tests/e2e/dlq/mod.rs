@@ -11,6 +11,7 @@ mod http_rate;
 mod inspect;
 mod raw;
 mod replay;
+mod scale;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -18,7 +19,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
 use sluice_shared::envelope::{CONTENT_TYPE, Envelope, headers};
 use sluice_worker::failure::{LastFailure, for_dead};
 use sluice_worker::retry::DeadReason;
@@ -32,6 +33,9 @@ pub const SOURCES: [(&str, &str); 3] = [
     ("beta", "status.read"),
     ("gamma", "contact.updated"),
 ];
+
+/// Seeded events whose confirms are awaited together.
+const SEED_CHUNK: usize = 1_000;
 
 /// The last failure time of seeded event 0; event `i` failed `i` seconds later.
 pub const FIRST_FAILURE_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -89,14 +93,26 @@ impl DeadFixture {
             channel,
             _connection: connection,
         };
+        // Confirms awaited a chunk at a time: one channel keeps the order, and
+        // 100,000 events take seconds instead of minutes.
+        let mut confirms = Vec::with_capacity(SEED_CHUNK);
         for i in 0..count {
-            fixture.publish_dead(i).await;
+            confirms.push(fixture.publish_dead(i).await);
+            if confirms.len() == SEED_CHUNK || i + 1 == count {
+                for confirm in confirms.drain(..) {
+                    assert!(
+                        confirm.await.expect("confirm").is_ack(),
+                        "the dead exchange took it"
+                    );
+                }
+            }
         }
         fixture
     }
 
-    /// Publishes seeded event `i` to the dead exchange as the worker would.
-    async fn publish_dead(&mut self, i: usize) {
+    /// Publishes seeded event `i` to the dead exchange as the worker would;
+    /// returns its confirm, still to come.
+    async fn publish_dead(&mut self, i: usize) -> PublisherConfirm {
         let (source, event_type) = SOURCES[i % SOURCES.len()];
         let id = format!("{}-{i:03}", self.env.prefix);
         let failed_ms = FIRST_FAILURE_MS + i as i64 * 1000;
@@ -133,8 +149,20 @@ impl DeadFixture {
             failed_ms,
         );
         let key = format!("{source}.{event_type}");
-        self.publish(&key, &envelope.to_bytes(), properties).await;
+        let exchange = self.env.topology().dead_exchange();
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.as_str().into(),
+                key.as_str().into(),
+                BasicPublishOptions::default(),
+                &envelope.to_bytes(),
+                properties,
+            )
+            .await
+            .expect("publish");
         self.ids.push(id);
+        confirm
     }
 
     /// Publishes anything to the dead exchange, confirmed.
@@ -172,12 +200,39 @@ impl DeadFixture {
         }
     }
 
+    /// Runs `sluice-worker dlq <args>` with `dlq.scan_batch = batch`.
+    pub async fn dlq_in_batches(&self, batch: u16, args: &[&str]) -> Run {
+        let path = self
+            .env
+            .dir
+            .path()
+            .join(format!("sluice-batch-{batch}.toml"));
+        let toml = self
+            .env
+            .config_toml(&format!("[dlq]\nscan_batch = {batch}"));
+        std::fs::write(&path, toml).expect("config file");
+        let output = self
+            .command_with(&path, args)
+            .output()
+            .await
+            .expect("the binary runs");
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     /// The command, to spawn and kill.
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        self.command_with(&self.config_path, args)
+    }
+
+    fn command_with(&self, config: &std::path::Path, args: &[&str]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-worker"));
         command
             .arg("--config")
-            .arg(&self.config_path)
+            .arg(config)
             .arg("dlq")
             .args(args)
             .stdin(Stdio::null())
@@ -199,6 +254,26 @@ impl DeadFixture {
             .step_by(SOURCES.len())
             .cloned()
             .collect()
+    }
+
+    /// Takes every message left in the dead queue (destructively) and
+    /// describes each: routing key, message id and headers, for a failing
+    /// test to print.
+    pub async fn leftovers(&self) -> String {
+        let broker = Broker::connect(&self.env.amqp_url).await;
+        let taken = broker.drain(&self.env.topology().dead_queue()).await;
+        let lines: Vec<String> = taken
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} id={:?} headers={:?}",
+                    t.routing_key,
+                    t.properties.message_id(),
+                    t.properties.headers()
+                )
+            })
+            .collect();
+        format!("{} message(s)\n{}", lines.len(), lines.join("\n"))
     }
 
     pub async fn dead_count(&self) -> u32 {

@@ -21,11 +21,10 @@ use sluice_shared::envelope::unix_millis;
 
 use super::error::DlqError;
 use super::filter::{Filter, FilterArgs};
-use super::progress::Progress;
 use super::purge::PurgeScope;
+use super::queue::DeadQueue;
 use super::rate::Rate;
 use super::replay::ReplayOptions;
-use super::scan::DeadQueue;
 use super::{export, output, peek, purge, replay, stats};
 
 /// `sluice-worker dlq`.
@@ -125,7 +124,7 @@ pub async fn run(config: &Config, args: DlqArgs) -> i32 {
         },
         _ => None,
     };
-    let queue = match DeadQueue::open(&config.amqp).await {
+    let queue = match DeadQueue::open(&config.amqp, config.dlq.scan_batch).await {
         Ok(queue) => queue,
         Err(e) => return fail(&e.to_string(), e.exit_code()),
     };
@@ -202,12 +201,7 @@ async fn run_replay(
     options: &ReplayOptions,
     json: bool,
 ) -> Result<i32, DlqError> {
-    let plan = replay::plan(queue, filter, options).await?;
-    let progress = match options.dry_run {
-        true => Progress::hidden(),
-        false => Progress::on_terminal(plan.report().picked, "replaying"),
-    };
-    let replayed = plan.run(queue, options, &progress).await?;
+    let replayed = replay::replay(queue, filter, options, true).await?;
     let shown = show(json, &replayed, || output::replayed(&replayed));
     Ok(if replayed.incomplete() { 1 } else { shown })
 }

@@ -74,6 +74,16 @@ pub enum DlqError {
         snapshot: u32,
         idle: Duration,
     },
+    /// The dead queue has a consumer that holds messages a count cannot see:
+    /// a command killed a moment ago whose messages are not back yet, or
+    /// something other than a dlq command (exit 1, HTTP 503).
+    #[error(
+        "the dead queue still has {consumers} consumer(s) after {waited:?}: the messages they \
+         hold cannot be counted, so no pass starts; nothing was changed. A dlq command killed a \
+         moment ago gives its messages back within seconds: run the command again; otherwise \
+         stop whatever consumes the dead queue (see its consumers in RabbitMQ)"
+    )]
+    Consumers { consumers: u32, waited: Duration },
     /// The export file cannot be created (exit 64, HTTP 400).
     #[error("cannot create {path}: {problem}")]
     OutFile { path: PathBuf, problem: String },
@@ -131,7 +141,7 @@ impl DlqError {
             Self::Confirmation(_) => "invalid_confirmation",
             Self::Missing(_) => "no_dead_queue",
             Self::Locked(_) => "locked",
-            Self::ShortPass { .. } => "incomplete_pass",
+            Self::ShortPass { .. } | Self::Consumers { .. } => "incomplete_pass",
             Self::Connect(_)
             | Self::Broker { .. }
             | Self::Timeout { .. }
@@ -158,6 +168,20 @@ mod tests {
         let text = short.to_string();
         assert!(text.contains("3 of the 10"), "{text}");
         assert!(text.contains("nothing was changed"), "{text}");
+    }
+
+    #[test]
+    fn a_queue_with_a_consumer_is_not_counted_and_says_what_to_do() {
+        let held = DlqError::Consumers {
+            consumers: 1,
+            waited: Duration::from_secs(10),
+        };
+        assert_eq!(held.exit_code(), 1);
+        assert_eq!(held.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(held.code(), "incomplete_pass");
+        let text = held.to_string();
+        assert!(text.contains("nothing was changed"), "{text}");
+        assert!(text.contains("run the command again"), "{text}");
     }
 
     #[test]

@@ -17,14 +17,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use lapin::Acker;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::error::DlqError;
 use super::filter::Filter;
+use super::queue::DeadQueue;
 use super::record::record;
-use super::scan::{DeadQueue, Scan};
+use super::scan::{Mark, Scan};
 
 /// Event lines in an HTTP export when the request gives no `limit`.
 pub const DEFAULT_STREAMED: u64 = 1_000;
@@ -64,9 +64,7 @@ pub async fn export_to_file(
         .await?
         .map_err(write_failed)?;
     sync(writer, out).map_err(write_failed)?;
-    for acker in &taken {
-        scan.ack(acker).await?;
-    }
+    scan.ack(&taken).await?;
     let in_queue = scan.snapshot();
     scan.finish(queue).await?;
     Ok(Exported {
@@ -164,14 +162,14 @@ pub async fn stream_matching(
     (!reader_gone).then_some(end)
 }
 
-/// Writes every matching event of the pass; keeps their ackers when `take`.
+/// Writes every matching event of the pass; keeps their marks when `take`.
 /// The outer error is the broker's, the inner one the writer's.
 async fn write_matching(
     scan: &mut Scan,
     filter: &Filter,
     writer: &mut impl Write,
     take: bool,
-) -> Result<std::io::Result<(u64, Vec<Acker>)>, DlqError> {
+) -> Result<std::io::Result<(u64, Vec<Mark>)>, DlqError> {
     let mut exported = 0;
     let mut taken = Vec::new();
     while let Some(held) = scan.next().await? {
@@ -187,7 +185,7 @@ async fn write_matching(
         }
         exported += 1;
         if take {
-            taken.push(held.acker);
+            taken.push(held.mark);
         }
     }
     Ok(Ok((exported, taken)))

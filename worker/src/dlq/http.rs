@@ -39,16 +39,17 @@ use subtle::ConstantTimeEq;
 use self::answer::{ApiError, JsonBody, QueryArgs, UnknownFields, refuse_unknown};
 use super::error::DlqError;
 use super::filter::{Filter, FilterArgs};
-use super::progress::Progress;
+use super::queue::DeadQueue;
 use super::rate::Rate;
 use super::replay::ReplayOptions;
-use super::scan::DeadQueue;
 use super::{peek, replay, stats};
 
 /// The `/dlq` routes and what they need.
 #[derive(Clone)]
 pub struct DlqApi {
     amqp: Arc<AmqpConfig>,
+    /// `dlq.scan_batch`.
+    scan_batch: u16,
     /// SHA-256 of the bearer token.
     token: [u8; 32],
 }
@@ -68,6 +69,7 @@ impl DlqApi {
             .map_err(|e| ConfigError::invalid("dlq.http.token", e.to_string()))?;
         Ok(Some(Self {
             amqp: Arc::new(config.amqp.clone()),
+            scan_batch: config.dlq.scan_batch,
             token: Sha256::digest(token.expose().as_bytes()).into(),
         }))
     }
@@ -101,7 +103,7 @@ impl DlqApi {
         &self,
         operation: impl AsyncFnOnce(&DeadQueue) -> Result<T, DlqError>,
     ) -> Result<T, ApiError> {
-        let queue = DeadQueue::open(&self.amqp).await?;
+        let queue = DeadQueue::open(&self.amqp, self.scan_batch).await?;
         let result = operation(&queue).await;
         queue.close().await;
         Ok(result?)
@@ -189,10 +191,7 @@ async fn replay_route(
         dry_run: request.dry_run,
     };
     let replayed = api
-        .with_queue(async |q| {
-            let plan = replay::plan(q, &filter, &options).await?;
-            plan.run(q, &options, &Progress::hidden()).await
-        })
+        .with_queue(async |q| replay::replay(q, &filter, &options, false).await)
         .await?;
     let status = match replayed.incomplete() {
         true => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,10 +1,11 @@
 //! The dead-letter queue's operator commands: `sluice-worker dlq stats`,
 //! `peek`, `export`, `replay` and `purge`, and the same over HTTP.
 //!
-//! Every command is one pass over the dead queue ([`scan`]) that holds what
-//! it reads unacknowledged and acknowledges only what it takes, after it is
-//! safe elsewhere: what it leaves goes back to the head of the queue, in
-//! order, when the pass ends or the process dies.
+//! Every command opens the dead queue ([`queue`]) and makes one pass over it
+//! ([`scan`]) that holds what it reads unacknowledged and acknowledges only
+//! what it takes ([`acks`]), after it is safe elsewhere: what it leaves goes
+//! back to the head of the queue, in order, when the pass ends or the process
+//! dies.
 //! - [`event`] reads a dead message (a Sluice envelope, a broker
 //!   dead-lettering, or anything else, raw); [`filter`] says which ones a
 //!   command applies to; [`record`] is a dead event as JSON;
@@ -15,6 +16,7 @@
 //!   bar; [`http`] serves the operations on the admin port;
 //! - [`error`] is how they fail.
 
+pub mod acks;
 pub mod cli;
 pub mod confirm;
 pub mod error;
@@ -26,6 +28,7 @@ pub mod output;
 pub mod peek;
 pub mod progress;
 pub mod purge;
+pub mod queue;
 pub mod rate;
 pub mod record;
 pub mod replay;

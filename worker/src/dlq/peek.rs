@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use super::error::DlqError;
 use super::event::DeadEvent;
 use super::filter::Filter;
+use super::queue::DeadQueue;
 use super::record::record;
-use super::scan::DeadQueue;
 
 /// What a peek found.
 #[derive(Debug, Clone)]

@@ -14,13 +14,13 @@
 //! [`confirmed`] removes exactly those messages and no others: events that
 //! arrived since stay, even when they match (see [`super::confirm`]).
 
-use lapin::Acker;
 use serde::Serialize;
 
 use super::confirm::{Confirmation, Fingerprint};
 use super::error::DlqError;
 use super::filter::{Filter, FilterArgs};
-use super::scan::{DeadQueue, Scan};
+use super::queue::DeadQueue;
+use super::scan::{Mark, Scan};
 use super::stats::Stats;
 
 /// What a purge may remove: the events a filter matches, or all of them.
@@ -56,7 +56,7 @@ impl PurgeScope {
 /// The matching events of a pass, held until they are removed or given back.
 pub struct PurgePlan {
     scan: Scan,
-    taken: Vec<Acker>,
+    taken: Vec<Mark>,
     preview: Stats,
 }
 
@@ -85,7 +85,7 @@ pub async fn plan(queue: &DeadQueue, filter: &Filter) -> Result<PurgePlan, DlqEr
     while let Some(held) = scan.next().await? {
         if filter.matches(&held.event) {
             preview.add(&held.event);
-            taken.push(held.acker);
+            taken.push(held.mark);
         }
     }
     Ok(PurgePlan {
@@ -103,9 +103,7 @@ impl PurgePlan {
 
     /// Removes what matched.
     pub async fn execute(mut self, queue: &DeadQueue) -> Result<Purged, DlqError> {
-        for acker in &self.taken {
-            self.scan.ack(acker).await?;
-        }
+        self.scan.ack(&self.taken).await?;
         let removed = u64::from(self.scan.acked());
         self.scan.finish(queue).await?;
         Ok(Purged {
@@ -184,15 +182,13 @@ pub async fn confirmed(
     while let Some(held) = scan.next().await? {
         if wanted.take(Fingerprint::of(&held.event)) {
             removed.add(&held.event);
-            taken.push(held.acker);
+            taken.push(held.mark);
         } else if filter.matches(&held.event) {
             kept += 1;
         }
     }
     // Decided on the whole pass first: a pass that fails while reading removes nothing.
-    for acker in &taken {
-        scan.ack(acker).await?;
-    }
+    scan.ack(&taken).await?;
     let count = u64::from(scan.acked());
     scan.finish(queue).await?;
     Ok(Purged {

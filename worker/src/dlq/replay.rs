@@ -1,23 +1,28 @@
 //! `dlq replay`: send matching dead events back to the events exchange, so
 //! the worker delivers them again.
 //!
-//! One pass over the dead queue (see [`super::scan`]) in two steps:
-//! 1. [`plan`] reads the snapshot and picks the matching, replayable events
-//!    (at most `--limit`), holding everything unacknowledged;
-//! 2. [`ReplayPlan::run`] publishes each picked event's copy (see
-//!    [`super::republish`]), waits for its confirm, and only then
-//!    acknowledges the dead original; `--rate` ([`Rate`]) paces the publishes.
+//! One pass over the dead queue (see [`super::scan`]) that moves each
+//! matching, replayable event (at most `--limit`) as it reads it: its copy
+//! (see [`super::republish`]) is published, and the dead original is
+//! acknowledged only once RabbitMQ confirmed the copy. Up to [`WINDOW`]
+//! copies wait for their confirms at once, awaited in order; confirmed
+//! originals are acknowledged together ([`ACK_CHUNK`] at a time, or as soon
+//! as nothing else waits), so most acknowledgements are one cumulative frame
+//! (see [`super::acks`]). `--rate` ([`Rate`]) paces the copies. Only the
+//! copies on their way are held in memory, whatever the size of the queue.
 //!
-//! Then the channel closes and every event that was not moved (not
-//! matching, not replayable, refused by the broker, or not reached because
-//! the run stopped) goes back to the head of the dead queue in its order,
-//! ahead of events that died meanwhile. A SIGKILL at any instant does the
-//! same: the only harm is an event whose copy was confirmed but whose
-//! original was not yet acknowledged, delivered twice (the receiver sees the
-//! same `webhook-id`). Duplicates that were already in the dead queue (the
-//! same id twice in one pass) are counted in the summary.
+//! Then the pass ends and every event that was not moved (not matching, not
+//! replayable, refused by the broker, or not reached because the run
+//! stopped) goes back to the head of the dead queue in its order, ahead of
+//! events that died meanwhile. A SIGKILL at any instant does the same: the
+//! only harm is an event whose copy was confirmed but whose original was not
+//! yet acknowledged, delivered twice (the receiver sees the same
+//! `webhook-id`): at most [`WINDOW`] + [`ACK_CHUNK`] at full speed, at most one
+//! when paced slower than confirms come back. Duplicates that were already in
+//! the dead queue (the same id twice in one pass) are counted in the summary.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
@@ -26,11 +31,20 @@ use sluice_shared::id_digest;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::error::DlqError;
+use super::event::DeadEvent;
 use super::filter::Filter;
 use super::progress::Progress;
+use super::queue::DeadQueue;
 use super::rate::Rate;
-use super::republish::{ConfirmedPublisher, replay_copy};
-use super::scan::{DeadQueue, Held, Scan};
+use super::republish::{ConfirmedPublisher, InFlight, PublishError, replay_copy};
+use super::scan::{Mark, Scan};
+
+/// Copies sent and waiting for their confirms: enough to keep RabbitMQ
+/// busy between confirms, few enough that a kill leaves little to redo.
+pub const WINDOW: usize = 256;
+/// Confirmed originals acknowledged together (one frame when they follow
+/// each other in the queue).
+pub const ACK_CHUNK: usize = 512;
 
 /// How a replay runs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -78,57 +92,128 @@ impl Replayed {
     }
 }
 
-/// The picked events of a pass, held until moved or given back.
-pub struct ReplayPlan {
-    scan: Scan,
-    picked: Vec<Held>,
-    report: Replayed,
-    started: Instant,
-}
-
-/// Reads the dead queue and picks what to replay.
-pub async fn plan(
+/// Replays the matching events (or, with `dry_run`, counts them); a bar on
+/// the terminal when `progress`.
+pub async fn replay(
     queue: &DeadQueue,
     filter: &Filter,
     options: &ReplayOptions,
-) -> Result<ReplayPlan, DlqError> {
+    progress: bool,
+) -> Result<Replayed, DlqError> {
     validate(options)?;
     let started = Instant::now();
     let mut scan = queue.scan().await?;
+    let progress = match progress && !options.dry_run {
+        true => Progress::on_terminal(u64::from(scan.snapshot()), "replaying"),
+        false => Progress::hidden(),
+    };
+    let mut mover = match options.dry_run {
+        true => None,
+        false => {
+            let channel = queue.confirm_channel().await?;
+            let exchange = queue.topology().events_exchange();
+            Some(Mover::new(
+                ConfirmedPublisher::new(channel, &exchange),
+                options.rate,
+            ))
+        }
+    };
     let mut report = Replayed {
         queue: queue.name(),
         dry_run: options.dry_run,
         in_queue: scan.snapshot(),
         ..Replayed::default()
     };
+    let outcome = read_and_move(
+        &mut scan,
+        filter,
+        options,
+        &mut report,
+        &mut mover,
+        &progress,
+    )
+    .await;
+    let finished = match mover {
+        Some(mover) => mover.drain(&mut scan, &mut report).await,
+        None => Ok(()),
+    };
+    progress.finish();
+    // Events may have moved before a failure while reading: the run stops
+    // and its summary says what moved (exit 1, HTTP 503), never "nothing".
+    if let Err(e) = outcome {
+        report.stopped.get_or_insert(read_failed(&e, &scan));
+    }
+    if let Err(stop) = finished {
+        report.stopped.get_or_insert(stop);
+    }
+    scan.finish(queue).await?;
+    report.left_in_queue = queue.count().await?;
+    report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(report)
+}
+
+/// Reads the snapshot, picking and (unless a dry run) moving what matches.
+async fn read_and_move(
+    scan: &mut Scan,
+    filter: &Filter,
+    options: &ReplayOptions,
+    report: &mut Replayed,
+    mover: &mut Option<Mover>,
+    progress: &Progress,
+) -> Result<(), DlqError> {
+    let limit = options.limit.map_or(u64::MAX, |l| l as u64);
+    // Hashes, not ids: eight bytes an event, even for a million.
     let mut seen = HashSet::new();
-    let mut picked = Vec::new();
-    let limit = options.limit.unwrap_or(usize::MAX);
-    while picked.len() < limit {
+    while report.picked < limit {
         let Some(held) = scan.next().await? else {
             break;
         };
+        progress.step();
         if !filter.matches(&held.event) {
             continue;
         }
         report.matched += 1;
         if let Some(id) = &held.event.id
-            && !seen.insert(id.clone())
+            && !seen.insert(hash_of(id))
         {
             report.duplicates += 1;
         }
-        match held.event.not_replayable() {
-            Some(_) => report.not_replayable += 1,
-            None => picked.push(held),
+        if held.event.not_replayable().is_some() {
+            report.not_replayable += 1;
+            continue;
+        }
+        report.picked += 1;
+        if let Some(mover) = mover.as_mut()
+            && let Err(stop) = mover.send(scan, &held.event, held.mark, report).await
+        {
+            report.stopped = Some(stop);
+            break;
         }
     }
-    report.picked = picked.len() as u64;
-    Ok(ReplayPlan {
-        scan,
-        picked,
-        report,
-        started,
-    })
+    Ok(())
+}
+
+/// Why a replay stopped reading: what moved is moved, the rest is still dead.
+fn read_failed(error: &DlqError, scan: &Scan) -> String {
+    let why = match error {
+        DlqError::ShortPass { idle, .. } => format!(
+            "nothing delivered for {idle:?}: something other than a dlq command consumes the \
+             dead queue"
+        ),
+        other => other.to_string(),
+    };
+    format!(
+        "reading the dead queue stopped after {} of {} messages ({why}); the events counted \
+         as replayed are moved, the rest is still dead: run the same replay again",
+        scan.received(),
+        scan.snapshot()
+    )
+}
+
+fn hash_of(id: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn validate(options: &ReplayOptions) -> Result<(), DlqError> {
@@ -138,78 +223,114 @@ fn validate(options: &ReplayOptions) -> Result<(), DlqError> {
     Ok(())
 }
 
-impl ReplayPlan {
-    /// What the pass picked so far (a dry run's answer).
-    pub fn report(&self) -> &Replayed {
-        &self.report
-    }
+/// Copies on their way and confirmed originals not yet acknowledged.
+struct Mover {
+    publisher: ConfirmedPublisher,
+    pacer: Option<Interval>,
+    window: VecDeque<(Mark, Option<String>, InFlight)>,
+    confirmed: Vec<Mark>,
+}
 
-    /// Moves the picked events (unless a dry run), then gives back the rest.
-    pub async fn run(
-        mut self,
-        queue: &DeadQueue,
-        options: &ReplayOptions,
-        progress: &Progress,
-    ) -> Result<Replayed, DlqError> {
-        if !options.dry_run && !self.picked.is_empty() {
-            let channel = queue.confirm_channel().await?;
-            let publisher = ConfirmedPublisher::new(channel, &queue.topology().events_exchange());
-            let mut pacer = options.rate.map(pacer);
-            let picked = std::mem::take(&mut self.picked);
-            for held in &picked {
-                if let Some(pacer) = pacer.as_mut() {
-                    pacer.tick().await;
-                }
-                if let Err(stop) = self.move_one(&publisher, held).await {
-                    self.report.stopped = Some(stop);
-                    break;
-                }
-                progress.step();
-            }
+impl Mover {
+    fn new(publisher: ConfirmedPublisher, rate: Option<Rate>) -> Self {
+        Self {
+            publisher,
+            pacer: rate.map(pacer),
+            window: VecDeque::with_capacity(WINDOW),
+            confirmed: Vec::with_capacity(ACK_CHUNK),
         }
-        progress.finish();
-        self.scan.finish(queue).await?;
-        self.report.left_in_queue = queue.count().await?;
-        self.report.elapsed_ms =
-            u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Ok(self.report)
     }
 
-    /// Publishes one copy, then acknowledges the original. `Err` stops the run.
-    async fn move_one(
+    /// Sends `event`'s copy; settles the oldest when the window is full.
+    /// `Err` stops the run.
+    async fn send(
         &mut self,
-        publisher: &ConfirmedPublisher,
-        held: &Held,
+        scan: &mut Scan,
+        event: &DeadEvent,
+        mark: Mark,
+        report: &mut Replayed,
     ) -> Result<(), String> {
+        if let Some(pacer) = self.pacer.as_mut() {
+            pacer.tick().await;
+        }
         let now_ms = unix_millis(SystemTime::now());
-        let Some((routing_key, properties)) = replay_copy(&held.event, now_ms) else {
-            self.report.not_replayable += 1;
+        let Some((routing_key, properties)) = replay_copy(event, now_ms) else {
+            report.not_replayable += 1;
             return Ok(());
         };
-        match publisher
-            .publish(&routing_key, &held.event.body, properties)
+        match self
+            .publisher
+            .send(&routing_key, &event.body, properties)
             .await
         {
-            Ok(()) => {}
-            Err(e) if e.is_fatal() => return Err(e.to_string()),
-            Err(e) => {
-                let digest = held.event.id.as_deref().map(id_digest::of);
-                tracing::warn!(
-                    event_id_digest = digest.map(tracing::field::display),
-                    error = %e,
-                    "replay copy refused; the event stays dead"
-                );
-                self.report.failed += 1;
-                return Ok(());
+            Ok(copy) => self.window.push_back((mark, event.id.clone(), copy)),
+            Err(e) => refused(event.id.as_deref(), e, report)?,
+        }
+        while self.window.len() >= WINDOW {
+            self.settle_oldest(scan, report).await?;
+        }
+        // Paced slower than confirms come back: each original goes as soon
+        // as its copy is confirmed, so a kill duplicates at most one event.
+        if self.pacer.is_some() {
+            while !self.window.is_empty() {
+                self.settle_oldest(scan, report).await?;
             }
         }
-        self.scan
-            .ack(&held.acker)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.report.replayed += 1;
+        if self.confirmed.len() >= ACK_CHUNK || self.window.is_empty() {
+            self.ack(scan, report).await?;
+        }
         Ok(())
     }
+
+    async fn settle_oldest(
+        &mut self,
+        scan: &mut Scan,
+        report: &mut Replayed,
+    ) -> Result<(), String> {
+        let Some((mark, id, copy)) = self.window.pop_front() else {
+            return Ok(());
+        };
+        match copy.confirmed().await {
+            Ok(()) => self.confirmed.push(mark),
+            Err(e) => refused(id.as_deref(), e, report)?,
+        }
+        if self.confirmed.len() >= ACK_CHUNK {
+            self.ack(scan, report).await?;
+        }
+        Ok(())
+    }
+
+    async fn ack(&mut self, scan: &mut Scan, report: &mut Replayed) -> Result<(), String> {
+        scan.ack(&self.confirmed).await.map_err(|e| e.to_string())?;
+        report.replayed += self.confirmed.len() as u64;
+        self.confirmed.clear();
+        Ok(())
+    }
+
+    /// Settles every copy still on its way and acknowledges the confirmed.
+    async fn drain(mut self, scan: &mut Scan, report: &mut Replayed) -> Result<(), String> {
+        let mut outcome = Ok(());
+        while !self.window.is_empty() && outcome.is_ok() {
+            outcome = self.settle_oldest(scan, report).await;
+        }
+        // Whatever was confirmed is acknowledged, even after a stop.
+        self.ack(scan, report).await.and(outcome)
+    }
+}
+
+/// A copy that failed: the run stops if the channel is gone, else the event stays dead.
+fn refused(id: Option<&str>, error: PublishError, report: &mut Replayed) -> Result<(), String> {
+    if error.is_fatal() {
+        return Err(error.to_string());
+    }
+    let digest = id.map(id_digest::of);
+    tracing::warn!(
+        event_id_digest = digest.map(tracing::field::display),
+        error = %error,
+        "replay copy refused; the event stays dead"
+    );
+    report.failed += 1;
+    Ok(())
 }
 
 /// Ticks `rate` times a second; a slow confirm delays, never bunches, the next.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use sluice_shared::envelope::headers;
 use tokio::time::timeout;
 
@@ -128,13 +128,14 @@ impl ConfirmedPublisher {
         }
     }
 
-    /// Sends one persistent, mandatory copy and waits for its confirm.
-    pub async fn publish(
+    /// Sends one persistent, mandatory copy; its confirm comes later, from
+    /// [`InFlight::confirmed`], so several copies can be on their way at once.
+    pub async fn send(
         &self,
         routing_key: &str,
         body: &[u8],
         properties: BasicProperties,
-    ) -> Result<(), PublishError> {
+    ) -> Result<InFlight, PublishError> {
         let key = ShortString::try_new(routing_key)
             .map_err(|_| PublishError::Name(routing_key.into()))?;
         // Mandatory: a copy nothing would receive comes back instead of vanishing.
@@ -149,7 +150,17 @@ impl ConfirmedPublisher {
             .await
             .map_err(|_| PublishError::Timeout(PUBLISH_LIMIT))?
             .map_err(PublishError::Send)?;
-        match timeout(PUBLISH_LIMIT, confirm).await {
+        Ok(InFlight(confirm))
+    }
+}
+
+/// A copy sent, its confirm still to come.
+pub struct InFlight(PublisherConfirm);
+
+impl InFlight {
+    /// Waits for RabbitMQ's answer: `Ok` only for a plain ack (routed, stored).
+    pub async fn confirmed(self) -> Result<(), PublishError> {
+        match timeout(PUBLISH_LIMIT, self.0).await {
             Err(_) => Err(PublishError::Timeout(PUBLISH_LIMIT)),
             Ok(Err(e)) => Err(PublishError::Confirm(e)),
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),

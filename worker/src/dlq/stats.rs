@@ -8,8 +8,8 @@ use serde::Serialize;
 use super::error::DlqError;
 use super::event::DeadEvent;
 use super::filter::Filter;
+use super::queue::DeadQueue;
 use super::record::rfc3339;
-use super::scan::DeadQueue;
 
 /// The key counted when an event has no source, type or status.
 pub const NONE: &str = "none";

@@ -20,7 +20,7 @@ use super::answer::{ApiError, QueryArgs};
 use super::{DlqApi, parse};
 use crate::dlq::export::{DEFAULT_STREAMED, MAX_STREAMED, stream_matching};
 use crate::dlq::filter::FilterArgs;
-use crate::dlq::scan::DeadQueue;
+use crate::dlq::queue::DeadQueue;
 
 /// Lines waiting for a slow reader; past that the pass waits too.
 const BUFFERED_LINES: usize = 64;
@@ -48,7 +48,7 @@ pub(super) async fn export_route(
             ),
         ));
     }
-    let queue = DeadQueue::open(&api.amqp).await?;
+    let queue = DeadQueue::open(&api.amqp, api.scan_batch).await?;
     let scan = match queue.scan().await {
         Ok(scan) => scan,
         Err(e) => {
