@@ -99,7 +99,7 @@ async fn a_hundred_thousand_dead_events_are_counted_exported_and_replayed_whole(
     let timed = Instant::now();
     let replay = fixture.dlq(&["replay", "--json"]).await;
     let replay_s = secs(timed);
-    assert_eq!(replay.code, Some(0), "{}", replay.stderr);
+    assert_eq!(replay.code, Some(0), "{}\n{}", replay.stdout, replay.stderr);
     let report = replay.json();
     assert_eq!(report["replayed"], EVENTS, "{report}");
     assert_eq!(report["left_in_queue"], 0, "{report}");

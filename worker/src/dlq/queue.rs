@@ -22,6 +22,7 @@ use lapin::{Channel, Connection};
 use sluice_shared::amqp;
 use sluice_shared::config::AmqpConfig;
 use sluice_shared::topology::Topology;
+use tokio::sync::OnceCell;
 use tokio::time::{Instant, timeout};
 
 use super::error::DlqError;
@@ -38,6 +39,14 @@ pub const RETURN_LIMIT: Duration = Duration::from_secs(10);
 /// A connection to the dead queue, holding the `dlq` lock.
 pub struct DeadQueue {
     connection: Connection,
+    /// A second connection for a replay's copies, opened on first use.
+    /// Publishing fast puts a connection under RabbitMQ's flow control,
+    /// which also holds back the acknowledgements and consumer starts sent
+    /// on it: a pass that published on its own reading connection stalled
+    /// after 60,000 of 100,000 events.
+    publisher: OnceCell<Connection>,
+    amqp_url: String,
+    connect_timeout: Duration,
     control: Channel,
     topology: Topology,
     /// Messages one consumer of a pass holds (`dlq.scan_batch`).
@@ -66,6 +75,9 @@ impl DeadQueue {
         let control = bounded("opening a channel", connection.create_channel()).await?;
         let queue = Self {
             connection,
+            publisher: OnceCell::new(),
+            amqp_url: config.url.clone(),
+            connect_timeout: config.connect_timeout,
             control,
             topology: Topology::new(config),
             batch,
@@ -188,11 +200,19 @@ impl DeadQueue {
         }
     }
 
-    /// A new channel, e.g. in confirm mode for a replay's copies.
+    /// A channel in confirm mode for a replay's copies, on the publishing
+    /// connection (see [`DeadQueue::publisher`]).
     pub async fn confirm_channel(&self) -> Result<Channel, DlqError> {
+        let publisher = self
+            .publisher
+            .get_or_try_init(|| async {
+                let name = format!("sluice-dlq-{}-publish", std::process::id());
+                amqp::connect(&self.amqp_url, &name, self.connect_timeout).await
+            })
+            .await?;
         bounded(
             "opening a confirm channel",
-            amqp::confirm_channel(&self.connection),
+            amqp::confirm_channel(publisher),
         )
         .await
     }
@@ -208,8 +228,17 @@ impl DeadQueue {
         Scan::new(self.name(), snapshot, self.batch, channels).await
     }
 
-    /// Closes the connection, which also releases the lock.
+    /// Closes the connections, which also releases the lock.
     pub async fn close(self) {
+        if let Some(publisher) = self.publisher.get()
+            && publisher.status().connected()
+        {
+            let _ = timeout(
+                BROKER_LIMIT,
+                publisher.close(200, ShortString::from("dlq done")),
+            )
+            .await;
+        }
         if self.connection.status().connected() {
             let _ = timeout(
                 BROKER_LIMIT,
