@@ -19,7 +19,9 @@
 //! broker confirmed the publish does `mark_done` turn the key into `done`
 //! for the dedup window (XX: only if still ours). A failed publish
 //! `release`s its keys, so the provider's retry is never a false duplicate;
-//! a crash leaves `pending` keys that expire by themselves.
+//! a publish still unconfirmed when the request is answered keeps its keys
+//! `pending` (`keep_pending`) until its outcome is known; a crash leaves
+//! `pending` keys that expire by themselves.
 //!
 //! Every call is bounded by `redis.timeout`: the connection manager reconnects
 //! on its own, but the failing call still fails, and the caller's
@@ -197,6 +199,9 @@ impl DedupStore {
 
     /// Marks published keys `done` for the source's window, if they are still ours.
     pub async fn mark_done(&self, keys: &[DedupKey], window: Duration) -> Result<(), DedupError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let options = SetOptions::default()
             .conditional_set(ExistenceCheck::XX)
             .with_expiration(SetExpiry::EX(window.as_secs().max(1)));
@@ -217,6 +222,26 @@ impl DedupStore {
         let mut pipe = redis::pipe();
         pipe.del(names).ignore();
         self.run::<()>("release", &pipe).await
+    }
+
+    /// Extends the life of keys still `pending` (never creates one), while
+    /// their publish awaits a confirm past the ack budget: a retry must keep
+    /// finding them in flight until the outcome is known.
+    pub async fn keep_pending(&self, keys: &[DedupKey]) -> Result<(), DedupError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let ttl = i64::try_from(self.pending_ttl.as_millis()).unwrap_or(i64::MAX);
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.pexpire(key.as_str(), ttl).ignore();
+        }
+        self.run::<()>("keep_pending", &pipe).await
+    }
+
+    /// The life of a `pending` key (`redis.pending_ttl`).
+    pub fn pending_ttl(&self) -> Duration {
+        self.pending_ttl
     }
 
     /// Whether Redis answers, for `/readyz`.

@@ -56,7 +56,10 @@ pub const CLOSE_REASONS: &[&str] = &["header_timeout", "idle_timeout", "tls_hand
 pub const SHED_REASONS: &[&str] = &["connections", "requests", "body_memory"];
 
 /// Every `operation` of `sluice_gateway_redis_duration_seconds`.
-pub const REDIS_OPERATIONS: &[&str] = &["claim", "mark_done", "release", "ping"];
+pub const REDIS_OPERATIONS: &[&str] = &["claim", "mark_done", "release", "keep_pending", "ping"];
+
+/// Every `outcome` of `sluice_gateway_late_confirms_total`.
+pub const LATE_OUTCOMES: &[&str] = &["confirmed", "failed"];
 
 /// The `source` label of a request to a source that is not configured.
 pub const UNKNOWN_SOURCE: &str = "unknown";
@@ -96,6 +99,11 @@ pub struct GatewayMetrics {
     pub accept_errors: prometheus::IntCounter,
     /// TLS certificate reloads by outcome (`ok`, `error`).
     pub tls_reloads: IntCounterVec,
+    /// Publishes whose request was answered 503 before RabbitMQ confirmed
+    /// them, still awaiting the confirm in the background.
+    pub unconfirmed: IntGauge,
+    /// How those publishes ended ([`LATE_OUTCOMES`]).
+    pub late_confirms: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -203,6 +211,20 @@ impl GatewayMetrics {
             "TLS certificate reloads by outcome (ok, error: the old certificate stays).",
             &["outcome"],
         )?;
+        let unconfirmed = gauge(
+            "sluice_gateway_unconfirmed_publishes",
+            "Publishes answered 503 at the ack budget whose confirm is still awaited \
+             (their dedup keys stay pending meanwhile).",
+        )?;
+        let late_confirms = counter(
+            "sluice_gateway_late_confirms_total",
+            "Publishes answered 503 at the ack budget, by how they ended later: confirmed \
+             (keys marked done: the retry is a duplicate) or failed (keys released).",
+            &["outcome"],
+        )?;
+        for outcome in LATE_OUTCOMES {
+            late_confirms.with_label_values(&[outcome]);
+        }
         for reason in CLOSE_REASONS {
             connections_closed.with_label_values(&[reason]);
         }
@@ -236,6 +258,8 @@ impl GatewayMetrics {
             shed,
             accept_errors,
             tls_reloads,
+            unconfirmed,
+            late_confirms,
         })
     }
 

@@ -257,6 +257,23 @@ pub async fn post_signed(
     (status, json)
 }
 
+/// The value of the first line of `/metrics` at `admin` that starts with
+/// `line_start` (a series name, with its labels as rendered).
+pub async fn metric(client: &reqwest::Client, admin: SocketAddr, line_start: &str) -> Option<f64> {
+    let text = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where

@@ -84,6 +84,41 @@ impl PrivateRabbit {
         assert!(up, "the private RabbitMQ {} did not start", self.node);
     }
 
+    /// Sets off (or clears) a memory alarm: `rabbitmqctl
+    /// set_vm_memory_high_watermark` to almost nothing (or back to the
+    /// default 0.4). Under the alarm RabbitMQ blocks every publishing
+    /// connection: it stops reading from it, so nothing published is
+    /// confirmed until the alarm clears. Waits until the alarm is as asked.
+    pub async fn memory_alarm(&self, on: bool) {
+        let watermark = if on { "0.0000001" } else { "0.4" };
+        self.ctl(&["set_vm_memory_high_watermark", watermark]).await;
+        let settled = super::eventually(Duration::from_secs(30), || async {
+            let alarms = self.ctl(&["eval", "rabbit_alarm:get_alarms()."]).await;
+            alarms.contains("memory") == on
+        })
+        .await;
+        assert!(
+            settled,
+            "the private RabbitMQ's memory alarm did not turn {on}"
+        );
+    }
+
+    /// Runs `rabbitmqctl -n <node> args`; returns its standard output.
+    async fn ctl(&self, args: &[&str]) -> String {
+        let output = tokio::process::Command::new("rabbitmqctl")
+            .args(["-n", &self.node])
+            .args(args)
+            .output()
+            .await
+            .expect("rabbitmqctl runs");
+        assert!(
+            output.status.success(),
+            "rabbitmqctl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Stops the node and waits until its port is closed.
     pub async fn stop(&self) {
         let _ = tokio::process::Command::new("rabbitmqctl")
