@@ -2,7 +2,8 @@
 //! clients; [`Gateway::run_until_stopped`] serves until told to stop, then
 //! drains in-flight requests and closes the AMQP connection. The public port
 //! is served by [`crate::listener`] (limits, TLS); the admin port serves
-//! `/healthz`, `/readyz` (Redis, RabbitMQ, topology) and `/metrics`.
+//! `/healthz`, `/readyz` (Redis, RabbitMQ, topology; Redis down is only
+//! `degraded` under `on_redis_error = "publish"`) and `/metrics`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,8 +13,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
-use sluice_shared::admin::{self, Readiness};
-use sluice_shared::config::{Config, ConfigError, GatewayConfig};
+use sluice_shared::admin::{self, Check, Readiness};
+use sluice_shared::config::{Config, ConfigError, GatewayConfig, RedisErrorPolicy};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
@@ -203,8 +204,18 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 struct GatewayReadiness(Arc<AppState>);
 
 impl Readiness for GatewayReadiness {
-    async fn check(&self) -> BTreeMap<&'static str, Result<(), String>> {
-        let redis = self.0.dedup.ping().await.map_err(|e| e.to_string());
+    async fn check(&self) -> BTreeMap<&'static str, Check> {
+        let redis = match (self.0.dedup.ping().await, self.0.config.on_redis_error) {
+            (Ok(()), _) => Check::Ok,
+            // The policy keeps accepting without Redis: stay in the load
+            // balancer, and say so.
+            (Err(e), RedisErrorPolicy::Publish) => Check::Degraded(format!(
+                "{e}; accepting events without deduplication (on_redis_error = publish)"
+            )),
+            (Err(e), RedisErrorPolicy::Reject) => {
+                Check::Down(format!("{e}; answering 503 (on_redis_error = reject)"))
+            }
+        };
         // A session exists only once the topology is declared on it.
         let (rabbitmq, topology) = if self.0.publisher.is_connected() {
             (Ok(()), Ok(()))
@@ -216,8 +227,8 @@ impl Readiness for GatewayReadiness {
         };
         BTreeMap::from([
             ("redis", redis),
-            ("rabbitmq", rabbitmq),
-            ("topology", topology),
+            ("rabbitmq", rabbitmq.into()),
+            ("topology", topology.into()),
         ])
     }
 }
