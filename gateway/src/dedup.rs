@@ -25,12 +25,15 @@
 //!
 //! Every call is bounded by `redis.timeout`: the connection manager reconnects
 //! on its own, but the failing call still fails, and the caller's
-//! `on_redis_error` policy decides what that means. Every call is timed into
+//! `on_redis_error` policy decides what that means. A connection that keeps
+//! timing out, or a Redis that answers `READONLY`, is replaced
+//! ([`crate::redis_link`]). Every call is timed into
 //! `sluice_gateway_redis_duration_seconds` and sets `sluice_gateway_redis_up`.
 
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
+
 use redis::{ExistenceCheck, SetExpiry, SetOptions};
 use sha2::{Digest, Sha256};
 use sluice_shared::config::RedisConfig;
@@ -38,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::extract::EventId;
 use crate::metrics::GatewayMetrics;
+use crate::redis_link::{CallEnd, RedisLink};
 use crate::source::SourceName;
 
 const DONE: &str = "done";
@@ -124,7 +128,8 @@ pub enum DedupError {
 /// The dedup keys of all sources, in one Redis.
 #[derive(Clone)]
 pub struct DedupStore {
-    connection: ConnectionManager,
+    /// The connection, replaced when it goes silent or read-only.
+    link: Arc<RedisLink>,
     prefix: String,
     /// `redis.read_old_form_keys`: whether claims read keys of the old form.
     read_old_form: bool,
@@ -137,13 +142,8 @@ pub struct DedupStore {
 impl DedupStore {
     /// Connects lazily: the gateway starts (and applies its policy) while Redis is down.
     pub fn new(config: &RedisConfig) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(config.url.as_str())?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(1);
         Ok(Self {
-            connection: ConnectionManager::new_lazy_with_config(client, manager_config)?,
+            link: Arc::new(RedisLink::new(config)?),
             prefix: config.key_prefix.clone(),
             read_old_form: config.read_old_form_keys,
             pending_ttl: config.pending_ttl,
@@ -274,13 +274,23 @@ impl DedupStore {
         pipe: &redis::Pipeline,
     ) -> Result<T, DedupError> {
         let started = Instant::now();
-        let mut connection = self.connection.clone();
+        let (generation, mut connection) = self.link.connection();
         let result = tokio::time::timeout(self.timeout, pipe.query_async(&mut connection))
             .await
             .map_err(|_| DedupError::Timeout(self.timeout))
             .and_then(|reply| reply.map_err(DedupError::Redis));
+        let end = match &result {
+            Ok(_) => CallEnd::Answered,
+            Err(DedupError::Timeout(_)) => CallEnd::TimedOut,
+            Err(DedupError::Redis(e)) => CallEnd::Failed(e),
+            Err(DedupError::ShortReply { .. }) => CallEnd::Answered,
+        };
+        let replaced = self.link.record(generation, end);
         if let Some(metrics) = &self.metrics {
             metrics.observe_redis(operation, started.elapsed(), result.is_ok());
+            if let Some(reason) = replaced {
+                metrics.count_redis_reconnect(reason.label());
+            }
         }
         result
     }

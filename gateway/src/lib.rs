@@ -23,6 +23,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod publisher;
+pub mod redis_link;
 pub mod signature;
 pub mod source;
 pub mod unconfirmed;

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Event};
-use sluice_shared::amqp::{ConnectError, confirm_channel, connect, redact_url};
+use sluice_shared::amqp::{ConnectError, confirm_channel, connect_with_heartbeat, redact_url};
 use sluice_shared::config::AmqpConfig;
 use sluice_shared::topology::{Topology, TopologyError};
 use tokio::sync::{Mutex, Notify};
@@ -229,7 +229,9 @@ impl Inner {
 
 async fn open_session(inner: &Inner) -> Result<Session, StartError> {
     let limit = inner.config.connect_timeout;
-    let connection = connect(&inner.config.url, "sluice-gateway", limit).await?;
+    let heartbeat = inner.config.heartbeat;
+    let connection =
+        connect_with_heartbeat(&inner.config.url, "sluice-gateway", limit, heartbeat).await?;
     let setup = async {
         let channel = connection.create_channel().await?;
         inner.topology.declare(&channel).await?;

@@ -104,6 +104,8 @@ pub struct GatewayMetrics {
     pub unconfirmed: IntGauge,
     /// How those publishes ended ([`LATE_OUTCOMES`]).
     pub late_confirms: IntCounterVec,
+    /// Redis connections replaced, by reason (`timeouts`, `read_only`).
+    redis_reconnects: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -222,6 +224,15 @@ impl GatewayMetrics {
              (keys marked done: the retry is a duplicate) or failed (keys released).",
             &["outcome"],
         )?;
+        let redis_reconnects = counter(
+            "sluice_gateway_redis_reconnects_total",
+            "Redis connections replaced by a new one: after redis.reconnect_after_timeouts \
+             calls in a row timed out (timeouts), or on a READONLY answer (read_only).",
+            &["reason"],
+        )?;
+        for reason in crate::redis_link::Replaced::LABELS {
+            redis_reconnects.with_label_values(&[reason]);
+        }
         for outcome in LATE_OUTCOMES {
             late_confirms.with_label_values(&[outcome]);
         }
@@ -260,6 +271,7 @@ impl GatewayMetrics {
             tls_reloads,
             unconfirmed,
             late_confirms,
+            redis_reconnects,
         })
     }
 
@@ -309,6 +321,11 @@ impl GatewayMetrics {
                 .with_label_values(&[source])
                 .inc_by(count(n));
         }
+    }
+
+    /// One Redis connection replaced, for `reason`.
+    pub fn count_redis_reconnect(&self, reason: &str) {
+        self.redis_reconnects.with_label_values(&[reason]).inc();
     }
 
     /// One Redis call: its time, and whether Redis is up.

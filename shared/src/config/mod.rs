@@ -336,6 +336,8 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        brokers::validate_redis(&self.redis)?;
+        brokers::validate_amqp(&self.amqp)?;
         if !is_name(&self.amqp.prefix, ".") {
             return Err(ConfigError::invalid(
                 "amqp.prefix",

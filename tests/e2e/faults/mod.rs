@@ -4,4 +4,6 @@
 //! [`crate::support::private`]) or reaches the shared one through a proxy of
 //! its own ([`crate::support::proxy`]).
 
+mod heartbeat;
+mod redis_link;
 mod unconfirmed;

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod downstream;
 pub mod private;
 pub mod providers;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -110,6 +111,14 @@ dedup_ttl = "1h"
 
     pub fn topology(&self) -> Topology {
         Topology::new(&self.config("").amqp)
+    }
+
+    /// The end of a run that leaves events behind: deletes this test's queues.
+    pub async fn delete_topology(&self) {
+        broker::Broker::connect(&self.amqp_url)
+            .await
+            .delete(&self.topology())
+            .await;
     }
 
     /// The end of a run: every queue of this test is empty, then deleted.

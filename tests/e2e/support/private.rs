@@ -5,17 +5,24 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-/// A free TCP port in `range`, also free at `port + offset`.
+/// A free TCP port in `range`, also free at `port + offset`, and never one
+/// this process handed out before: tests run side by side, and a server
+/// started by one may not have bound its port yet when another looks.
 fn free_port(range: std::ops::Range<u16>, offset: u16) -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let seed = u16::try_from(std::process::id() % 1000).unwrap_or(0);
     let span = range.end - range.start;
-    (0..span)
+    let port = (0..span)
         .map(|i| range.start + (seed * 7 + i) % span)
         .find(|&p| {
-            std::net::TcpListener::bind(("0.0.0.0", p)).is_ok()
+            !handed_out.contains(&p)
+                && std::net::TcpListener::bind(("0.0.0.0", p)).is_ok()
                 && std::net::TcpListener::bind(("0.0.0.0", p + offset)).is_ok()
         })
-        .expect("a free port")
+        .expect("a free port");
+    handed_out.push(port);
+    port
 }
 
 /// A RabbitMQ node of the test's own (the recipe in docs/testing.md).
@@ -170,6 +177,18 @@ impl PrivateRedis {
         })
         .await;
         assert!(up, "the private Redis did not start");
+    }
+
+    /// Makes this Redis a replica of the one on `port`, as a failover does
+    /// to a demoted primary: from then on it answers writes `READONLY`.
+    pub async fn replica_of(&self, port: u16) {
+        let status = tokio::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "replicaof", "127.0.0.1"])
+            .arg(port.to_string())
+            .status()
+            .await
+            .expect("redis-cli runs");
+        assert!(status.success(), "REPLICAOF failed");
     }
 
     pub fn stop(&self) {
