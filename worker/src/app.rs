@@ -70,7 +70,7 @@ impl Worker {
         let depths = QueueDepthPoller::new(&settings, interval, &metrics.registry())?;
         let supervisor = Supervisor {
             settings,
-            prefetch: config.worker.prefetch,
+            prefetch: config.worker.prefetch(),
             dispatcher: Arc::new(Dispatcher::new(routes, client, policy, metrics.clone())),
             status,
             permits: Arc::new(Semaphore::new(config.worker.concurrency)),

@@ -155,8 +155,9 @@ pub enum RedisErrorPolicy {
 pub struct WorkerConfig {
     /// Address of the worker's `/metrics`, `/healthz`, `/readyz`.
     pub admin_listen: SocketAddr,
-    /// Unacknowledged messages the broker may push ahead of the worker.
-    pub prefetch: u16,
+    /// Unacknowledged messages the broker may push ahead of the worker;
+    /// unset: `concurrency` (see [`WorkerConfig::prefetch`]).
+    pub prefetch: Option<u16>,
     /// Deliveries running at once.
     pub concurrency: usize,
     /// How long SIGTERM waits for in-flight deliveries before closing.
@@ -171,11 +172,22 @@ pub struct WorkerConfig {
     pub threads: usize,
 }
 
+impl WorkerConfig {
+    /// `prefetch`, or `concurrency` when unset: messages pushed beyond what
+    /// runs at once only wait, unacked, inside one worker while others
+    /// idle, and count towards RabbitMQ's `consumer_timeout` from the moment
+    /// they arrive.
+    pub fn prefetch(&self) -> u16 {
+        self.prefetch
+            .unwrap_or_else(|| u16::try_from(self.concurrency).unwrap_or(u16::MAX))
+    }
+}
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             admin_listen: ([127, 0, 0, 1], 9081).into(),
-            prefetch: 64,
+            prefetch: None,
             concurrency: 32,
             shutdown_grace: Duration::from_secs(30),
             queue_depth_interval: Duration::from_secs(5),
@@ -312,7 +324,7 @@ impl Config {
                 "must be at least 100ms: each poll asks RabbitMQ about every queue",
             ));
         }
-        if self.worker.concurrency == 0 || self.worker.prefetch == 0 {
+        if self.worker.concurrency == 0 || self.worker.prefetch == Some(0) {
             return Err(ConfigError::invalid(
                 "worker.concurrency / worker.prefetch",
                 "must be at least 1",
@@ -408,6 +420,17 @@ mod tests {
         assert_eq!(config.gateway.max_fan_out_bytes(), 16 * 1024 * 1024);
         assert_eq!(config.amqp.retry_delays.len(), 6);
         assert_eq!(config.amqp.retry_delays[5], Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn prefetch_defaults_to_concurrency() {
+        let config = Config::from_toml("[worker]\nconcurrency = 12").unwrap();
+        assert_eq!(config.worker.prefetch(), 12);
+        assert_eq!(Config::from_toml("").unwrap().worker.prefetch(), 32);
+        let config = Config::from_toml("[worker]\nconcurrency = 12\nprefetch = 40").unwrap();
+        assert_eq!(config.worker.prefetch(), 40, "a prefetch set is kept");
+        let config = Config::from_toml("[worker]\nconcurrency = 100000").unwrap();
+        assert_eq!(config.worker.prefetch(), u16::MAX);
     }
 
     #[test]
