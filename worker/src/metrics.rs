@@ -67,6 +67,7 @@ pub struct WorkerMetrics {
     in_flight: IntGauge,
     broker_connected: IntGauge,
     settle_failures: IntCounter,
+    panics: IntCounter,
 }
 
 impl WorkerMetrics {
@@ -120,6 +121,11 @@ impl WorkerMetrics {
             "sluice_worker_settle_failures_total",
             "Events whose ack, retry or dead-letter publish failed; the broker redelivers them.",
         )?;
+        let panics = IntCounter::new(
+            "sluice_worker_delivery_panics_total",
+            "Delivery tasks that panicked; their messages are requeued after a pause.",
+        )?;
+        registry.register(Box::new(panics.clone()))?;
         registry.register(Box::new(deliveries.clone()))?;
         registry.register(Box::new(dead.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -151,6 +157,7 @@ impl WorkerMetrics {
             in_flight,
             broker_connected,
             settle_failures,
+            panics,
         })
     }
 
@@ -188,6 +195,10 @@ impl WorkerMetrics {
 
     pub fn record_settle_failure(&self) {
         self.settle_failures.inc();
+    }
+
+    pub fn record_panic(&self) {
+        self.panics.inc();
     }
 
     pub fn set_broker_connected(&self, connected: bool) {

@@ -7,3 +7,4 @@
 mod heartbeat;
 mod redis_link;
 mod unconfirmed;
+mod worker_hygiene;
