@@ -107,6 +107,12 @@ pub struct GatewayConfig {
     /// an `items_pointer` array's items); more is answered 413. Meta sends
     /// at most 1,000 in one request.
     pub max_events_per_request: usize,
+    /// After SIGTERM, how long `/readyz` answers 503 while requests are
+    /// still served, so the load balancer stops sending before the port
+    /// closes; then the port closes and requests in flight get up to
+    /// `ack_budget` to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl GatewayConfig {
@@ -136,6 +142,7 @@ impl Default for GatewayConfig {
             tls: None,
             trusted_proxies: TrustedProxies::default(),
             max_events_per_request: 5_000,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -318,6 +325,13 @@ impl Config {
                 "must be at least 1 (Meta sends up to 1,000 events in one request)",
             ));
         }
+        if g.shutdown_grace > Duration::from_secs(300) {
+            return Err(ConfigError::invalid(
+                "gateway.shutdown_grace",
+                "must be at most 5m: it only has to outlast the load balancer's readiness checks \
+                 (period x failure threshold), and the orchestrator kills a process that is slow to stop",
+            ));
+        }
         if self.worker.queue_depth_interval < Duration::from_millis(100) {
             return Err(ConfigError::invalid(
                 "worker.queue_depth_interval",
@@ -412,6 +426,7 @@ mod tests {
         assert_eq!(config.gateway.ack_budget, Duration::from_millis(1500));
         assert_eq!(config.gateway.body_limit, 4 * 1024 * 1024);
         assert_eq!(config.gateway.max_events_per_request, 5_000);
+        assert_eq!(config.gateway.shutdown_grace, Duration::from_secs(5));
         assert!(
             config.redis.read_old_form_keys,
             "old-form keys count after an upgrade"

@@ -64,6 +64,8 @@ impl TestEnv {
 [gateway]
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
+# Tests stop many gateways: no readiness grace at stop unless a test sets one.
+shutdown_grace = "0s"
 [worker]
 admin_listen = "127.0.0.1:0"
 shutdown_grace = "5s"
