@@ -68,6 +68,7 @@ pub struct WorkerMetrics {
     broker_connected: IntGauge,
     settle_failures: IntCounter,
     panics: IntCounter,
+    dead_lettering_verified: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -126,6 +127,12 @@ impl WorkerMetrics {
             "Delivery tasks that panicked; their messages are requeued after a pause.",
         )?;
         registry.register(Box::new(panics.clone()))?;
+        let dead_lettering_verified = IntGauge::new(
+            "sluice_worker_dead_lettering_verified",
+            "1 when the management API confirmed at start that RabbitMQ dead-letters \
+             at-least-once (feature flag stream_queue), 0 when it was not checked.",
+        )?;
+        registry.register(Box::new(dead_lettering_verified.clone()))?;
         registry.register(Box::new(deliveries.clone()))?;
         registry.register(Box::new(dead.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -158,6 +165,7 @@ impl WorkerMetrics {
             broker_connected,
             settle_failures,
             panics,
+            dead_lettering_verified,
         })
     }
 
@@ -199,6 +207,10 @@ impl WorkerMetrics {
 
     pub fn record_panic(&self) {
         self.panics.inc();
+    }
+
+    pub fn set_dead_lettering_verified(&self, verified: bool) {
+        self.dead_lettering_verified.set(i64::from(verified));
     }
 
     pub fn set_broker_connected(&self, connected: bool) {

@@ -75,6 +75,11 @@ pub struct AmqpConfig {
     /// It wins over a `heartbeat=` in `url`.
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
+    /// The broker's management API (`http://host:15672`), where the worker
+    /// checks at start that at-least-once dead-lettering is in force (the
+    /// `stream_queue` feature flag); signs in as `url`'s user. Unset: not
+    /// checked (the worker says so at start).
+    pub management_url: Option<String>,
 }
 
 impl Default for AmqpConfig {
@@ -89,6 +94,7 @@ impl Default for AmqpConfig {
             delivery_limit: 10,
             connect_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_secs(10),
+            management_url: None,
         }
     }
 }
@@ -118,6 +124,14 @@ pub(super) fn validate_amqp(amqp: &AmqpConfig) -> Result<(), ConfigError> {
             "amqp.heartbeat",
             "must be whole seconds from 1s to 65535s (AMQP counts it in seconds); \
              10s notices a silent broker within 20s",
+        ));
+    }
+    if let Some(url) = &amqp.management_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(ConfigError::invalid(
+            "amqp.management_url",
+            "must be the management API's http:// or https:// address, e.g. http://127.0.0.1:15672",
         ));
     }
     Ok(())
@@ -176,6 +190,16 @@ mod tests {
                 .to_string();
             assert!(error.contains("amqp.heartbeat"), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn a_management_url_must_be_http() {
+        let error = Config::from_toml("[amqp]\nmanagement_url = \"127.0.0.1:15672\"")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("amqp.management_url"), "{error}");
+        let config = Config::from_toml("[amqp]\nmanagement_url = \"http://127.0.0.1:15672\"");
+        assert!(config.is_ok());
     }
 
     #[test]
