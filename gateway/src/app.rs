@@ -254,7 +254,14 @@ impl Readiness for GatewayReadiness {
             }
         };
         // A session exists only once the topology is declared on it.
-        let (rabbitmq, topology) = if self.0.publisher.is_connected() {
+        let (rabbitmq, topology) = if let Some(why) = self.0.publisher.blocked() {
+            (
+                Err(format!(
+                    "RabbitMQ blocks publishing ({why}): webhooks are answered 503"
+                )),
+                Ok(()),
+            )
+        } else if self.0.publisher.is_connected() {
             (Ok(()), Ok(()))
         } else {
             (

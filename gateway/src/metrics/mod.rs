@@ -89,6 +89,8 @@ pub struct GatewayMetrics {
     pub in_flight: IntGauge,
     /// 1 while the AMQP connection is up.
     pub broker_connected: IntGauge,
+    /// 1 while RabbitMQ blocks the connection's publishes (a resource alarm).
+    pub broker_blocked: IntGauge,
     /// Connections open on the public port.
     pub connections_open: IntGauge,
     /// Connections the gateway closed, by reason ([`CLOSE_REASONS`]).
@@ -187,6 +189,11 @@ impl GatewayMetrics {
             "sluice_gateway_broker_connected",
             "1 while connected to RabbitMQ (topology declared), else 0.",
         )?;
+        let broker_blocked = gauge(
+            "sluice_gateway_broker_blocked",
+            "1 while RabbitMQ blocks publishing on the gateway's connection (a memory or disk \
+             alarm): webhooks are answered 503 at once, else 0.",
+        )?;
         let connections_open = gauge(
             "sluice_gateway_open_connections",
             "Connections open on the public port.",
@@ -264,6 +271,7 @@ impl GatewayMetrics {
             redis_up,
             in_flight,
             broker_connected,
+            broker_blocked,
             connections_open,
             connections_closed,
             shed,

@@ -4,6 +4,7 @@
 //! [`crate::support::private`]) or reaches the shared one through a proxy of
 //! its own ([`crate::support::proxy`]).
 
+mod blocked;
 mod dead_lettering;
 mod heartbeat;
 mod redis_link;
