@@ -74,20 +74,7 @@ pub struct HeldKeys {
 /// them `done` or releases them. Run it in a task of its own.
 pub async fn settle_late(publish: Publish, held: HeldKeys, metrics: GatewayMetrics) {
     metrics.unconfirmed.inc();
-    let Publish(mut task) = publish;
-    let period = (held.dedup.pending_ttl() / 3).max(Duration::from_millis(10));
-    let mut renew = interval_at(Instant::now() + period, period);
-    renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let outcome = loop {
-        tokio::select! {
-            joined = &mut task => break joined,
-            _ = renew.tick() => {
-                if let Err(e) = held.dedup.keep_pending(&held.keys).await {
-                    tracing::warn!(error = %e, "could not renew pending dedup keys of an unconfirmed publish");
-                }
-            }
-        }
-    };
+    let outcome = await_keeping_pending(publish, &held).await;
     metrics.unconfirmed.dec();
     let events = held.keys.len();
     let label = match outcome {
@@ -112,6 +99,28 @@ pub async fn settle_late(publish: Publish, held: HeldKeys, metrics: GatewayMetri
         }
     };
     metrics.late_confirms.with_label_values(&[label]).inc();
+}
+
+/// The publish's outcome, renewing the held keys every third of their life
+/// until it comes.
+async fn await_keeping_pending(
+    publish: Publish,
+    held: &HeldKeys,
+) -> Result<Result<(), PublishError>, JoinError> {
+    let Publish(mut task) = publish;
+    let period = (held.dedup.pending_ttl() / 3).max(Duration::from_millis(10));
+    let mut renew = interval_at(Instant::now() + period, period);
+    renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            joined = &mut task => return joined,
+            _ = renew.tick() => {
+                if let Err(e) = held.dedup.keep_pending(&held.keys).await {
+                    tracing::warn!(error = %e, "could not renew pending dedup keys of an unconfirmed publish");
+                }
+            }
+        }
+    }
 }
 
 /// Frees keys whose publish failed, so the provider's retry is accepted.
