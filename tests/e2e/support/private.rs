@@ -204,15 +204,18 @@ impl Drop for PrivateRabbit {
     }
 }
 
-/// A Redis of the test's own, keeping nothing on disk.
+/// A Redis of the test's own, keeping nothing on disk but in its own
+/// folder (a primary writes a snapshot there to sync a new replica).
 pub struct PrivateRedis {
     pub port: u16,
+    dir: tempfile::TempDir,
 }
 
 impl PrivateRedis {
     pub async fn start() -> Self {
         let port = free_port(21000..24000, &[]);
-        let redis = Self { port };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let redis = Self { port, dir };
         redis.boot().await;
         redis
     }
@@ -224,6 +227,8 @@ impl PrivateRedis {
     pub async fn boot(&self) {
         let status = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
             .args(["--daemonize", "yes", "--save", "", "--appendonly", "no"])
             .status()
             .expect("redis-server runs");
