@@ -1,19 +1,21 @@
 //! Start-up: [`Gateway::build`] turns a config into bound listeners and live
 //! clients; [`Gateway::run_until_stopped`] serves until told to stop, then
-//! drains in-flight requests and closes the AMQP connection. The public port
+//! turns unready for `shutdown_grace`, closes the port, drains in-flight
+//! requests and closes the AMQP connection. The public port
 //! is served by [`crate::listener`] (limits, TLS); the admin port serves
-//! `/healthz`, `/readyz` (Redis, RabbitMQ, topology) and `/metrics`.
+//! `/healthz`, `/readyz` (Redis, RabbitMQ, topology; Redis down is only
+//! `degraded` under `on_redis_error = "publish"`) and `/metrics`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
-use sluice_shared::admin::{self, Readiness};
-use sluice_shared::config::{Config, ConfigError, GatewayConfig};
+use sluice_shared::admin::{self, Check, Readiness};
+use sluice_shared::config::{Config, ConfigError, GatewayConfig, RedisErrorPolicy};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +45,8 @@ pub struct AppState {
     pub refusal_log: LogBudget,
     /// When the last "Redis down, dedup bypassed" warning was logged (ms).
     pub redis_warned_at: AtomicU64,
+    /// Set on the stop signal: `/readyz` answers 503 from then on.
+    pub draining: AtomicBool,
 }
 
 /// Why the gateway cannot start. Config problems exit 64.
@@ -107,6 +111,7 @@ impl Gateway {
             metrics,
             refusal_log: LogBudget::default(),
             redis_warned_at: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
         });
         Ok(Self {
             listener,
@@ -135,15 +140,27 @@ impl Gateway {
         router(self.state.clone())
     }
 
+    /// Serves until `shutdown`, then stops in three steps: `/readyz`
+    /// answers 503 for `gateway.shutdown_grace` while requests are still
+    /// served (the load balancer takes the replica out); the public port
+    /// closes; requests in flight get up to `ack_budget` to finish. Then the
+    /// AMQP connection and the admin port close.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let probe = self.state.dedup.clone();
         tokio::spawn(probe.probe_every(REDIS_PROBE_PERIOD, self.background.clone()));
         let readiness = GatewayReadiness(self.state.clone());
         let admin = admin::router(self.state.metrics.registry.clone(), readiness);
-        let admin_stop = shutdown.clone();
+        let admin_stop = CancellationToken::new();
+        let close_port = CancellationToken::new();
+        tokio::spawn(close_after_grace(
+            shutdown,
+            self.state.clone(),
+            close_port.clone(),
+        ));
+        let admin_until = admin_stop.clone();
         let admin_task = tokio::spawn(async move {
             axum::serve(self.admin_listener, admin)
-                .with_graceful_shutdown(admin_stop.cancelled_owned())
+                .with_graceful_shutdown(admin_until.cancelled_owned())
                 .await
         });
         let addr = self.listener.local_addr()?;
@@ -162,14 +179,35 @@ impl Gateway {
             limits: self.state.config.limits.clone(),
             tls: self.tls.clone(),
             metrics: self.state.metrics.clone(),
+            drain_limit: self.state.config.ack_budget,
         };
-        listener::serve(self.listener, port, shutdown).await;
+        listener::serve(self.listener, port, close_port).await;
         self.background.cancel();
         self.state.publisher.close().await;
+        admin_stop.cancel();
         let _ = admin_task.await;
         tracing::info!("gateway stopped");
         Ok(())
     }
+}
+
+/// On `shutdown`: marks the gateway draining (`/readyz` 503), waits
+/// `shutdown_grace` while requests are still served, then closes the port.
+async fn close_after_grace(
+    shutdown: CancellationToken,
+    state: Arc<AppState>,
+    close_port: CancellationToken,
+) {
+    shutdown.cancelled().await;
+    state.draining.store(true, Ordering::Relaxed);
+    let grace = state.config.shutdown_grace;
+    tracing::info!(
+        grace = ?grace,
+        "stopping: /readyz answers 503; requests are served until the grace ends"
+    );
+    tokio::time::sleep(grace).await;
+    tracing::info!("closing the public port; requests in flight finish within the ack budget");
+    close_port.cancel();
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -207,10 +245,27 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 struct GatewayReadiness(Arc<AppState>);
 
 impl Readiness for GatewayReadiness {
-    async fn check(&self) -> BTreeMap<&'static str, Result<(), String>> {
-        let redis = self.0.dedup.ping().await.map_err(|e| e.to_string());
+    async fn check(&self) -> BTreeMap<&'static str, Check> {
+        let redis = match (self.0.dedup.ping().await, self.0.config.on_redis_error) {
+            (Ok(()), _) => Check::Ok,
+            // The policy keeps accepting without Redis: stay in the load
+            // balancer, and say so.
+            (Err(e), RedisErrorPolicy::Publish) => Check::Degraded(format!(
+                "{e}; accepting events without deduplication (on_redis_error = publish)"
+            )),
+            (Err(e), RedisErrorPolicy::Reject) => {
+                Check::Down(format!("{e}; answering 503 (on_redis_error = reject)"))
+            }
+        };
         // A session exists only once the topology is declared on it.
-        let (rabbitmq, topology) = if self.0.publisher.is_connected() {
+        let (rabbitmq, topology) = if let Some(why) = self.0.publisher.blocked() {
+            (
+                Err(format!(
+                    "RabbitMQ blocks publishing ({why}): webhooks are answered 503"
+                )),
+                Ok(()),
+            )
+        } else if self.0.publisher.is_connected() {
             (Ok(()), Ok(()))
         } else {
             (
@@ -218,10 +273,16 @@ impl Readiness for GatewayReadiness {
                 Err("not declared: waiting for a RabbitMQ connection".to_owned()),
             )
         };
+        let shutdown = if self.0.draining.load(Ordering::Relaxed) {
+            Check::Down("shutting down: the port closes after gateway.shutdown_grace".into())
+        } else {
+            Check::Ok
+        };
         BTreeMap::from([
             ("redis", redis),
-            ("rabbitmq", rabbitmq),
-            ("topology", topology),
+            ("rabbitmq", rabbitmq.into()),
+            ("topology", topology.into()),
+            ("shutdown", shutdown),
         ])
     }
 }

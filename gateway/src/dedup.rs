@@ -19,16 +19,21 @@
 //! broker confirmed the publish does `mark_done` turn the key into `done`
 //! for the dedup window (XX: only if still ours). A failed publish
 //! `release`s its keys, so the provider's retry is never a false duplicate;
-//! a crash leaves `pending` keys that expire by themselves.
+//! a publish still unconfirmed when the request is answered keeps its keys
+//! `pending` (`keep_pending`) until its outcome is known; a crash leaves
+//! `pending` keys that expire by themselves.
 //!
 //! Every call is bounded by `redis.timeout`: the connection manager reconnects
 //! on its own, but the failing call still fails, and the caller's
-//! `on_redis_error` policy decides what that means. Every call is timed into
+//! `on_redis_error` policy decides what that means. A connection that keeps
+//! timing out, or a Redis that answers `READONLY`, is replaced
+//! ([`crate::redis_link`]). Every call is timed into
 //! `sluice_gateway_redis_duration_seconds` and sets `sluice_gateway_redis_up`.
 
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
+
 use redis::{ExistenceCheck, SetExpiry, SetOptions};
 use sha2::{Digest, Sha256};
 use sluice_shared::config::RedisConfig;
@@ -36,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::extract::EventId;
 use crate::metrics::GatewayMetrics;
+use crate::redis_link::{CallEnd, RedisLink};
 use crate::source::SourceName;
 
 const DONE: &str = "done";
@@ -122,7 +128,8 @@ pub enum DedupError {
 /// The dedup keys of all sources, in one Redis.
 #[derive(Clone)]
 pub struct DedupStore {
-    connection: ConnectionManager,
+    /// The connection, replaced when it goes silent or read-only.
+    link: Arc<RedisLink>,
     prefix: String,
     /// `redis.read_old_form_keys`: whether claims read keys of the old form.
     read_old_form: bool,
@@ -135,13 +142,8 @@ pub struct DedupStore {
 impl DedupStore {
     /// Connects lazily: the gateway starts (and applies its policy) while Redis is down.
     pub fn new(config: &RedisConfig) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(config.url.as_str())?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(1);
         Ok(Self {
-            connection: ConnectionManager::new_lazy_with_config(client, manager_config)?,
+            link: Arc::new(RedisLink::new(config)?),
             prefix: config.key_prefix.clone(),
             read_old_form: config.read_old_form_keys,
             pending_ttl: config.pending_ttl,
@@ -197,6 +199,9 @@ impl DedupStore {
 
     /// Marks published keys `done` for the source's window, if they are still ours.
     pub async fn mark_done(&self, keys: &[DedupKey], window: Duration) -> Result<(), DedupError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let options = SetOptions::default()
             .conditional_set(ExistenceCheck::XX)
             .with_expiration(SetExpiry::EX(window.as_secs().max(1)));
@@ -217,6 +222,26 @@ impl DedupStore {
         let mut pipe = redis::pipe();
         pipe.del(names).ignore();
         self.run::<()>("release", &pipe).await
+    }
+
+    /// Extends the life of keys still `pending` (never creates one), while
+    /// their publish awaits a confirm past the ack budget: a retry must keep
+    /// finding them in flight until the outcome is known.
+    pub async fn keep_pending(&self, keys: &[DedupKey]) -> Result<(), DedupError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let ttl = i64::try_from(self.pending_ttl.as_millis()).unwrap_or(i64::MAX);
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.pexpire(key.as_str(), ttl).ignore();
+        }
+        self.run::<()>("keep_pending", &pipe).await
+    }
+
+    /// The life of a `pending` key (`redis.pending_ttl`).
+    pub fn pending_ttl(&self) -> Duration {
+        self.pending_ttl
     }
 
     /// Whether Redis answers, for `/readyz`.
@@ -249,13 +274,23 @@ impl DedupStore {
         pipe: &redis::Pipeline,
     ) -> Result<T, DedupError> {
         let started = Instant::now();
-        let mut connection = self.connection.clone();
+        let (generation, mut connection) = self.link.connection();
         let result = tokio::time::timeout(self.timeout, pipe.query_async(&mut connection))
             .await
             .map_err(|_| DedupError::Timeout(self.timeout))
             .and_then(|reply| reply.map_err(DedupError::Redis));
+        let end = match &result {
+            Ok(_) => CallEnd::Answered,
+            Err(DedupError::Timeout(_)) => CallEnd::TimedOut,
+            Err(DedupError::Redis(e)) => CallEnd::Failed(e),
+            Err(DedupError::ShortReply { .. }) => CallEnd::Answered,
+        };
+        let replaced = self.link.record(generation, end);
         if let Some(metrics) = &self.metrics {
             metrics.observe_redis(operation, started.elapsed(), result.is_ok());
+            if let Some(reason) = replaced {
+                metrics.count_redis_reconnect(reason.label());
+            }
         }
         result
     }

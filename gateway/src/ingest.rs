@@ -26,6 +26,7 @@ use crate::extract::{Event, EventId, EventType};
 use crate::publisher::Outgoing;
 use crate::signature::VerifiedBody;
 use crate::source::Source;
+use crate::unconfirmed::{self, HeldKeys, Publish, Waited};
 
 /// What every event of one request shares.
 pub struct RequestContext<'a> {
@@ -196,7 +197,9 @@ pub async fn dead_letter_unparseable(
     })
 }
 
-/// Publishes within the deadline; on failure frees the keys held for these events.
+/// Publishes within the deadline. A failure frees the keys held for these
+/// events; a publish still unconfirmed at the deadline goes on in the
+/// background and settles them later ([`crate::unconfirmed`]).
 async fn publish(
     state: &AppState,
     ctx: &RequestContext<'_>,
@@ -206,22 +209,33 @@ async fn publish(
     if messages.is_empty() {
         return Ok(());
     }
-    let failure = match timeout_at(ctx.deadline, state.publisher.publish_all(messages)).await {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(e)) => Unavailable::Publish(e),
-        Err(_) => Unavailable::Budget(state.config.ack_budget),
-    };
-    if !held.is_empty() {
-        // Best effort and off the answer's path: the keys expire anyway.
-        let dedup = state.dedup.clone();
-        let keys = held.to_vec();
-        tokio::spawn(async move {
-            if let Err(e) = dedup.release(&keys).await {
-                tracing::warn!(error = %e, "could not release dedup keys; they expire by themselves");
+    let publish = Publish::start(&state.publisher, messages);
+    match publish.wait_until(ctx.deadline).await {
+        Waited::Confirmed => Ok(()),
+        Waited::Failed(e) => {
+            if !held.is_empty() {
+                // Off the answer's path: the keys expire anyway.
+                let dedup = state.dedup.clone();
+                let keys = held.to_vec();
+                tokio::spawn(async move { unconfirmed::release(&dedup, &keys).await });
             }
-        });
+            Err(Unavailable::Publish(e).into())
+        }
+        Waited::Pending(publish) => {
+            let keys = HeldKeys {
+                dedup: state.dedup.clone(),
+                keys: held.to_vec(),
+                window: ctx.source.dedup_ttl,
+            };
+            let metrics = state.metrics.clone();
+            tokio::spawn(unconfirmed::settle_late(publish, keys, metrics));
+            Err(Unavailable::Budget(state.config.ack_budget).into())
+        }
+        Waited::Lost(panicked) => {
+            tracing::error!(error = %panicked, "a publish task panicked; its keys expire by themselves");
+            Err(Unavailable::Budget(state.config.ack_budget).into())
+        }
     }
-    Err(failure.into())
 }
 
 /// Claims the keys, or applies `on_redis_error`. The flag says whether keys are held.

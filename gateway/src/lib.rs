@@ -5,7 +5,8 @@
 //! - [`correlation`]: the request id and trace context each event carries;
 //! - [`source`] and [`signature`]: which provider, and is it really them;
 //! - [`extract`]: one body becomes events with ids and types;
-//! - [`ingest`]: [`dedup`] in Redis, then [`publisher`] with confirms;
+//! - [`ingest`]: [`dedup`] in Redis, then [`publisher`] with confirms
+//!   (a publish unconfirmed at the ack budget settles later: [`unconfirmed`]);
 //! - [`error`]: every non-200 answer, in one place.
 //!
 //! [`app`] builds and runs it all; [`metrics`] is what it reports (and
@@ -23,8 +24,10 @@ pub mod listener;
 pub mod log_budget;
 pub mod metrics;
 pub mod publisher;
+pub mod redis_link;
 pub mod signature;
 pub mod source;
+pub mod unconfirmed;
 pub mod webhook;
 
 pub use app::{Gateway, StartError};

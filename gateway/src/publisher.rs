@@ -8,7 +8,9 @@
 //! confirms are awaited together, so a 1,000-event batch costs one confirm
 //! round trip, not a thousand. Only `Ack` for a routed message counts: a nack,
 //! a returned (unroutable) mandatory message or a lost connection is an error,
-//! never a 200.
+//! never a 200. While RabbitMQ blocks the connection (`connection.blocked`,
+//! a memory or disk alarm) nothing is sent: publishes fail at once and
+//! `/readyz` says why, so nothing piles up in memory through an alarm.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -18,7 +20,7 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Event};
-use sluice_shared::amqp::{ConnectError, confirm_channel, connect, redact_url};
+use sluice_shared::amqp::{ConnectError, confirm_channel, connect_with_heartbeat, redact_url};
 use sluice_shared::config::AmqpConfig;
 use sluice_shared::topology::{Topology, TopologyError};
 use tokio::sync::{Mutex, Notify};
@@ -40,6 +42,9 @@ pub struct Outgoing {
 pub enum PublishError {
     #[error("not connected to RabbitMQ (reconnecting in the background)")]
     NotConnected,
+    /// Nothing was sent: a blocked connection would hold it unconfirmed.
+    #[error("RabbitMQ has blocked publishing ({0}): free its memory or disk to lift the alarm")]
+    Blocked(String),
     #[error("RabbitMQ refused the message (nack)")]
     Nacked,
     #[error("RabbitMQ could not route the message to any queue (is the topology declared?)")]
@@ -72,6 +77,8 @@ struct Inner {
     session: RwLock<Option<Arc<Session>>>,
     /// Wakes the supervisor when a publish saw the connection fail.
     broken: Notify,
+    /// Why RabbitMQ blocked the connection (`connection.blocked`), while it does.
+    blocked: std::sync::Mutex<Option<String>>,
     next_channel: AtomicUsize,
     metrics: GatewayMetrics,
 }
@@ -95,6 +102,7 @@ impl ConfirmedPublisher {
             channel_count,
             session: RwLock::new(None),
             broken: Notify::new(),
+            blocked: std::sync::Mutex::new(None),
             next_channel: AtomicUsize::new(0),
             metrics,
         });
@@ -113,14 +121,25 @@ impl ConfirmedPublisher {
         self.0.current().is_some_and(|s| s.healthy())
     }
 
+    /// Why RabbitMQ blocks publishing now (a memory or disk alarm), if it does.
+    pub fn blocked(&self) -> Option<String> {
+        let blocked = self.0.current()?.connection.status().blocked();
+        blocked.then(|| self.0.blocked_reason())
+    }
+
     pub fn topology(&self) -> &Topology {
         &self.0.topology
     }
 
     /// Publishes every message, all in flight at once, and waits for every confirm.
     /// The caller bounds the wait with its deadline.
+    /// While RabbitMQ blocks the connection nothing is sent: the frames
+    /// would only pile up unread, in memory, for as long as the alarm lasts.
     pub async fn publish_all(&self, messages: Vec<Outgoing>) -> Result<(), PublishError> {
         let session = self.0.current().ok_or(PublishError::NotConnected)?;
+        if session.connection.status().blocked() {
+            return Err(PublishError::Blocked(self.0.blocked_reason()));
+        }
         let started = Instant::now();
         let pool = session.channels.len();
         let first = self.0.next_channel.fetch_add(1, Ordering::Relaxed);
@@ -212,6 +231,29 @@ impl Session {
 }
 
 impl Inner {
+    fn blocked_reason(&self) -> String {
+        let reason = match self.blocked.lock() {
+            Ok(reason) => reason.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        reason.unwrap_or_else(|| "a resource alarm".to_owned())
+    }
+
+    /// Records `connection.blocked` (`Some(reason)`) or `connection.unblocked`.
+    fn set_blocked(&self, reason: Option<String>) {
+        self.metrics.broker_blocked.set(i64::from(reason.is_some()));
+        match &reason {
+            Some(why) => {
+                tracing::warn!(reason = %why, "RabbitMQ blocked publishing: answering 503 until it lifts the alarm")
+            }
+            None => tracing::info!("RabbitMQ unblocked publishing"),
+        }
+        match self.blocked.lock() {
+            Ok(mut slot) => *slot = reason,
+            Err(poisoned) => *poisoned.into_inner() = reason,
+        }
+    }
+
     fn current(&self) -> Option<Arc<Session>> {
         self.session.read().ok().and_then(|s| s.clone())
     }
@@ -229,7 +271,9 @@ impl Inner {
 
 async fn open_session(inner: &Inner) -> Result<Session, StartError> {
     let limit = inner.config.connect_timeout;
-    let connection = connect(&inner.config.url, "sluice-gateway", limit).await?;
+    let heartbeat = inner.config.heartbeat;
+    let connection =
+        connect_with_heartbeat(&inner.config.url, "sluice-gateway", limit, heartbeat).await?;
     let setup = async {
         let channel = connection.create_channel().await?;
         inner.topology.declare(&channel).await?;
@@ -261,9 +305,14 @@ async fn supervise(inner: Arc<Inner>, shutdown: CancellationToken) {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = inner.broken.notified() => {}
-                    event = events.next() => if matches!(event, Some(Event::Error(_)) | None) {
-                        tracing::warn!("RabbitMQ connection lost; reconnecting");
-                        break;
+                    event = events.next() => match event {
+                        Some(Event::ConnectionBlocked(reason)) => inner.set_blocked(Some(reason)),
+                        Some(Event::ConnectionUnblocked) => inner.set_blocked(None),
+                        Some(Event::Error(_)) | None => {
+                            tracing::warn!("RabbitMQ connection lost; reconnecting");
+                            break;
+                        }
+                        Some(_) => {}
                     },
                     _ = poll.tick() => {}
                 }
@@ -275,6 +324,8 @@ async fn supervise(inner: Arc<Inner>, shutdown: CancellationToken) {
             if let Some(old) = inner.install(None) {
                 let _ = old.connection.close(200, "reconnecting".into()).await;
             }
+            // A new connection starts unblocked; RabbitMQ says again if not.
+            inner.metrics.broker_blocked.set(0);
             continue;
         }
         match open_session(&inner).await {

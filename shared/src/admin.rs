@@ -2,7 +2,9 @@
 //!
 //! Kept apart from the gateway's public port so that metrics and readiness are
 //! never exposed to providers. `/readyz` answers 200 or 503 with a JSON body
-//! naming every check and what is wrong with each one that fails.
+//! naming every check and what is wrong with each one that fails; a
+//! dependency the process can do without is reported `degraded: <why>` and
+//! leaves it ready.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,10 +17,34 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 
+/// The state of one dependency, as `/readyz` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Working.
+    Ok,
+    /// Failing, but the process still does its job without it (the
+    /// gateway's Redis under `on_redis_error = "publish"`): reported as
+    /// `degraded: <why>`, and the process stays ready. Taking every replica
+    /// out of the load balancer for it would turn a policy of availability
+    /// into an outage.
+    Degraded(String),
+    /// Failing, and the process cannot do its job: not ready, with why.
+    Down(String),
+}
+
+impl From<Result<(), String>> for Check {
+    fn from(result: Result<(), String>) -> Self {
+        match result {
+            Ok(()) => Self::Ok,
+            Err(why) => Self::Down(why),
+        }
+    }
+}
+
 /// What a binary depends on, checked on every `/readyz`.
 pub trait Readiness: Clone + Send + Sync + 'static {
-    /// One entry per dependency: `Ok` or what is wrong with it.
-    fn check(&self) -> impl Future<Output = BTreeMap<&'static str, Result<(), String>>> + Send;
+    /// One entry per dependency.
+    fn check(&self) -> impl Future<Output = BTreeMap<&'static str, Check>> + Send;
 }
 
 /// The git commit the binary was built from, when the build set `SLUICE_GIT_COMMIT`.
@@ -65,10 +91,17 @@ pub fn router<R: Readiness>(registry: Registry, readiness: R) -> Router {
 
 async fn readyz<R: Readiness>(State(state): State<AdminState<R>>) -> impl IntoResponse {
     let checks = state.readiness.check().await;
-    let ready = checks.values().all(Result::is_ok);
+    let ready = !checks.values().any(|c| matches!(c, Check::Down(_)));
     let body: BTreeMap<_, _> = checks
         .into_iter()
-        .map(|(name, result)| (name, result.err().unwrap_or_else(|| "ok".into())))
+        .map(|(name, check)| {
+            let text = match check {
+                Check::Ok => "ok".to_owned(),
+                Check::Degraded(why) => format!("degraded: {why}"),
+                Check::Down(why) => why,
+            };
+            (name, text)
+        })
         .collect();
     let status = if ready {
         StatusCode::OK

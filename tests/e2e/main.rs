@@ -11,6 +11,7 @@ mod config_errors;
 mod delivery;
 mod dlq;
 mod fan_out;
+mod faults;
 mod id_digest;
 mod observability;
 mod providers;

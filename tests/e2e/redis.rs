@@ -9,27 +9,9 @@ use sluice_shared::config::RedisErrorPolicy;
 use crate::support::broker::Broker;
 use crate::support::private::PrivateRedis;
 use crate::support::{
-    RunningGateway, SHARED_AMQP, SHARED_REDIS, TestEnv, eventually, post_signed, upsert_body,
+    RunningGateway, SHARED_AMQP, SHARED_REDIS, TestEnv, eventually, metric, post_signed,
+    upsert_body,
 };
-
-async fn metric(
-    client: &reqwest::Client,
-    admin: std::net::SocketAddr,
-    line_start: &str,
-) -> Option<f64> {
-    let text = client
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_the_publish_policy_accepts_and_counts_the_bypass_and_reject_answers_503() {

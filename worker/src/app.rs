@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::ReconnectBackoff;
 use crate::broker::{BrokerSettings, Session};
+use crate::dead_lettering::{self, DeadLettering};
 use crate::dispatch::Dispatcher;
 use crate::dlq::http::{DlqApi, with_dlq};
 use crate::error::{StartError, WorkerError};
@@ -57,6 +58,17 @@ impl Worker {
         let dlq = DlqApi::from_config(&config)?;
         let metrics = WorkerMetrics::new(routes.names())?;
         let client = http_handler::client().map_err(StartError::HttpClient)?;
+        match dead_lettering::check(&config.amqp, &client).await? {
+            DeadLettering::Verified => metrics.set_dead_lettering_verified(true),
+            DeadLettering::Unverified(why) => {
+                tracing::warn!(
+                    why = %why,
+                    "not verified that RabbitMQ dead-letters at-least-once (it needs the \
+                     stream_queue feature flag): set amqp.management_url to check at start"
+                );
+                metrics.set_dead_lettering_verified(false);
+            }
+        }
         let status = BrokerStatus::new(metrics.clone());
         let addr = config.worker.admin_listen;
         let admin = TcpListener::bind(addr)
@@ -70,7 +82,7 @@ impl Worker {
         let depths = QueueDepthPoller::new(&settings, interval, &metrics.registry())?;
         let supervisor = Supervisor {
             settings,
-            prefetch: config.worker.prefetch,
+            prefetch: config.worker.prefetch(),
             dispatcher: Arc::new(Dispatcher::new(routes, client, policy, metrics.clone())),
             status,
             permits: Arc::new(Semaphore::new(config.worker.concurrency)),

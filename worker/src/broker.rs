@@ -50,6 +50,8 @@ impl SessionError {
 pub struct BrokerSettings {
     pub url: String,
     pub connect_timeout: Duration,
+    /// `amqp.heartbeat`: a broker silent for two of them is given up on.
+    pub heartbeat: Duration,
     pub topology: Topology,
     /// Shown in the management UI, e.g. `sluice-worker-4711-0`.
     pub connection_name: String,
@@ -60,6 +62,7 @@ impl BrokerSettings {
         Self {
             url: config.url.clone(),
             connect_timeout: config.connect_timeout,
+            heartbeat: config.heartbeat,
             topology: Topology::new(config),
             connection_name: unique_name(),
         }
@@ -73,7 +76,9 @@ impl BrokerSettings {
     /// Connects, declares the topology and opens both channels.
     pub async fn open(&self) -> Result<Session, SessionError> {
         let limit = self.connect_timeout;
-        let connection = amqp::connect(&self.url, &self.connection_name, limit).await?;
+        let name = &self.connection_name;
+        let connection =
+            amqp::connect_with_heartbeat(&self.url, name, limit, self.heartbeat).await?;
         let consume = timeout(limit, connection.create_channel())
             .await
             .map_err(|_| SessionError::Timeout(limit, "opening a channel"))?

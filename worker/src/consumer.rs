@@ -9,11 +9,14 @@
 //! channel is found closed. Tasks on a broken session just fail to settle
 //! and the broker redelivers their messages.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures_util::StreamExt;
-use lapin::Consumer;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
+use lapin::{Acker, Consumer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{Session, unique_name};
 use crate::dispatch::Dispatcher;
 use crate::readiness::BrokerStatus;
+use crate::settle::{Settler, requeue_delay};
 
 /// How a session's consume loop ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,16 +106,47 @@ fn spawn(
     ctx.tasks.spawn(async move {
         let _permit = permit;
         let _in_flight = in_flight;
-        dispatcher.handle(session.settler(), delivery).await;
+        let settler = session.settler();
+        let acker = delivery.acker.clone();
+        let wait = requeue_delay(&delivery.properties);
+        let handled = dispatcher.handle(settler, delivery);
+        if guard_panics(handled, settler, &acker, wait).await {
+            dispatcher.metrics().record_panic();
+        }
     });
 }
 
-/// Logs a task that did not end normally; its message stays unacked until
-/// the channel closes, then the broker redelivers it.
+/// Runs a delivery's handling; if it panics, requeues its message after
+/// `wait` instead of leaving it unacked until the channel closes (which,
+/// with the channel otherwise healthy, is RabbitMQ's `consumer_timeout`:
+/// 30 minutes). A message that panics every time reaches the work queue's
+/// `x-delivery-limit` and is dead-lettered. A message already settled when
+/// the panic came is left alone: its acker was used. Returns whether it
+/// panicked. The panic's message is not logged: it may quote the payload.
+pub async fn guard_panics(
+    handling: impl Future<Output = ()>,
+    settler: &Settler,
+    acker: &Acker,
+    wait: Duration,
+) -> bool {
+    if AssertUnwindSafe(handling).catch_unwind().await.is_ok() {
+        return false;
+    }
+    tracing::error!(
+        requeue_in = %humantime::format_duration(wait),
+        "a delivery task panicked; its message is requeued"
+    );
+    settler.requeue(acker, wait).await;
+    true
+}
+
+/// Logs a task that did not end normally (aborted at the end of the
+/// shutdown grace, or a panic outside [`guard_panics`]); its message stays
+/// unacked until the channel closes, then the broker redelivers it.
 pub fn report(joined: Result<(), JoinError>) {
     if let Err(error) = joined
         && error.is_panic()
     {
-        tracing::error!(error = %error, "a delivery task panicked");
+        tracing::error!("a delivery task panicked");
     }
 }

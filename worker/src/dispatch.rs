@@ -27,7 +27,7 @@ use crate::message::{Malformed, QueuedMessage, SluiceEvent};
 use crate::metrics::{NO_ROUTE, Outcome, WorkerMetrics};
 use crate::retry::{DeadReason, Decision, RetryPolicy};
 use crate::routes::RouteTable;
-use crate::settle::{Destination, SettleError, Settler};
+use crate::settle::{Destination, SettleError, Settler, requeue_delay};
 
 /// What happens to a message once its attempt (if any) is over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,7 +242,8 @@ async fn carry_out(
         } => {
             let properties = failure::for_retry(&message.properties, *attempts, last, now_ms);
             let destination = Destination::RetryQueue(&tier.queue);
-            let moved = settler.move_to(acker, destination, &message.body, properties);
+            let wait = requeue_delay(&message.properties);
+            let moved = settler.move_to(acker, destination, &message.body, properties, wait);
             (Outcome::Retried, moved.await)
         }
         Verdict::Dead {
@@ -253,7 +254,9 @@ async fn carry_out(
             let properties =
                 failure::for_dead(&message.properties, *reason, *attempts, last, now_ms);
             let key = dead_routing_key(message, event);
-            let moved = settler.move_to(acker, Destination::Dead(&key), &message.body, properties);
+            let wait = requeue_delay(&message.properties);
+            let destination = Destination::Dead(&key);
+            let moved = settler.move_to(acker, destination, &message.body, properties, wait);
             (Outcome::Dead, moved.await)
         }
     }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use sluice_shared::config::{ConfigError, EXIT_BAD_CONFIG};
 
 use crate::broker::SessionError;
+use crate::dead_lettering::AtMostOnce;
 use crate::routes::RouteError;
 
 /// Why [`crate::Worker::build`] failed.
@@ -32,6 +33,9 @@ pub enum StartError {
     /// The broker holds queues or exchanges declared with other arguments.
     #[error(transparent)]
     Topology(SessionError),
+    /// The broker would dead-letter at-most-once (its `stream_queue` flag is off).
+    #[error(transparent)]
+    DeadLettering(#[from] AtMostOnce),
 }
 
 impl StartError {

@@ -22,7 +22,7 @@ const PERSISTENT: u8 = 2;
 
 /// Set by a quorum queue on every redelivery: a copy is a new message and
 /// must start counting from zero, or it would reach `x-delivery-limit` early.
-const DELIVERY_COUNT: &str = "x-delivery-count";
+pub(crate) const DELIVERY_COUNT: &str = "x-delivery-count";
 
 /// The last failure, as it is recorded in headers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -67,6 +67,8 @@ pub struct WorkerMetrics {
     in_flight: IntGauge,
     broker_connected: IntGauge,
     settle_failures: IntCounter,
+    panics: IntCounter,
+    dead_lettering_verified: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -120,6 +122,17 @@ impl WorkerMetrics {
             "sluice_worker_settle_failures_total",
             "Events whose ack, retry or dead-letter publish failed; the broker redelivers them.",
         )?;
+        let panics = IntCounter::new(
+            "sluice_worker_delivery_panics_total",
+            "Delivery tasks that panicked; their messages are requeued after a pause.",
+        )?;
+        registry.register(Box::new(panics.clone()))?;
+        let dead_lettering_verified = IntGauge::new(
+            "sluice_worker_dead_lettering_verified",
+            "1 when the management API confirmed at start that RabbitMQ dead-letters \
+             at-least-once (feature flag stream_queue), 0 when it was not checked.",
+        )?;
+        registry.register(Box::new(dead_lettering_verified.clone()))?;
         registry.register(Box::new(deliveries.clone()))?;
         registry.register(Box::new(dead.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -151,6 +164,8 @@ impl WorkerMetrics {
             in_flight,
             broker_connected,
             settle_failures,
+            panics,
+            dead_lettering_verified,
         })
     }
 
@@ -188,6 +203,14 @@ impl WorkerMetrics {
 
     pub fn record_settle_failure(&self) {
         self.settle_failures.inc();
+    }
+
+    pub fn record_panic(&self) {
+        self.panics.inc();
+    }
+
+    pub fn set_dead_lettering_verified(&self, verified: bool) {
+        self.dead_lettering_verified.set(i64::from(verified));
     }
 
     pub fn set_broker_connected(&self, connected: bool) {

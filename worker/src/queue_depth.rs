@@ -32,6 +32,7 @@ pub struct QueueDepthPoller {
     url: String,
     connection_name: String,
     limit: Duration,
+    heartbeat: Duration,
     period: Duration,
     /// `(label, queue name)` of every queue polled.
     queues: Vec<(String, String)>,
@@ -70,6 +71,7 @@ impl QueueDepthPoller {
             url: settings.url.clone(),
             connection_name: format!("{}-depth", settings.connection_name),
             limit: settings.connect_timeout,
+            heartbeat: settings.heartbeat,
             period,
             queues: labelled_queues(&settings.topology),
             depth,
@@ -128,7 +130,8 @@ impl QueueDepthPoller {
     }
 
     async fn open(&self) -> Option<Link> {
-        let connection = amqp::connect(&self.url, &self.connection_name, self.limit)
+        let name = &self.connection_name;
+        let connection = amqp::connect_with_heartbeat(&self.url, name, self.limit, self.heartbeat)
             .await
             .map_err(|e| tracing::debug!(error = %e, "queue depth poller cannot connect"))
             .ok()?;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sluice_shared::admin::Readiness;
+use sluice_shared::admin::{Check, Readiness};
 use tokio::sync::watch;
 
 use crate::metrics::WorkerMetrics;
@@ -54,7 +54,7 @@ impl BrokerStatus {
 }
 
 impl Readiness for BrokerStatus {
-    async fn check(&self) -> BTreeMap<&'static str, Result<(), String>> {
+    async fn check(&self) -> BTreeMap<&'static str, Check> {
         let current = self.current();
         // Consuming implies a session, and a session is only opened once the
         // topology is declared on it.
@@ -62,7 +62,7 @@ impl Readiness for BrokerStatus {
             Ok(()) => Ok(()),
             Err(_) => Err("not declared on a live RabbitMQ session".to_owned()),
         };
-        BTreeMap::from([("rabbitmq", current), ("topology", topology)])
+        BTreeMap::from([("rabbitmq", current.into()), ("topology", topology.into())])
     }
 }
 
@@ -75,14 +75,14 @@ mod tests {
         let status = BrokerStatus::new(WorkerMetrics::new(std::iter::empty()).unwrap());
         assert_eq!(
             status.check().await["rabbitmq"],
-            Err("not connected yet".into())
+            Check::Down("not connected yet".into())
         );
         status.set_consuming();
-        assert_eq!(status.check().await["rabbitmq"], Ok(()));
+        assert_eq!(status.check().await["rabbitmq"], Check::Ok);
         status.set_down("connection lost");
         assert_eq!(
             status.check().await["rabbitmq"],
-            Err("connection lost".into())
+            Check::Down("connection lost".into())
         );
     }
 }

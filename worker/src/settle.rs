@@ -5,7 +5,11 @@
 //! Anything else (a nack, a returned message, an error, a timeout) nacks the
 //! original with requeue, so the message is handled again, never lost; a
 //! message that can never be settled reaches the work queue's
-//! `x-delivery-limit` and RabbitMQ dead-letters it. A SIGKILL between the
+//! `x-delivery-limit` and RabbitMQ dead-letters it. The requeue waits first
+//! ([`requeue_delay`]: 1 s, doubling with each earlier delivery, at most
+//! 30 s): whatever stopped the copy (a tier queue deleted by hand, a broker
+//! refusing publishes) rarely clears in milliseconds, and each round
+//! delivers the event downstream again. A SIGKILL between the
 //! confirm and the ack means a redelivery (a duplicate copy in a retry tier
 //! at worst), never a loss.
 
@@ -18,10 +22,32 @@ use tokio::sync::Mutex;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+use crate::failure::DELIVERY_COUNT;
+use crate::message::header_integer;
+
 /// Limit on sending a publish, on its confirm and on an ack: past it the
 /// broker is treated as unreachable (a publish can hang when the server
 /// closes the connection) and the message is left for redelivery.
 const BROKER_LIMIT: Duration = Duration::from_secs(10);
+
+/// The first wait before a message that could not be settled is requeued.
+const REQUEUE_FIRST: Duration = Duration::from_secs(1);
+/// The longest such wait.
+const REQUEUE_MAX: Duration = Duration::from_secs(30);
+
+/// How long to hold a message before requeueing it: [`REQUEUE_FIRST`],
+/// doubled for each earlier delivery of it (the quorum queue's
+/// `x-delivery-count`), at most [`REQUEUE_MAX`].
+pub fn requeue_delay(properties: &BasicProperties) -> Duration {
+    let earlier = properties
+        .headers()
+        .as_ref()
+        .and_then(|table| header_integer(table, DELIVERY_COUNT))
+        .unwrap_or(0)
+        .clamp(0, 16);
+    let factor = 1u32 << u32::try_from(earlier).unwrap_or(16);
+    REQUEUE_FIRST.saturating_mul(factor).min(REQUEUE_MAX)
+}
 
 /// Why a message could not be settled; the broker will redeliver it.
 #[derive(Debug, thiserror::Error)]
@@ -101,18 +127,19 @@ impl Settler {
     }
 
     /// Publishes a copy to `destination`; acks the original once confirmed,
-    /// else requeues it.
+    /// else requeues it after `requeue_after`.
     pub async fn move_to(
         &self,
         acker: &Acker,
         destination: Destination<'_>,
         body: &[u8],
         properties: BasicProperties,
+        requeue_after: Duration,
     ) -> Result<(), SettleError> {
         match self.publish_confirmed(destination, body, properties).await {
             Ok(()) => self.ack(acker).await,
             Err(e) => {
-                self.requeue(acker).await;
+                self.requeue(acker, requeue_after).await;
                 Err(e)
             }
         }
@@ -171,9 +198,10 @@ impl Settler {
         })
     }
 
-    /// Puts the original back on the work queue (best effort: if the channel
-    /// is gone, the broker requeues it anyway when it notices).
-    async fn requeue(&self, acker: &Acker) {
+    /// Puts the original back on the work queue after `delay` (best effort:
+    /// if the channel is gone, the broker requeues it anyway when it notices).
+    pub async fn requeue(&self, acker: &Acker, delay: Duration) {
+        tokio::time::sleep(delay).await;
         let options = BasicNackOptions {
             multiple: false,
             requeue: true,
@@ -191,5 +219,36 @@ impl Settler {
             self.lost.cancel();
         }
         error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::{AMQPValue, FieldTable};
+
+    fn delivered_before(count: Option<i64>) -> BasicProperties {
+        let mut table = FieldTable::default();
+        if let Some(count) = count {
+            table.insert(DELIVERY_COUNT.into(), AMQPValue::LongLongInt(count));
+        }
+        BasicProperties::default().with_headers(table)
+    }
+
+    #[test]
+    fn a_requeue_waits_a_second_doubling_with_each_delivery_up_to_thirty() {
+        let waits: Vec<u64> = [None, Some(1), Some(2), Some(3), Some(4), Some(5), Some(60)]
+            .into_iter()
+            .map(|count| requeue_delay(&delivered_before(count)).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(
+            requeue_delay(&BasicProperties::default()),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            requeue_delay(&delivered_before(Some(-3))),
+            Duration::from_secs(1)
+        );
     }
 }

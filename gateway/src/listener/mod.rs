@@ -11,8 +11,8 @@
 //!   [`crate::webhook`].
 //!
 //! Each peer address travels with its requests as `ConnectInfo`. On stop the
-//! listener closes, each connection finishes its request in progress, and
-//! idle ones close.
+//! listener closes, each connection finishes its request in progress (for
+//! at most `drain_limit`), and idle ones close.
 
 pub mod connection;
 pub mod tls;
@@ -63,6 +63,9 @@ pub struct PublicPort {
     pub limits: LimitsConfig,
     pub tls: Option<Arc<ReloadableTls>>,
     pub metrics: GatewayMetrics,
+    /// After the stop, how long requests in flight may take to finish
+    /// (`ack_budget`: none of them is due later).
+    pub drain_limit: Duration,
 }
 
 /// Serves `listener` until `shutdown`, then drains the open connections.
@@ -98,7 +101,15 @@ pub async fn serve(listener: TcpListener, port: PublicPort, shutdown: Cancellati
     }
     drop(listener);
     tracker.close();
-    tracker.wait().await;
+    if tokio::time::timeout(port.drain_limit, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = tracker.len(),
+            "connections still open after the ack budget; closing them"
+        );
+    }
 }
 
 /// Answers 503 and closes, without holding anything for long.

@@ -56,7 +56,10 @@ pub const CLOSE_REASONS: &[&str] = &["header_timeout", "idle_timeout", "tls_hand
 pub const SHED_REASONS: &[&str] = &["connections", "requests", "body_memory"];
 
 /// Every `operation` of `sluice_gateway_redis_duration_seconds`.
-pub const REDIS_OPERATIONS: &[&str] = &["claim", "mark_done", "release", "ping"];
+pub const REDIS_OPERATIONS: &[&str] = &["claim", "mark_done", "release", "keep_pending", "ping"];
+
+/// Every `outcome` of `sluice_gateway_late_confirms_total`.
+pub const LATE_OUTCOMES: &[&str] = &["confirmed", "failed"];
 
 /// The `source` label of a request to a source that is not configured.
 pub const UNKNOWN_SOURCE: &str = "unknown";
@@ -86,6 +89,8 @@ pub struct GatewayMetrics {
     pub in_flight: IntGauge,
     /// 1 while the AMQP connection is up.
     pub broker_connected: IntGauge,
+    /// 1 while RabbitMQ blocks the connection's publishes (a resource alarm).
+    pub broker_blocked: IntGauge,
     /// Connections open on the public port.
     pub connections_open: IntGauge,
     /// Connections the gateway closed, by reason ([`CLOSE_REASONS`]).
@@ -96,6 +101,13 @@ pub struct GatewayMetrics {
     pub accept_errors: prometheus::IntCounter,
     /// TLS certificate reloads by outcome (`ok`, `error`).
     pub tls_reloads: IntCounterVec,
+    /// Publishes whose request was answered 503 before RabbitMQ confirmed
+    /// them, still awaiting the confirm in the background.
+    pub unconfirmed: IntGauge,
+    /// How those publishes ended ([`LATE_OUTCOMES`]).
+    pub late_confirms: IntCounterVec,
+    /// Redis connections replaced, by reason (`timeouts`, `read_only`).
+    redis_reconnects: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -177,6 +189,11 @@ impl GatewayMetrics {
             "sluice_gateway_broker_connected",
             "1 while connected to RabbitMQ (topology declared), else 0.",
         )?;
+        let broker_blocked = gauge(
+            "sluice_gateway_broker_blocked",
+            "1 while RabbitMQ blocks publishing on the gateway's connection (a memory or disk \
+             alarm): webhooks are answered 503 at once, else 0.",
+        )?;
         let connections_open = gauge(
             "sluice_gateway_open_connections",
             "Connections open on the public port.",
@@ -203,6 +220,29 @@ impl GatewayMetrics {
             "TLS certificate reloads by outcome (ok, error: the old certificate stays).",
             &["outcome"],
         )?;
+        let unconfirmed = gauge(
+            "sluice_gateway_unconfirmed_publishes",
+            "Publishes answered 503 at the ack budget whose confirm is still awaited \
+             (their dedup keys stay pending meanwhile).",
+        )?;
+        let late_confirms = counter(
+            "sluice_gateway_late_confirms_total",
+            "Publishes answered 503 at the ack budget, by how they ended later: confirmed \
+             (keys marked done: the retry is a duplicate) or failed (keys released).",
+            &["outcome"],
+        )?;
+        let redis_reconnects = counter(
+            "sluice_gateway_redis_reconnects_total",
+            "Redis connections replaced by a new one: after redis.reconnect_after_timeouts \
+             calls in a row timed out (timeouts), or on a READONLY answer (read_only).",
+            &["reason"],
+        )?;
+        for reason in crate::redis_link::Replaced::LABELS {
+            redis_reconnects.with_label_values(&[reason]);
+        }
+        for outcome in LATE_OUTCOMES {
+            late_confirms.with_label_values(&[outcome]);
+        }
         for reason in CLOSE_REASONS {
             connections_closed.with_label_values(&[reason]);
         }
@@ -231,11 +271,15 @@ impl GatewayMetrics {
             redis_up,
             in_flight,
             broker_connected,
+            broker_blocked,
             connections_open,
             connections_closed,
             shed,
             accept_errors,
             tls_reloads,
+            unconfirmed,
+            late_confirms,
+            redis_reconnects,
         })
     }
 
@@ -287,6 +331,11 @@ impl GatewayMetrics {
         }
     }
 
+    /// One Redis connection replaced, for `reason`.
+    pub fn count_redis_reconnect(&self, reason: &str) {
+        self.redis_reconnects.with_label_values(&[reason]).inc();
+    }
+
     /// One Redis call: its time, and whether Redis is up.
     pub fn observe_redis(&self, operation: &str, elapsed: Duration, ok: bool) {
         self.redis_seconds
@@ -301,60 +350,4 @@ fn count(n: usize) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use prometheus::{Encoder, TextEncoder};
-
-    fn render(metrics: &GatewayMetrics) -> String {
-        let mut buffer = Vec::new();
-        TextEncoder::new()
-            .encode(&metrics.registry.gather(), &mut buffer)
-            .unwrap();
-        String::from_utf8(buffer).unwrap()
-    }
-
-    #[test]
-    fn a_configured_source_has_every_series_from_the_start() {
-        let metrics = GatewayMetrics::new().unwrap();
-        metrics.register_sources(["whatzme"]);
-        let text = render(&metrics);
-        for outcome in REQUEST_OUTCOMES {
-            let line = format!(
-                r#"sluice_gateway_requests_total{{outcome="{outcome}",source="whatzme"}} 0"#
-            );
-            assert!(text.contains(&line), "{line}");
-        }
-        assert!(text.contains(r#"sluice_gateway_dedup_bypass_total{source="whatzme"} 0"#));
-        assert!(
-            text.contains(r#"sluice_gateway_redis_duration_seconds_count{operation="claim"} 0"#)
-        );
-        assert!(text.contains("sluice_gateway_build_info{"));
-    }
-
-    #[test]
-    fn published_types_are_capped_per_source() {
-        let metrics = GatewayMetrics::new().unwrap();
-        for i in 0..=MAX_TYPES_PER_SOURCE {
-            metrics.count_published_type("s", &format!("t{i}"));
-        }
-        metrics.count_published_type("s", "t0");
-        let text = render(&metrics);
-        assert!(text.contains(r#"sluice_gateway_events_published_total{source="s",type="t0"} 2"#));
-        assert!(
-            text.contains(r#"sluice_gateway_events_published_total{source="s",type="other"} 1"#)
-        );
-    }
-
-    #[test]
-    fn a_failed_redis_call_marks_redis_down() {
-        let metrics = GatewayMetrics::new().unwrap();
-        metrics.observe_redis("claim", Duration::from_micros(300), true);
-        assert!(render(&metrics).contains("sluice_gateway_redis_up 1"));
-        metrics.observe_redis("claim", Duration::from_millis(250), false);
-        let text = render(&metrics);
-        assert!(text.contains("sluice_gateway_redis_up 0"));
-        assert!(text.contains(
-            r#"sluice_gateway_redis_duration_seconds_bucket{operation="claim",le="0.0005"} 1"#
-        ));
-    }
-}
+mod tests;

@@ -29,6 +29,14 @@ pub struct RedisConfig {
     /// that a crashed gateway's keys free themselves for the provider's retry.
     #[serde(with = "humantime_serde")]
     pub pending_ttl: Duration,
+    /// Calls in a row that time out before the connection is replaced by a
+    /// new one: a connection whose peer vanished silently never recovers
+    /// by itself. (`READONLY`, a demoted primary, replaces it at once.)
+    pub reconnect_after_timeouts: u32,
+    /// TCP keepalive of the Redis sockets: probes after this long idle,
+    /// then every this long, and `TCP_USER_TIMEOUT` of three times it.
+    #[serde(with = "humantime_serde")]
+    pub tcp_keepalive: Duration,
 }
 
 impl Default for RedisConfig {
@@ -39,6 +47,8 @@ impl Default for RedisConfig {
             read_old_form_keys: true,
             timeout: Duration::from_millis(250),
             pending_ttl: Duration::from_secs(30),
+            reconnect_after_timeouts: 3,
+            tcp_keepalive: Duration::from_secs(10),
         }
     }
 }
@@ -59,6 +69,17 @@ pub struct AmqpConfig {
     /// Limit on connecting and on declaring the topology.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// AMQP heartbeat asked of the broker (whole seconds): a connection
+    /// silent for two of them is closed, so a broker cut off without a
+    /// word (a dropped route, a frozen VM) is noticed within twice this.
+    /// It wins over a `heartbeat=` in `url`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// The broker's management API (`http://host:15672`), where the worker
+    /// checks at start that at-least-once dead-lettering is in force (the
+    /// `stream_queue` feature flag); signs in as `url`'s user. Unset: not
+    /// checked (the worker says so at start).
+    pub management_url: Option<String>,
 }
 
 impl Default for AmqpConfig {
@@ -72,8 +93,48 @@ impl Default for AmqpConfig {
                 .collect(),
             delivery_limit: 10,
             connect_timeout: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(10),
+            management_url: None,
         }
     }
+}
+
+/// Checks `[redis]` beyond its types.
+pub(super) fn validate_redis(redis: &RedisConfig) -> Result<(), ConfigError> {
+    if redis.reconnect_after_timeouts == 0 {
+        return Err(ConfigError::invalid(
+            "redis.reconnect_after_timeouts",
+            "must be at least 1 (3: a connection is replaced after three calls in a row time out)",
+        ));
+    }
+    if redis.tcp_keepalive < Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "redis.tcp_keepalive",
+            "must be at least 1s (the kernel counts keepalive in seconds)",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `[amqp]` beyond its types.
+pub(super) fn validate_amqp(amqp: &AmqpConfig) -> Result<(), ConfigError> {
+    let seconds = amqp.heartbeat.as_secs();
+    if amqp.heartbeat.subsec_nanos() != 0 || !(1..=u64::from(u16::MAX)).contains(&seconds) {
+        return Err(ConfigError::invalid(
+            "amqp.heartbeat",
+            "must be whole seconds from 1s to 65535s (AMQP counts it in seconds); \
+             10s notices a silent broker within 20s",
+        ));
+    }
+    if let Some(url) = &amqp.management_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(ConfigError::invalid(
+            "amqp.management_url",
+            "must be the management API's http:// or https:// address, e.g. http://127.0.0.1:15672",
+        ));
+    }
+    Ok(())
 }
 
 /// A list of durations written as `["1s", "5s", "2m"]`.
@@ -117,6 +178,28 @@ mod tests {
             error.contains("SLUICE_TEST_SURELY_UNSET_AMQP_URL"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_heartbeat_defaults_to_ten_seconds_and_must_be_whole_seconds() {
+        let config = Config::from_toml("").expect("loads");
+        assert_eq!(config.amqp.heartbeat, std::time::Duration::from_secs(10));
+        for bad in ["0s", "1500ms", "70000s"] {
+            let error = Config::from_toml(&format!("[amqp]\nheartbeat = \"{bad}\""))
+                .expect_err("refused")
+                .to_string();
+            assert!(error.contains("amqp.heartbeat"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_management_url_must_be_http() {
+        let error = Config::from_toml("[amqp]\nmanagement_url = \"127.0.0.1:15672\"")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("amqp.management_url"), "{error}");
+        let config = Config::from_toml("[amqp]\nmanagement_url = \"http://127.0.0.1:15672\"");
+        assert!(config.is_ok());
     }
 
     #[test]

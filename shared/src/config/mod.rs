@@ -107,6 +107,12 @@ pub struct GatewayConfig {
     /// an `items_pointer` array's items); more is answered 413. Meta sends
     /// at most 1,000 in one request.
     pub max_events_per_request: usize,
+    /// After SIGTERM, how long `/readyz` answers 503 while requests are
+    /// still served, so the load balancer stops sending before the port
+    /// closes; then the port closes and requests in flight get up to
+    /// `ack_budget` to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl GatewayConfig {
@@ -136,6 +142,7 @@ impl Default for GatewayConfig {
             tls: None,
             trusted_proxies: TrustedProxies::default(),
             max_events_per_request: 5_000,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -155,8 +162,9 @@ pub enum RedisErrorPolicy {
 pub struct WorkerConfig {
     /// Address of the worker's `/metrics`, `/healthz`, `/readyz`.
     pub admin_listen: SocketAddr,
-    /// Unacknowledged messages the broker may push ahead of the worker.
-    pub prefetch: u16,
+    /// Unacknowledged messages the broker may push ahead of the worker;
+    /// unset: `concurrency` (see [`WorkerConfig::prefetch`]).
+    pub prefetch: Option<u16>,
     /// Deliveries running at once.
     pub concurrency: usize,
     /// How long SIGTERM waits for in-flight deliveries before closing.
@@ -171,11 +179,22 @@ pub struct WorkerConfig {
     pub threads: usize,
 }
 
+impl WorkerConfig {
+    /// `prefetch`, or `concurrency` when unset: messages pushed beyond what
+    /// runs at once only wait, unacked, inside one worker while others
+    /// idle, and count towards RabbitMQ's `consumer_timeout` from the moment
+    /// they arrive.
+    pub fn prefetch(&self) -> u16 {
+        self.prefetch
+            .unwrap_or_else(|| u16::try_from(self.concurrency).unwrap_or(u16::MAX))
+    }
+}
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             admin_listen: ([127, 0, 0, 1], 9081).into(),
-            prefetch: 64,
+            prefetch: None,
             concurrency: 32,
             shutdown_grace: Duration::from_secs(30),
             queue_depth_interval: Duration::from_secs(5),
@@ -306,13 +325,20 @@ impl Config {
                 "must be at least 1 (Meta sends up to 1,000 events in one request)",
             ));
         }
+        if g.shutdown_grace > Duration::from_secs(300) {
+            return Err(ConfigError::invalid(
+                "gateway.shutdown_grace",
+                "must be at most 5m: it only has to outlast the load balancer's readiness checks \
+                 (period x failure threshold), and the orchestrator kills a process that is slow to stop",
+            ));
+        }
         if self.worker.queue_depth_interval < Duration::from_millis(100) {
             return Err(ConfigError::invalid(
                 "worker.queue_depth_interval",
                 "must be at least 100ms: each poll asks RabbitMQ about every queue",
             ));
         }
-        if self.worker.concurrency == 0 || self.worker.prefetch == 0 {
+        if self.worker.concurrency == 0 || self.worker.prefetch == Some(0) {
             return Err(ConfigError::invalid(
                 "worker.concurrency / worker.prefetch",
                 "must be at least 1",
@@ -336,6 +362,8 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        brokers::validate_redis(&self.redis)?;
+        brokers::validate_amqp(&self.amqp)?;
         if !is_name(&self.amqp.prefix, ".") {
             return Err(ConfigError::invalid(
                 "amqp.prefix",
@@ -398,6 +426,7 @@ mod tests {
         assert_eq!(config.gateway.ack_budget, Duration::from_millis(1500));
         assert_eq!(config.gateway.body_limit, 4 * 1024 * 1024);
         assert_eq!(config.gateway.max_events_per_request, 5_000);
+        assert_eq!(config.gateway.shutdown_grace, Duration::from_secs(5));
         assert!(
             config.redis.read_old_form_keys,
             "old-form keys count after an upgrade"
@@ -406,6 +435,17 @@ mod tests {
         assert_eq!(config.gateway.max_fan_out_bytes(), 16 * 1024 * 1024);
         assert_eq!(config.amqp.retry_delays.len(), 6);
         assert_eq!(config.amqp.retry_delays[5], Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn prefetch_defaults_to_concurrency() {
+        let config = Config::from_toml("[worker]\nconcurrency = 12").unwrap();
+        assert_eq!(config.worker.prefetch(), 12);
+        assert_eq!(Config::from_toml("").unwrap().worker.prefetch(), 32);
+        let config = Config::from_toml("[worker]\nconcurrency = 12\nprefetch = 40").unwrap();
+        assert_eq!(config.worker.prefetch(), 40, "a prefetch set is kept");
+        let config = Config::from_toml("[worker]\nconcurrency = 100000").unwrap();
+        assert_eq!(config.worker.prefetch(), u16::MAX);
     }
 
     #[test]

@@ -103,6 +103,19 @@ impl Broker {
         taken
     }
 
+    /// Deletes one queue, messages included (as an operator might by hand).
+    pub async fn delete_queue(&self, queue: &str) {
+        self.channel
+            .queue_delete(queue.into(), Default::default())
+            .await
+            .expect("queue.delete");
+    }
+
+    /// The channel, for tests that publish or consume by hand.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
     /// Removes a test's queues and exchanges.
     pub async fn delete(&self, topology: &Topology) {
         // Best effort: a test that failed half-way may have left only part of it.

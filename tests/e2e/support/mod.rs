@@ -6,6 +6,7 @@ pub mod broker;
 pub mod downstream;
 pub mod private;
 pub mod providers;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +64,8 @@ impl TestEnv {
 [gateway]
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
+# Tests stop many gateways: no readiness grace at stop unless a test sets one.
+shutdown_grace = "0s"
 [worker]
 admin_listen = "127.0.0.1:0"
 shutdown_grace = "5s"
@@ -110,6 +113,14 @@ dedup_ttl = "1h"
 
     pub fn topology(&self) -> Topology {
         Topology::new(&self.config("").amqp)
+    }
+
+    /// The end of a run that leaves events behind: deletes this test's queues.
+    pub async fn delete_topology(&self) {
+        broker::Broker::connect(&self.amqp_url)
+            .await
+            .delete(&self.topology())
+            .await;
     }
 
     /// The end of a run: every queue of this test is empty, then deleted.
@@ -255,6 +266,23 @@ pub async fn post_signed(
     let status = response.status().as_u16();
     let json = response.json().await.unwrap_or(serde_json::Value::Null);
     (status, json)
+}
+
+/// The value of the first line of `/metrics` at `admin` that starts with
+/// `line_start` (a series name, with its labels as rendered).
+pub async fn metric(client: &reqwest::Client, admin: SocketAddr, line_start: &str) -> Option<f64> {
+    let text = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.

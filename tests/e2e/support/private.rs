@@ -5,32 +5,68 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-/// A free TCP port in `range`, also free at `port + offset`.
-fn free_port(range: std::ops::Range<u16>, offset: u16) -> u16 {
+/// A free TCP port in `range`, also free at `port + offset` for each of
+/// `offsets`, and never one this process handed out before: tests run side
+/// by side, and a server started by one may not have bound its port yet
+/// when another looks.
+fn free_port(range: std::ops::Range<u16>, offsets: &[u16]) -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let seed = u16::try_from(std::process::id() % 1000).unwrap_or(0);
     let span = range.end - range.start;
-    (0..span)
+    let port = (0..span)
         .map(|i| range.start + (seed * 7 + i) % span)
         .find(|&p| {
-            std::net::TcpListener::bind(("0.0.0.0", p)).is_ok()
-                && std::net::TcpListener::bind(("0.0.0.0", p + offset)).is_ok()
+            !handed_out.contains(&p)
+                && [0]
+                    .iter()
+                    .chain(offsets)
+                    .all(|offset| std::net::TcpListener::bind(("0.0.0.0", p + offset)).is_ok())
         })
-        .expect("a free port")
+        .expect("a free port");
+    handed_out.push(port);
+    port
 }
+
+/// How a private RabbitMQ node differs from a plain one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RabbitOptions {
+    /// Serve the management API (on [`PrivateRabbit::management_url`]).
+    pub management: bool,
+    /// Boot with every feature flag but `stream_queue`, as a node upgraded
+    /// to 3.10 without enabling its new flags would be.
+    pub without_stream_queue: bool,
+}
+
+/// The feature flags of a 3.10 node booted [`RabbitOptions::without_stream_queue`].
+const FLAGS_WITHOUT_STREAM_QUEUE: &str = "quorum_queue,implicit_default_bindings,virtual_host_metadata,maintenance_mode_status,user_limits";
 
 /// A RabbitMQ node of the test's own (the recipe in docs/testing.md).
 pub struct PrivateRabbit {
     pub port: u16,
     node: String,
     dir: tempfile::TempDir,
+    options: RabbitOptions,
 }
+
+/// The management API's port is the AMQP port plus this.
+const MANAGEMENT_OFFSET: u16 = 10000;
 
 impl PrivateRabbit {
     pub async fn start() -> Self {
-        let port = free_port(16000..19000, 20000);
+        Self::start_with(RabbitOptions::default()).await
+    }
+
+    pub async fn start_with(options: RabbitOptions) -> Self {
+        let port = free_port(16000..19000, &[20000, MANAGEMENT_OFFSET]);
         let dir = tempfile::tempdir().expect("temp dir");
         let node = format!("sluice-e2e-{port}@localhost");
-        let rabbit = Self { port, node, dir };
+        let rabbit = Self {
+            port,
+            node,
+            dir,
+            options,
+        };
         // rabbitmq-server switches to the rabbitmq user when run as root.
         let status = Command::new("chown")
             .args(["-R", "rabbitmq:rabbitmq"])
@@ -46,6 +82,16 @@ impl PrivateRabbit {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
+    /// The management API's address (when started with it).
+    pub fn management_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port + MANAGEMENT_OFFSET)
+    }
+
+    /// Enables a feature flag, as an operator would.
+    pub async fn enable_feature_flag(&self, flag: &str) {
+        self.ctl(&["enable_feature_flag", flag]).await;
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -54,9 +100,23 @@ impl PrivateRabbit {
     pub async fn boot(&self) {
         // The machine's /etc/rabbitmq/rabbitmq.conf may pin the shared node's
         // listener, which would override RABBITMQ_NODE_PORT: use a config of our own.
-        let config = format!("listeners.tcp.default = 127.0.0.1:{}\n", self.port);
+        let mut config = format!("listeners.tcp.default = 127.0.0.1:{}\n", self.port);
+        let mut plugins = "[].\n";
+        if self.options.management {
+            let port = self.port + MANAGEMENT_OFFSET;
+            config.push_str(&format!(
+                "management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {port}\n"
+            ));
+            plugins = "[rabbitmq_management].\n";
+        }
         std::fs::write(self.path("rabbitmq.conf"), config).expect("private rabbitmq.conf");
-        let status = Command::new("rabbitmq-server")
+        std::fs::write(self.path("enabled_plugins"), plugins).expect("private enabled_plugins");
+        let mut server = Command::new("rabbitmq-server");
+        if self.options.without_stream_queue {
+            // Read on the node's first boot only: the flags it starts with.
+            server.env("RABBITMQ_FEATURE_FLAGS", FLAGS_WITHOUT_STREAM_QUEUE);
+        }
+        let status = server
             .arg("-detached")
             .env("RABBITMQ_NODENAME", &self.node)
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
@@ -78,10 +138,48 @@ impl PrivateRabbit {
                 .output()
                 .await
                 .is_ok_and(|o| o.status.success());
+            let management = self.port + MANAGEMENT_OFFSET;
             ok && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && (!self.options.management
+                    || std::net::TcpStream::connect(("127.0.0.1", management)).is_ok())
         })
         .await;
         assert!(up, "the private RabbitMQ {} did not start", self.node);
+    }
+
+    /// Sets off (or clears) a memory alarm: `rabbitmqctl
+    /// set_vm_memory_high_watermark` to almost nothing (or back to the
+    /// default 0.4). Under the alarm RabbitMQ blocks every publishing
+    /// connection: it stops reading from it, so nothing published is
+    /// confirmed until the alarm clears. Waits until the alarm is as asked.
+    pub async fn memory_alarm(&self, on: bool) {
+        let watermark = if on { "0.0000001" } else { "0.4" };
+        self.ctl(&["set_vm_memory_high_watermark", watermark]).await;
+        let settled = super::eventually(Duration::from_secs(30), || async {
+            let alarms = self.ctl(&["eval", "rabbit_alarm:get_alarms()."]).await;
+            alarms.contains("memory") == on
+        })
+        .await;
+        assert!(
+            settled,
+            "the private RabbitMQ's memory alarm did not turn {on}"
+        );
+    }
+
+    /// Runs `rabbitmqctl -n <node> args`; returns its standard output.
+    async fn ctl(&self, args: &[&str]) -> String {
+        let output = tokio::process::Command::new("rabbitmqctl")
+            .args(["-n", &self.node])
+            .args(args)
+            .output()
+            .await
+            .expect("rabbitmqctl runs");
+        assert!(
+            output.status.success(),
+            "rabbitmqctl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Stops the node and waits until its port is closed.
@@ -106,15 +204,18 @@ impl Drop for PrivateRabbit {
     }
 }
 
-/// A Redis of the test's own, keeping nothing on disk.
+/// A Redis of the test's own, keeping nothing on disk but in its own
+/// folder (a primary writes a snapshot there to sync a new replica).
 pub struct PrivateRedis {
     pub port: u16,
+    dir: tempfile::TempDir,
 }
 
 impl PrivateRedis {
     pub async fn start() -> Self {
-        let port = free_port(21000..24000, 0);
-        let redis = Self { port };
+        let port = free_port(21000..24000, &[]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let redis = Self { port, dir };
         redis.boot().await;
         redis
     }
@@ -126,6 +227,8 @@ impl PrivateRedis {
     pub async fn boot(&self) {
         let status = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
             .args(["--daemonize", "yes", "--save", "", "--appendonly", "no"])
             .status()
             .expect("redis-server runs");
@@ -135,6 +238,18 @@ impl PrivateRedis {
         })
         .await;
         assert!(up, "the private Redis did not start");
+    }
+
+    /// Makes this Redis a replica of the one on `port`, as a failover does
+    /// to a demoted primary: from then on it answers writes `READONLY`.
+    pub async fn replica_of(&self, port: u16) {
+        let status = tokio::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "replicaof", "127.0.0.1"])
+            .arg(port.to_string())
+            .status()
+            .await
+            .expect("redis-cli runs");
+        assert!(status.success(), "REPLICAOF failed");
     }
 
     pub fn stop(&self) {
