@@ -60,10 +60,6 @@ fn with_id(id_json: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-fn signed(path: &str, body: &[u8]) -> Vec<u8> {
-    post_sized(path, &[hmac_header(body)], body)
-}
-
 fn signature_cases(run: &str) -> Vec<Case> {
     let body = upsert(&format!("{run}-sig"));
     let hex = sluice_gateway::signature::hmac::hex_hmac_sha256(HMAC_SECRET, &body);

@@ -64,10 +64,7 @@ fn half_sent_heads_are_closed_by_the_header_timeout_while_others_are_served() {
         .map(|_| open_with(&gateway, b"POST /webhooks/whatzme HTTP/1.1\r\nHost: x\r\n"))
         .collect();
     let body = upsert(&format!("half-{}", uuid::Uuid::new_v4().simple()));
-    let answer = exchange(
-        gateway.addr,
-        &post_sized("/webhooks/whatzme", &[hmac_header(&body)], &body),
-    );
+    let answer = exchange(gateway.addr, &signed("/webhooks/whatzme", &body));
     assert_eq!(
         status(&answer),
         200,
@@ -166,10 +163,7 @@ fn requests_past_max_requests_in_flight_are_shed_at_once() {
     let mut held: Vec<TcpStream> = (0..2).map(|_| stalled_body(&gateway, 100, 10)).collect();
     std::thread::sleep(Duration::from_millis(200));
     let body = upsert("shed");
-    let answer = exchange(
-        gateway.addr,
-        &post_sized("/webhooks/whatzme", &[hmac_header(&body)], &body),
-    );
+    let answer = exchange(gateway.addr, &signed("/webhooks/whatzme", &body));
     assert_eq!(status(&answer), 503, "{answer}");
     assert_eq!(error_code(&answer).as_deref(), Some("overloaded"));
     assert!(
@@ -210,10 +204,7 @@ fn bodies_past_max_body_memory_are_shed_and_the_memory_comes_back() {
     // The first body's bytes are given back: a body as large is taken now.
     let mut body = upsert(&format!("mem-{}", uuid::Uuid::new_v4().simple()));
     body.resize(60_000, b' ');
-    let answer = exchange(
-        gateway.addr,
-        &post_sized("/webhooks/whatzme", &[hmac_header(&body)], &body),
-    );
+    let answer = exchange(gateway.addr, &signed("/webhooks/whatzme", &body));
     assert_eq!(status(&answer), 200, "{answer}");
     let (published, _) = gateway.queues_then_clean();
     assert_eq!(published, 1);
@@ -224,16 +215,10 @@ fn a_source_over_its_rate_limit_gets_429_with_retry_after_and_publishes_nothing_
     let gateway = Gateway::start("");
     let run = uuid::Uuid::new_v4().simple().to_string();
     let first = upsert(&format!("{run}-1"));
-    let answer = exchange(
-        gateway.addr,
-        &post_sized("/webhooks/limited", &[hmac_header(&first)], &first),
-    );
+    let answer = exchange(gateway.addr, &signed("/webhooks/limited", &first));
     assert_eq!(status(&answer), 200, "{answer}");
     let second = upsert(&format!("{run}-2"));
-    let answer = exchange(
-        gateway.addr,
-        &post_sized("/webhooks/limited", &[hmac_header(&second)], &second),
-    );
+    let answer = exchange(gateway.addr, &signed("/webhooks/limited", &second));
     assert_eq!(status(&answer), 429, "{answer}");
     assert_eq!(error_code(&answer).as_deref(), Some("rate_limited"));
     let retry: u64 = answer
@@ -248,10 +233,7 @@ fn a_source_over_its_rate_limit_gets_429_with_retry_after_and_publishes_nothing_
     assert!((90..=100).contains(&retry), "one event per 100 s: {retry}");
     // Other sources are not limited by it.
     let other = upsert(&format!("{run}-3"));
-    let answer = exchange(
-        gateway.addr,
-        &post_sized("/webhooks/whatzme", &[hmac_header(&other)], &other),
-    );
+    let answer = exchange(gateway.addr, &signed("/webhooks/whatzme", &other));
     assert_eq!(status(&answer), 200, "{answer}");
     let (published, _) = gateway.queues_then_clean();
     assert_eq!(published, 2);

@@ -17,10 +17,7 @@ fn the_binary_serves_on_a_work_stealing_runtime() {
 fn serve_one_event(env: &[(&str, String)]) {
     let mut gateway = Gateway::start_with("", env);
     let body = upsert(&format!("bin-{}", uuid::Uuid::new_v4().simple()));
-    let answer = exchange(
-        gateway.addr,
-        &post_sized("/webhooks/whatzme", &[hmac_header(&body)], &body),
-    );
+    let answer = exchange(gateway.addr, &signed("/webhooks/whatzme", &body));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(r#""accepted":1"#), "{answer}");
     let status = gateway.terminate();

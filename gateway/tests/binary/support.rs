@@ -310,6 +310,11 @@ pub fn post_sized(path: &str, headers: &[String], body: &[u8]) -> Vec<u8> {
     post(path, &all, body)
 }
 
+/// A POST of `body` to an HMAC source (`X-Signature`), signed right.
+pub fn signed(path: &str, body: &[u8]) -> Vec<u8> {
+    post_sized(path, &[hmac_header(body)], body)
+}
+
 /// The `X-Signature` line of an HMAC source for `body`.
 pub fn hmac_header(body: &[u8]) -> String {
     header(

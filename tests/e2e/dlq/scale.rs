@@ -46,19 +46,25 @@ async fn a_replay_over_many_batches_moves_every_event() {
     // next batch without them stopped a replay of 100,000 at 60,000.
     let fixture = DeadFixture::seed("dlq-replay-batches", 2_500, "").await;
     let replay = fixture.dlq_in_batches(300, &["replay", "--json"]).await;
-    assert_eq!(replay.code, Some(0), "{}\n{}", replay.stdout, replay.stderr);
-    assert_eq!(replay.json()["replayed"], 2_500, "{}", replay.stdout);
-    assert_eq!(replay.json()["left_in_queue"], 0, "{}", replay.stdout);
-    let broker = Broker::connect(&fixture.env.amqp_url).await;
-    let work = broker.count(&fixture.env.topology().work_queue()).await;
-    assert_eq!(work, 2_500, "every copy is in the work queue");
-    assert_eq!(fixture.dead_count().await, 0);
+    assert_moved_whole(&fixture, &replay, 2_500).await;
     fixture
         .env
         .topology()
         .delete(fixture.channel())
         .await
         .expect("the test's queues deleted");
+}
+
+/// A replay that exited 0, moved all `events` and left none dead.
+async fn assert_moved_whole(fixture: &DeadFixture, replay: &super::Run, events: usize) {
+    assert_eq!(replay.code, Some(0), "{}\n{}", replay.stdout, replay.stderr);
+    let report = replay.json();
+    assert_eq!(report["replayed"], events, "{report}");
+    assert_eq!(report["left_in_queue"], 0, "{report}");
+    let broker = Broker::connect(&fixture.env.amqp_url).await;
+    let work = broker.count(&fixture.env.topology().work_queue()).await;
+    assert_eq!(work as usize, events, "every copy is in the work queue");
+    assert_eq!(fixture.dead_count().await, 0);
 }
 
 /// `left` must equal the seeded order minus `removed`; rebuilt from the ids.
@@ -122,13 +128,7 @@ async fn a_hundred_thousand_dead_events_are_counted_exported_and_replayed_whole(
     let timed = Instant::now();
     let replay = fixture.dlq(&["replay", "--json"]).await;
     let replay_s = secs(timed);
-    assert_eq!(replay.code, Some(0), "{}\n{}", replay.stdout, replay.stderr);
-    let report = replay.json();
-    assert_eq!(report["replayed"], EVENTS, "{report}");
-    assert_eq!(report["left_in_queue"], 0, "{report}");
-    let broker = Broker::connect(&fixture.env.amqp_url).await;
-    let work = broker.count(&fixture.env.topology().work_queue()).await;
-    assert_eq!(work as usize, EVENTS, "every copy is in the work queue");
+    assert_moved_whole(&fixture, &replay, EVENTS).await;
 
     eprintln!(
         "100,000 dead events: stats {stats_s:.2} s, peek --limit 20 {peek_s:.2} s, \
