@@ -115,8 +115,8 @@ fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout_not_the_header
 fn connections_past_max_connections_get_a_503_with_retry_after() {
     let gateway = Gateway::start("[gateway.limits]\nmax_connections = 10");
     let held: Vec<TcpStream> = (0..10).map(|_| open_with(&gateway, b"")).collect();
-    // Let the gateway accept them all before the one over the cap.
-    std::thread::sleep(Duration::from_millis(300));
+    // The gateway has accepted them all before the one over the cap.
+    gateway.wait_for_metric("sluice_gateway_open_connections", 10.0);
     let answer = exchange(gateway.addr, b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n");
     assert_eq!(status(&answer), 503, "{answer}");
     assert_eq!(error_code(&answer).as_deref(), Some("overloaded"));
@@ -129,7 +129,7 @@ fn connections_past_max_connections_get_a_503_with_retry_after() {
         1.0
     );
     drop(held);
-    std::thread::sleep(Duration::from_millis(300));
+    gateway.wait_for_metric("sluice_gateway_open_connections", 0.0);
     let answer = exchange(
         gateway.addr,
         b"GET /x HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
@@ -161,7 +161,7 @@ fn requests_past_max_requests_in_flight_are_shed_at_once() {
         "ack_budget = \"1900ms\"\nbody_read_timeout = \"1800ms\"\n[gateway.limits]\nmax_requests_in_flight = 2",
     );
     let mut held: Vec<TcpStream> = (0..2).map(|_| stalled_body(&gateway, 100, 10)).collect();
-    std::thread::sleep(Duration::from_millis(200));
+    gateway.wait_for_metric("sluice_gateway_in_flight_requests", 2.0);
     let body = upsert("shed");
     let answer = exchange(gateway.addr, &signed("/webhooks/whatzme", &body));
     assert_eq!(status(&answer), 503, "{answer}");
@@ -191,6 +191,8 @@ fn bodies_past_max_body_memory_are_shed_and_the_memory_comes_back() {
         "ack_budget = \"1900ms\"\nbody_read_timeout = \"1800ms\"\n[gateway.limits]\nmax_body_memory = 100000",
     );
     let mut first = stalled_body(&gateway, 65_000, 60_000);
+    gateway.wait_for_metric("sluice_gateway_in_flight_requests", 1.0);
+    // Its 60,000 bytes went out in the same write as its head.
     std::thread::sleep(Duration::from_millis(300));
     let mut second = stalled_body(&gateway, 65_000, 50_000);
     let answer = read_answer(&mut second);

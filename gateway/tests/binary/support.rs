@@ -184,6 +184,18 @@ impl Gateway {
         self.child.wait().expect("the gateway exits")
     }
 
+    /// Waits (up to 10 s) until a metric reads `value`.
+    pub fn wait_for_metric(&self, series: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.metric(series) != value {
+            assert!(
+                Instant::now() < deadline,
+                "{series} did not reach {value} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// One metric's value from `/metrics` (0 when absent).
     pub fn metric(&self, series: &str) -> f64 {
         let text = exchange(
