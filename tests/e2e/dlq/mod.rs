@@ -283,6 +283,15 @@ impl DeadFixture {
             .await
     }
 
+    /// Deletes the test's queues (whatever they hold) and exchanges.
+    pub async fn delete_topology(self) {
+        self.env
+            .topology()
+            .delete(self.channel())
+            .await
+            .expect("the test's queues deleted");
+    }
+
     /// Empties the dead queue (destructively), returning its message ids in
     /// order (`-` for a message without one), then checks every queue is
     /// empty and deletes them.

@@ -47,12 +47,7 @@ async fn a_replay_over_many_batches_moves_every_event() {
     let fixture = DeadFixture::seed("dlq-replay-batches", 2_500, "").await;
     let replay = fixture.dlq_in_batches(300, &["replay", "--json"]).await;
     assert_moved_whole(&fixture, &replay, 2_500).await;
-    fixture
-        .env
-        .topology()
-        .delete(fixture.channel())
-        .await
-        .expect("the test's queues deleted");
+    fixture.delete_topology().await;
 }
 
 /// A replay that exited 0, moved all `events` and left none dead.
@@ -136,12 +131,7 @@ async fn a_hundred_thousand_dead_events_are_counted_exported_and_replayed_whole(
         beta.len(),
         EVENTS as f64 / replay_s
     );
-    fixture
-        .env
-        .topology()
-        .delete(fixture.channel())
-        .await
-        .expect("the test's queues deleted");
+    fixture.delete_topology().await;
 }
 
 fn secs(since: Instant) -> f64 {
