@@ -62,6 +62,8 @@ pub enum GatewayError {
 /// Which cap shed a request (the `reason` of `sluice_gateway_shed_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overload {
+    /// `max_connections` (answered by the listener, before HTTP is served).
+    Connections,
     /// `max_requests_in_flight`.
     Requests,
     /// `max_body_memory`.
@@ -71,6 +73,7 @@ pub enum Overload {
 impl Overload {
     pub fn label(self) -> &'static str {
         match self {
+            Self::Connections => "connections",
             Self::Requests => "requests",
             Self::BodyMemory => "body_memory",
         }
@@ -80,6 +83,7 @@ impl Overload {
 impl std::fmt::Display for Overload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Self::Connections => "open connections",
             Self::Requests => "requests in flight",
             Self::BodyMemory => "request bodies held in memory",
         })
@@ -173,6 +177,21 @@ impl GatewayError {
             Self::ForbiddenAddress => (StatusCode::FORBIDDEN, "forbidden_address"),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         }
+    }
+
+    /// The raw HTTP/1.1 answer to a connection shed before hyper serves it:
+    /// the status, JSON body and `Retry-After` that [`Self::into_response_with`]
+    /// gives a shed request, written out by hand.
+    pub fn shed_connection_answer() -> Vec<u8> {
+        let error = Self::Overloaded(Overload::Connections);
+        let (status, code) = error.status_and_code();
+        let body = json!({"error": code, "message": error.to_string()}).to_string();
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+             connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
     }
 
     /// The answer, with `Retry-After` (seconds) where a retry is the way out.

@@ -64,6 +64,7 @@ impl LoadLimits {
     }
 
     /// Body bytes held now, across all requests.
+    #[cfg(test)]
     pub fn body_bytes_held(&self) -> usize {
         self.body.held.load(Ordering::Relaxed)
     }

@@ -156,6 +156,7 @@ impl Source {
     /// (counted before any is built), or envelopes adding up to more than
     /// `limits.max_bytes` (sized before any is written). Pure and `'static`,
     /// so it may run on a blocking thread.
+    #[cfg(test)]
     pub fn extract(&self, body: &VerifiedBody) -> Extracted {
         self.extract_sized(body).0
     }

@@ -36,18 +36,11 @@ use tokio_util::task::TaskTracker;
 
 use self::connection::{Activity, Watched, watchdog};
 use self::tls::ReloadableTls;
+use crate::error::{GatewayError, Overload};
 use crate::metrics::GatewayMetrics;
 
 /// The answer to a connection over `max_connections`.
-static SHED_ANSWER: LazyLock<Vec<u8>> = LazyLock::new(|| {
-    let body = r#"{"error":"overloaded","message":"too many open connections; retry in a second"}"#;
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-});
+static SHED_ANSWER: LazyLock<Vec<u8>> = LazyLock::new(GatewayError::shed_connection_answer);
 
 /// How long a shed connection is given to take its 503.
 const SHED_LINGER: Duration = Duration::from_millis(200);
@@ -87,7 +80,8 @@ pub async fn serve(listener: TcpListener, port: PublicPort, shutdown: Cancellati
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            port.metrics.shed.with_label_values(&["connections"]).inc();
+            let label = Overload::Connections.label();
+            port.metrics.shed.with_label_values(&[label]).inc();
             shed(stream, port.tls.is_some(), &lingering);
             continue;
         };
