@@ -148,6 +148,11 @@ impl Gateway {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let probe = self.state.dedup.clone();
         tokio::spawn(probe.probe_every(REDIS_PROBE_PERIOD, self.background.clone()));
+        tokio::spawn(crate::reroute::run(
+            self.state.publisher.clone(),
+            self.state.metrics.clone(),
+            self.background.clone(),
+        ));
         let readiness = GatewayReadiness(self.state.clone());
         let admin = admin::router(self.state.metrics.registry.clone(), readiness);
         let admin_stop = CancellationToken::new();
@@ -265,6 +270,8 @@ impl Readiness for GatewayReadiness {
                 )),
                 Ok(()),
             )
+        } else if let Some(why) = self.0.publisher.routing_broken() {
+            (Ok(()), Err(why))
         } else if self.0.publisher.is_connected() {
             (Ok(()), Ok(()))
         } else {

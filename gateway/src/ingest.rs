@@ -178,8 +178,8 @@ pub async fn dead_letter_unparseable(
     table.insert(headers::FIRST_FAILURE_MS.into(), now.clone());
     table.insert(headers::LAST_FAILURE_MS.into(), now);
     let message = Outgoing {
-        exchange: state.publisher.topology().dead_exchange(),
-        routing_key: format!("{source}.unparseable"),
+        exchange: state.publisher.topology().dead_exchange().into(),
+        routing_key: format!("{source}.unparseable").into(),
         body: envelope.to_bytes(),
         properties: properties(id.as_str(), ctx.received, table),
     };
@@ -319,8 +319,8 @@ pub fn event_message(
     let mut table = common_headers(source, &correlation.into(), received, event_type);
     table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(0));
     Outgoing {
-        exchange,
-        routing_key: format!("{source}.{event_type}"),
+        exchange: exchange.into(),
+        routing_key: format!("{source}.{event_type}").into(),
         body,
         properties: properties(id, received, table),
     }

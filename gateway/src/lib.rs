@@ -9,6 +9,7 @@
 //!   (a publish unconfirmed at the ack budget settles later: [`unconfirmed`]);
 //! - [`error`]: every non-200 answer, in one place.
 //!
+//! [`reroute`] puts back messages that found no queue (a binding deleted).
 //! [`app`] builds and runs it all; [`metrics`] is what it reports (and
 //! [`dedup`] keeps `sluice_gateway_redis_up` current between requests).
 
@@ -25,6 +26,7 @@ pub mod log_budget;
 pub mod metrics;
 pub mod publisher;
 pub mod redis_link;
+pub mod reroute;
 pub mod signature;
 pub mod source;
 pub mod unconfirmed;

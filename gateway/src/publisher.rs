@@ -1,41 +1,31 @@
-//! Publishing with publisher confirms over one long-lived AMQP connection.
+//! Publishing the gateway's events over one long-lived AMQP connection.
 //!
-//! A [`ConfirmedPublisher`] holds one connection and a small pool of confirm
-//! channels shared by every request; a supervisor task re-opens the
-//! connection (and re-declares the topology) when the broker goes away and
-//! comes back. A request's messages are spread over the pool: the send step is
-//! serialised per channel (a channel is one ordered stream of frames), the
-//! confirms are awaited together, so a 1,000-event batch costs one confirm
-//! round trip, not a thousand. Only `Ack` for a routed message counts: a nack,
-//! a returned (unroutable) mandatory message or a lost connection is an error,
-//! never a 200. While RabbitMQ blocks the connection (`connection.blocked`,
-//! a memory or disk alarm) nothing is sent: publishes fail at once and
-//! `/readyz` says why, so nothing piles up in memory through an alarm.
+//! A [`ConfirmedPublisher`] holds one connection and its
+//! [`ConfirmChannels`]: each request's messages go out on a confirm channel
+//! lent to that request alone, all in flight at once, so a 1,000-event batch
+//! costs one confirm round trip, and a returned message is paired with the
+//! right event (see [`sluice_shared::publish`]). A supervisor task re-opens
+//! the connection (and re-declares the topology) when the broker goes away
+//! and comes back. Only `Ack` for a routed message counts: a nack, a returned
+//! (unroutable) mandatory message or a lost connection is an error, never a
+//! 200. While RabbitMQ blocks the connection (`connection.blocked`, a memory
+//! or disk alarm) nothing is sent: publishes fail at once and `/readyz` says
+//! why, so nothing piles up in memory through an alarm.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use futures_util::future::join_all;
-use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, Event};
-use sluice_shared::amqp::{ConnectError, confirm_channel, connect_with_heartbeat, redact_url};
+use lapin::{Connection, Event};
+use sluice_shared::amqp::{ConnectError, connect_with_heartbeat, redact_url};
 use sluice_shared::config::AmqpConfig;
+pub use sluice_shared::publish::Outgoing;
+use sluice_shared::publish::{self, ConfirmChannels};
 use sluice_shared::topology::{Topology, TopologyError};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::GatewayMetrics;
-
-/// One message to publish.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub exchange: String,
-    pub routing_key: String,
-    pub body: Vec<u8>,
-    pub properties: BasicProperties,
-}
 
 /// Why a publish did not end in a confirm.
 #[derive(Debug, thiserror::Error)]
@@ -45,12 +35,17 @@ pub enum PublishError {
     /// Nothing was sent: a blocked connection would hold it unconfirmed.
     #[error("RabbitMQ has blocked publishing ({0}): free its memory or disk to lift the alarm")]
     Blocked(String),
-    #[error("RabbitMQ refused the message (nack)")]
-    Nacked,
-    #[error("RabbitMQ could not route the message to any queue (is the topology declared?)")]
-    Unroutable,
-    #[error("AMQP error: {0}")]
-    Broker(#[from] lapin::Error),
+    #[error(transparent)]
+    Publish(#[from] publish::PublishError),
+}
+
+/// How long routing counts as broken after the last unroutable message.
+pub const ROUTING_SETTLE: Duration = Duration::from_secs(5);
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Why the publisher could not start.
@@ -60,26 +55,27 @@ pub enum StartError {
     Topology(#[from] TopologyError),
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    #[error("opening channels failed: {0}")]
-    Channel(#[from] lapin::Error),
 }
 
 /// A live connection and its confirm channels.
 struct Session {
-    connection: Connection,
-    channels: Vec<Mutex<Channel>>,
+    channels: ConfirmChannels,
 }
 
 struct Inner {
     config: AmqpConfig,
     topology: Topology,
+    /// Requests publishing at once, each on a confirm channel of its own.
     channel_count: usize,
     session: RwLock<Option<Arc<Session>>>,
     /// Wakes the supervisor when a publish saw the connection fail.
     broken: Notify,
     /// Why RabbitMQ blocked the connection (`connection.blocked`), while it does.
     blocked: std::sync::Mutex<Option<String>>,
-    next_channel: AtomicUsize,
+    /// When a message last reached the unroutable queue (or came back).
+    last_unroutable: std::sync::Mutex<Option<Instant>>,
+    /// Wakes the rerouter: a publish came back unroutable.
+    unroutable: Notify,
     metrics: GatewayMetrics,
 }
 
@@ -103,7 +99,8 @@ impl ConfirmedPublisher {
             session: RwLock::new(None),
             broken: Notify::new(),
             blocked: std::sync::Mutex::new(None),
-            next_channel: AtomicUsize::new(0),
+            last_unroutable: std::sync::Mutex::new(None),
+            unroutable: Notify::new(),
             metrics,
         });
         match open_session(&inner).await {
@@ -123,7 +120,7 @@ impl ConfirmedPublisher {
 
     /// Why RabbitMQ blocks publishing now (a memory or disk alarm), if it does.
     pub fn blocked(&self) -> Option<String> {
-        let blocked = self.0.current()?.connection.status().blocked();
+        let blocked = self.0.current()?.connection().status().blocked();
         blocked.then(|| self.0.blocked_reason())
     }
 
@@ -131,102 +128,111 @@ impl ConfirmedPublisher {
         &self.0.topology
     }
 
-    /// Publishes every message, all in flight at once, and waits for every confirm.
-    /// The caller bounds the wait with its deadline.
-    /// While RabbitMQ blocks the connection nothing is sent: the frames
-    /// would only pile up unread, in memory, for as long as the alarm lasts.
+    /// Publishes every message, all in flight at once on a channel lent to
+    /// them alone, and waits for every confirm; the first failure decides.
+    /// The caller bounds the wait with its deadline. While RabbitMQ blocks
+    /// the connection nothing is sent: the frames would only pile up
+    /// unread, in memory, for as long as the alarm lasts.
     pub async fn publish_all(&self, messages: Vec<Outgoing>) -> Result<(), PublishError> {
         let session = self.0.current().ok_or(PublishError::NotConnected)?;
-        if session.connection.status().blocked() {
+        if session.connection().status().blocked() {
             return Err(PublishError::Blocked(self.0.blocked_reason()));
         }
         let started = Instant::now();
-        let pool = session.channels.len();
-        let first = self.0.next_channel.fetch_add(1, Ordering::Relaxed);
-        let mut groups: Vec<Vec<Outgoing>> = (0..pool).map(|_| Vec::new()).collect();
-        for (i, message) in messages.into_iter().enumerate() {
-            groups[(first + i) % pool].push(message);
-        }
-        let sends = groups
-            .into_iter()
-            .enumerate()
-            .filter(|(_, group)| !group.is_empty())
-            .map(|(i, group)| send_group(&session.channels[i], group));
-        let results = join_all(sends).await;
-        let outcome = settle(results).await;
-        if let Err(PublishError::Broker(_)) = &outcome {
-            self.0.broken.notify_one();
+        let outcomes = session.channels.publish(&messages, None).await;
+        let outcome = publish::first_failure(outcomes);
+        match &outcome {
+            Err(e) if e.is_broken_link() => self.0.broken.notify_one(),
+            Err(publish::PublishError::Unroutable { .. }) => {
+                self.mark_unroutable();
+                self.0.unroutable.notify_one();
+            }
+            _ => {}
         }
         self.0.metrics.observe_confirm(started.elapsed());
-        outcome
+        Ok(outcome?)
+    }
+
+    /// Publishes a group as [`ConfirmChannels::publish`] does, on the
+    /// current connection: one outcome per message.
+    pub async fn publish_group(
+        &self,
+        group: &[Outgoing],
+        limit: Duration,
+    ) -> Result<Vec<Result<(), publish::PublishError>>, PublishError> {
+        let session = self.0.current().ok_or(PublishError::NotConnected)?;
+        if session.connection().status().blocked() {
+            return Err(PublishError::Blocked(self.0.blocked_reason()));
+        }
+        Ok(session.channels.publish(group, Some(limit)).await)
+    }
+
+    /// A plain channel on the current connection (for the rerouter's consumer).
+    pub async fn channel(&self) -> Result<lapin::Channel, PublishError> {
+        let session = self.0.current().ok_or(PublishError::NotConnected)?;
+        let channel = session.connection().create_channel().await;
+        channel.map_err(|e| PublishError::Publish(publish::PublishError::Channel(e)))
+    }
+
+    /// Declares the topology again on the current connection (it repairs a
+    /// binding or queue deleted by hand).
+    pub async fn redeclare(&self) -> Result<(), String> {
+        let session = self.0.current().ok_or("not connected to RabbitMQ")?;
+        let limit = self.0.config.connect_timeout;
+        match tokio::time::timeout(limit, self.0.topology.declare(session.connection())).await {
+            Ok(declared) => declared.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("RabbitMQ did not answer within {limit:?}")),
+        }
+    }
+
+    /// Notes that a message was found unroutable: routing counts as broken
+    /// for [`ROUTING_SETTLE`] from now.
+    pub fn mark_unroutable(&self) {
+        self.0.metrics.routing_broken.set(1);
+        *lock(&self.0.last_unroutable) = Some(Instant::now());
+    }
+
+    /// Why routing is broken, while it is: a message reached the unroutable
+    /// queue (or came back) less than [`ROUTING_SETTLE`] ago.
+    pub fn routing_broken(&self) -> Option<String> {
+        let since = (*lock(&self.0.last_unroutable))?.elapsed();
+        if since >= ROUTING_SETTLE {
+            self.0.metrics.routing_broken.set(0);
+            return None;
+        }
+        Some(format!(
+            "a message found no queue {}s ago (a binding or queue deleted?): the topology is \
+             re-declared and such messages are put back from {}",
+            since.as_secs(),
+            self.0.topology.unroutable()
+        ))
+    }
+
+    /// Resolves when a publish came back unroutable.
+    pub async fn unroutable_returned(&self) {
+        self.0.unroutable.notified().await;
     }
 
     /// Closes the connection (pending confirms fail; nothing is half-published).
     pub async fn close(&self) {
         if let Some(session) = self.0.install(None) {
             let _ = session
-                .connection
+                .connection()
                 .close(200, "gateway shutting down".into())
                 .await;
         }
     }
 }
 
-/// Sends a group on one channel, holding the channel for the send step only.
-async fn send_group(
-    channel: &Mutex<Channel>,
-    group: Vec<Outgoing>,
-) -> Result<Vec<lapin::PublisherConfirm>, lapin::Error> {
-    let channel = channel.lock().await;
-    let mut confirms = Vec::with_capacity(group.len());
-    for message in group {
-        // mandatory: an unroutable message comes back instead of vanishing.
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..Default::default()
-        };
-        let confirm = channel
-            .basic_publish(
-                message.exchange.as_str().into(),
-                message.routing_key.as_str().into(),
-                options,
-                &message.body,
-                message.properties,
-            )
-            .await?;
-        confirms.push(confirm);
-    }
-    Ok(confirms)
-}
-
-/// Awaits every confirm; the first failure decides the answer.
-async fn settle(
-    sends: Vec<Result<Vec<lapin::PublisherConfirm>, lapin::Error>>,
-) -> Result<(), PublishError> {
-    let mut pending = Vec::new();
-    for send in sends {
-        pending.extend(send?);
-    }
-    for confirmation in join_all(pending).await {
-        match confirmation? {
-            Confirmation::Ack(None) => {}
-            Confirmation::Ack(Some(_returned)) => return Err(PublishError::Unroutable),
-            Confirmation::Nack(_) => return Err(PublishError::Nacked),
-            Confirmation::NotRequested => return Err(PublishError::Nacked),
-        }
-    }
-    Ok(())
-}
-
 impl Session {
-    /// The connection and every channel are open (a channel the broker closed
-    /// after an error would fail every publish routed to it).
+    fn connection(&self) -> &Connection {
+        self.channels.connection()
+    }
+
+    /// The connection is open (a channel the broker closed is replaced
+    /// when next lent).
     fn healthy(&self) -> bool {
-        self.connection.status().connected()
-            && self
-                .channels
-                .iter()
-                .all(|c| c.try_lock().map(|c| c.status().connected()).unwrap_or(true))
+        self.connection().status().connected()
     }
 }
 
@@ -274,22 +280,11 @@ async fn open_session(inner: &Inner) -> Result<Session, StartError> {
     let heartbeat = inner.config.heartbeat;
     let connection =
         connect_with_heartbeat(&inner.config.url, "sluice-gateway", limit, heartbeat).await?;
-    let setup = async {
-        let channel = connection.create_channel().await?;
-        inner.topology.declare(&channel).await?;
-        let _ = channel.close(200, "topology declared".into()).await;
-        let mut channels = Vec::with_capacity(inner.channel_count);
-        for _ in 0..inner.channel_count {
-            channels.push(Mutex::new(confirm_channel(&connection).await?));
-        }
-        Ok::<_, StartError>(channels)
-    };
-    let channels = tokio::time::timeout(limit, setup)
+    tokio::time::timeout(limit, inner.topology.declare(&connection))
         .await
         .map_err(|_| StartError::Connect(ConnectError::Timeout(limit)))??;
     Ok(Session {
-        connection,
-        channels,
+        channels: ConfirmChannels::new(connection, inner.channel_count),
     })
 }
 
@@ -299,7 +294,7 @@ async fn supervise(inner: Arc<Inner>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         if let Some(session) = inner.current() {
             backoff = Duration::from_millis(250);
-            let mut events = session.connection.events_listener();
+            let mut events = session.connection().events_listener();
             let mut poll = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
@@ -322,7 +317,7 @@ async fn supervise(inner: Arc<Inner>, shutdown: CancellationToken) {
                 }
             }
             if let Some(old) = inner.install(None) {
-                let _ = old.connection.close(200, "reconnecting".into()).await;
+                let _ = old.connection().close(200, "reconnecting".into()).await;
             }
             // A new connection starts unblocked; RabbitMQ says again if not.
             inner.metrics.broker_blocked.set(0);

@@ -47,6 +47,8 @@ pub mod headers {
     pub const REPLAYED: &str = "x-sluice-replayed";
     /// Replayed from the dead queue: when, milliseconds since the Unix epoch.
     pub const REPLAYED_AT_MS: &str = "x-sluice-replayed-at-ms";
+    /// Put back from the unroutable queue: how many times (1 the first time).
+    pub const REROUTED: &str = "x-sluice-rerouted";
 }
 
 /// A CloudEvents 1.0 structured-mode event.

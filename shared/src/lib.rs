@@ -6,6 +6,7 @@
 //! - [`envelope`]: the CloudEvents envelope and AMQP header names;
 //! - [`topology`]: exchanges and queues, declared by both binaries;
 //! - [`amqp`]: connecting to RabbitMQ within a time limit;
+//! - [`publish`]: publishing with confirms, returns paired by content;
 //! - [`standard_webhooks`]: the signature the worker puts on deliveries;
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` and the build-info metric;
 //! - [`runtime`]: the Tokio runtime each binary runs on;
@@ -17,6 +18,7 @@ pub mod amqp;
 pub mod config;
 pub mod envelope;
 pub mod id_digest;
+pub mod publish;
 pub mod runtime;
 pub mod secret;
 pub mod signals;

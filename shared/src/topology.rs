@@ -6,7 +6,15 @@
 //!                                             v                            v
 //!                     {p}.retry.<delay> (quorum, TTL) --expired--> {p}.work
 //! worker / gateway: dead --> {p}.dead (topic) --#--> {p}.dead (quorum)
+//!
+//! {p}.events, {p}.dead --unroutable (alternate exchange)--> {p}.unroutable (fanout)
+//!                                                  --> {p}.unroutable (quorum)
 //! ```
+//!
+//! The alternate exchange keeps a message that nothing would receive (a
+//! binding or queue deleted by hand) instead of returning it: the gateway
+//! drains `{p}.unroutable` back into place once it has re-declared the
+//! topology (see the gateway's `reroute` module).
 //!
 //! Quorum queues because they replicate every event across a cluster and
 //! support at-least-once dead-lettering. One retry queue per delay because a
@@ -20,7 +28,7 @@ use lapin::options::{
     QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use crate::config::AmqpConfig;
 
@@ -88,6 +96,13 @@ impl Topology {
         format!("{}.dead", self.prefix)
     }
 
+    /// The alternate exchange of the events and dead exchanges, and the
+    /// queue behind it (same name): where a message nothing would receive
+    /// waits to be put back.
+    pub fn unroutable(&self) -> String {
+        format!("{}.unroutable", self.prefix)
+    }
+
     /// The retry tiers, shortest first as configured.
     pub fn retry_tiers(&self) -> Vec<RetryTier> {
         self.retry_delays
@@ -101,7 +116,7 @@ impl Topology {
 
     /// Every queue, for tools that count or purge them.
     pub fn all_queues(&self) -> Vec<String> {
-        let mut queues = vec![self.work_queue(), self.dead_queue()];
+        let mut queues = vec![self.work_queue(), self.dead_queue(), self.unroutable()];
         queues.extend(self.retry_tiers().into_iter().map(|t| t.queue));
         queues
     }
@@ -113,7 +128,11 @@ impl Topology {
             let options = QueueDeleteOptions::default();
             channel.queue_delete(queue.as_str().into(), options).await?;
         }
-        for exchange in [self.events_exchange(), self.dead_exchange()] {
+        for exchange in [
+            self.events_exchange(),
+            self.dead_exchange(),
+            self.unroutable(),
+        ] {
             let options = ExchangeDeleteOptions::default();
             channel
                 .exchange_delete(exchange.as_str().into(), options)
@@ -122,24 +141,53 @@ impl Topology {
         Ok(())
     }
 
-    /// Declares everything; a no-op when it already exists as declared.
-    pub async fn declare(&self, channel: &Channel) -> Result<(), TopologyError> {
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
+    /// Declares everything on a channel of its own; a no-op when it already
+    /// exists as declared. An events or dead exchange declared by an earlier
+    /// version, without the alternate exchange, is kept as it is, with a
+    /// warning that says how to add one.
+    pub async fn declare(&self, connection: &Connection) -> Result<(), TopologyError> {
+        let channel = open_channel(connection).await?;
+        let unroutable = self.unroutable();
+        declare_exchange(
+            &channel,
+            &unroutable,
+            ExchangeKind::Fanout,
+            FieldTable::default(),
+        )
+        .await?;
+        // reject-publish: a full queue nacks (the gateway answers 503)
+        // rather than dropping its oldest message.
+        let mut args = quorum_base();
+        args.insert("x-overflow".into(), long_string("reject-publish"));
+        declare_queue(&channel, &unroutable, args).await?;
+        self.bind(&channel, &unroutable, &unroutable).await?;
+        let mut exchanges = FieldTable::default();
+        exchanges.insert("alternate-exchange".into(), long_string(&unroutable));
+        let mut channel = channel;
         for name in [self.events_exchange(), self.dead_exchange()] {
-            channel
-                .exchange_declare(
-                    name.as_str().into(),
-                    ExchangeKind::Topic,
-                    durable,
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| classify("exchange", &name, e))?;
+            let declared =
+                declare_exchange(&channel, &name, ExchangeKind::Topic, exchanges.clone()).await;
+            if let Err(TopologyError::Mismatch { .. }) = declared {
+                tracing::warn!(
+                    exchange = %name,
+                    "this exchange predates Sluice's alternate exchange, so a message nothing \
+                     would receive is refused (503) instead of kept in {unroutable}; to keep \
+                     such messages, run `rabbitmqctl set_policy --apply-to exchanges \
+                     {name}-alternate '^{name}$' '{{\"alternate-exchange\":\"{unroutable}\"}}'`"
+                );
+                // The refused declare closed the channel.
+                channel = open_channel(connection).await?;
+                continue;
+            }
+            declared?;
         }
+        self.declare_queues(&channel).await?;
+        let _ = channel.close(200, "topology declared".into()).await;
+        Ok(())
+    }
 
+    /// The queues and their bindings (the exchanges exist).
+    async fn declare_queues(&self, channel: &Channel) -> Result<(), TopologyError> {
         let work = self.work_queue();
         let mut args = quorum_args();
         // Without a limit (3.10 has no default) a message that kills workers loops forever.
@@ -220,6 +268,33 @@ fn quorum_args() -> FieldTable {
     );
     args.insert("x-overflow".into(), long_string("reject-publish"));
     args
+}
+
+async fn open_channel(connection: &Connection) -> Result<Channel, TopologyError> {
+    connection
+        .create_channel()
+        .await
+        .map_err(|source| TopologyError::Broker {
+            kind: "channel",
+            name: "for the topology".into(),
+            source,
+        })
+}
+
+async fn declare_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    args: FieldTable,
+) -> Result<(), TopologyError> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(name.into(), kind, durable, args)
+        .await
+        .map_err(|e| classify("exchange", name, e))
 }
 
 async fn declare_queue(

@@ -51,7 +51,8 @@ impl Worker {
     /// mismatch is an error; an unreachable broker is not (the worker keeps
     /// trying in the background and `/readyz` says why it is not ready).
     pub async fn build(config: Config) -> Result<Worker, StartError> {
-        let settings = BrokerSettings::new(&config.amqp);
+        let mut settings = BrokerSettings::new(&config.amqp);
+        settings.copy_channels = config.worker.concurrency;
         let policy = RetryPolicy::new(settings.topology.retry_tiers())
             .map_err(|e| ConfigError::invalid("amqp.retry_delays", e.to_string()))?;
         let routes = RouteTable::from_config(&config.routes)?;

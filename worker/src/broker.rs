@@ -1,11 +1,11 @@
-//! One session with RabbitMQ: a connection, a channel to consume on and a
-//! confirm channel to publish copies on.
+//! One session with RabbitMQ: a connection with a channel to consume (and
+//! ack) on, and a second connection to publish copies on.
 //!
 //! Opening a session declares the topology (idempotent, so every reconnect
-//! repairs a queue deleted by hand). Two channels because a consumer's flow
-//! and a publisher's confirms should not wait on each other, and because
-//! RabbitMQ closes a channel on some errors: keeping them apart limits what
-//! one error takes down.
+//! repairs a queue deleted by hand). Two connections because RabbitMQ blocks
+//! a connection that publishes during a memory or disk alarm, acks and all:
+//! with copies published on the consuming connection, an alarm raised by a
+//! backlog would stop the very acks that drain it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,6 +17,8 @@ use sluice_shared::amqp::{self, ConnectError};
 use sluice_shared::config::AmqpConfig;
 use sluice_shared::topology::{Topology, TopologyError};
 use tokio::time::timeout;
+
+use sluice_shared::publish::ConfirmChannels;
 
 use crate::settle::Settler;
 
@@ -53,8 +55,11 @@ pub struct BrokerSettings {
     /// `amqp.heartbeat`: a broker silent for two of them is given up on.
     pub heartbeat: Duration,
     pub topology: Topology,
-    /// Shown in the management UI, e.g. `sluice-worker-4711-0`.
+    /// Shown in the management UI, e.g. `sluice-worker-4711-0` (the
+    /// publishing connection adds `-publish`).
     pub connection_name: String,
+    /// Copies published at once (`worker.concurrency`: one per task).
+    pub copy_channels: usize,
 }
 
 impl BrokerSettings {
@@ -65,6 +70,7 @@ impl BrokerSettings {
             heartbeat: config.heartbeat,
             topology: Topology::new(config),
             connection_name: unique_name(),
+            copy_channels: 32,
         }
     }
 
@@ -83,15 +89,24 @@ impl BrokerSettings {
             .await
             .map_err(|_| SessionError::Timeout(limit, "opening a channel"))?
             .map_err(SessionError::Channel)?;
-        timeout(limit, self.topology.declare(&consume))
+        timeout(limit, self.topology.declare(&connection))
             .await
             .map_err(|_| SessionError::Timeout(limit, "declaring the topology"))??;
-        let publish = timeout(limit, amqp::confirm_channel(&connection))
-            .await
-            .map_err(|_| SessionError::Timeout(limit, "opening the confirm channel"))?
-            .map_err(SessionError::Channel)?;
-        let settler = Settler::new(publish, &self.topology.dead_exchange())
-            .map_err(|_| SessionError::Name)?;
+        let publish_name = format!("{name}-publish");
+        let publishing =
+            match amqp::connect_with_heartbeat(&self.url, &publish_name, limit, self.heartbeat)
+                .await
+            {
+                Ok(publishing) => publishing,
+                Err(e) => {
+                    let _ =
+                        timeout(limit, connection.close(200, "no publish connection".into())).await;
+                    return Err(e.into());
+                }
+            };
+        let copies = ConfirmChannels::new(publishing, self.copy_channels);
+        let settler =
+            Settler::new(copies, &self.topology.dead_exchange()).map_err(|_| SessionError::Name)?;
         Ok(Session {
             connection,
             consume,
@@ -101,7 +116,7 @@ impl BrokerSettings {
     }
 }
 
-/// A live connection with its two channels.
+/// A live consuming connection and the settler's publishing one.
 pub struct Session {
     connection: Connection,
     consume: Channel,
@@ -167,14 +182,14 @@ impl Session {
         }
     }
 
-    /// Closes both channels, then the connection; unacked messages go back
-    /// to the queue. Errors are only logged: the process is leaving anyway.
+    /// Closes the publishing connection, then the consuming channel and
+    /// connection; unacked messages go back to the queue. Errors are only
+    /// logged: the process is leaving anyway.
     pub async fn close(&self) {
         let ok = || ShortString::from("worker stopping");
-        for channel in [self.settler.channel(), &self.consume] {
-            if channel.status().connected() {
-                let _ = timeout(self.limit, channel.close(200, ok())).await;
-            }
+        self.settler.close().await;
+        if self.consume.status().connected() {
+            let _ = timeout(self.limit, self.consume.close(200, ok())).await;
         }
         if self.connection.status().connected()
             && let Ok(Err(e)) = timeout(self.limit, self.connection.close(200, ok())).await

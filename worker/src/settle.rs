@@ -12,13 +12,21 @@
 //! delivers the event downstream again. A SIGKILL between the
 //! confirm and the ack means a redelivery (a duplicate copy in a retry tier
 //! at worst), never a loss.
+//!
+//! Copies go out through the shared confirmed-publish path
+//! ([`sluice_shared::publish`]): each on a confirm channel lent to it alone,
+//! so a returned copy is never taken for another task's, on a connection
+//! of its own. RabbitMQ blocks a connection that publishes during a
+//! resource alarm, and with it every ack sent on it: were copies published
+//! on the consuming connection, the worker could not ack (and so drain) the
+//! backlog that raised the alarm.
 
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::ShortString;
-use lapin::{Acker, BasicProperties, Channel, Confirmation};
-use tokio::sync::Mutex;
+use lapin::{Acker, BasicProperties};
+use sluice_shared::publish::{ConfirmChannels, Outgoing, PublishError};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -52,20 +60,15 @@ pub fn requeue_delay(properties: &BasicProperties) -> Duration {
 /// Why a message could not be settled; the broker will redeliver it.
 #[derive(Debug, thiserror::Error)]
 pub enum SettleError {
-    #[error("the copy could not be sent: {0}")]
-    Send(#[source] lapin::Error),
     #[error("no answer from RabbitMQ within {0:?}")]
     Timeout(Duration),
-    #[error("the copy was not confirmed: {0}")]
-    Confirm(#[source] lapin::Error),
-    #[error("RabbitMQ refused the copy (nack)")]
-    Nacked,
-    #[error("the copy was unroutable and came back: is the {0} declared and bound?")]
-    Returned(String),
+    #[error("the copy to the {target} was not stored: {source}")]
+    Copy {
+        target: String,
+        source: PublishError,
+    },
     #[error("`{0}` is too long for an AMQP routing key")]
     Name(String),
-    #[error("the publish channel is not in confirm mode")]
-    NotConfirmed,
     #[error("the ack failed: {0}")]
     Ack(#[source] lapin::Error),
     #[error("the delivery's channel is closed")]
@@ -81,39 +84,46 @@ pub enum Destination<'a> {
     Dead(&'a ShortString),
 }
 
-/// Publishes copies with confirms on one channel, and settles originals.
+/// Publishes copies with confirms on a connection of its own, and settles originals.
 pub struct Settler {
-    channel: Channel,
-    /// Serialises the send step: one publish's frames at a time on the channel.
-    send_turn: Mutex<()>,
+    copies: ConfirmChannels,
     dead_exchange: ShortString,
-    /// Cancelled when the publish channel is found closed, so the consumer
-    /// reconnects instead of nacking every message from now on.
+    /// Cancelled when the publish connection is found closed, so the
+    /// consumer reconnects instead of nacking every message from now on.
     lost: CancellationToken,
 }
 
 impl Settler {
-    /// `channel` must be in confirm mode.
+    /// `copies` lends one channel per copy on the publish connection.
     pub fn new(
-        channel: Channel,
+        copies: ConfirmChannels,
         dead_exchange: &str,
     ) -> Result<Self, lapin::types::ShortStringError> {
         Ok(Self {
-            channel,
-            send_turn: Mutex::new(()),
+            copies,
             dead_exchange: ShortString::try_new(dead_exchange)?,
             lost: CancellationToken::new(),
         })
     }
 
-    /// Cancelled once this settler's channel is gone.
+    /// Cancelled once this settler's connection is gone.
     pub fn lost(&self) -> CancellationToken {
         self.lost.clone()
     }
 
-    /// The publish channel, to close it at shutdown.
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    /// Closes the publish connection (the session closes the other).
+    pub async fn close(&self) {
+        self.copies.close_idle().await;
+        let connection = self.copies.connection();
+        if connection.status().connected()
+            && let Ok(Err(e)) = timeout(
+                BROKER_LIMIT,
+                connection.close(200, "worker stopping".into()),
+            )
+            .await
+        {
+            tracing::debug!(error = %e, "closing the publish connection failed");
+        }
     }
 
     /// Acknowledges a delivered message.
@@ -152,29 +162,22 @@ impl Settler {
         properties: BasicProperties,
     ) -> Result<(), SettleError> {
         let (exchange, routing_key, target) = self.address(destination)?;
-        // Mandatory: an unroutable copy (a tier queue deleted by hand) comes
-        // back as a return instead of vanishing, and the original stays.
-        let options = BasicPublishOptions {
-            mandatory: true,
-            immediate: false,
+        let copy = Outgoing {
+            exchange,
+            routing_key,
+            body: body.to_vec(),
+            properties,
         };
-        let confirm = {
-            let _turn = self.send_turn.lock().await;
-            let send = self
-                .channel
-                .basic_publish(exchange, routing_key, options, body, properties);
-            timeout(BROKER_LIMIT, send)
-                .await
-                .map_err(|_| SettleError::Timeout(BROKER_LIMIT))?
-                .map_err(|e| self.broken(SettleError::Send(e)))?
-        };
-        match timeout(BROKER_LIMIT, confirm).await {
-            Err(_) => Err(SettleError::Timeout(BROKER_LIMIT)),
-            Ok(Err(e)) => Err(self.broken(SettleError::Confirm(e))),
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(SettleError::Returned(target)),
-            Ok(Ok(Confirmation::Nack(_))) => Err(SettleError::Nacked),
-            Ok(Ok(Confirmation::NotRequested)) => Err(SettleError::NotConfirmed),
+        let outcome = self.copies.publish(&[copy], Some(BROKER_LIMIT)).await;
+        match outcome.into_iter().next() {
+            Some(Ok(())) => Ok(()),
+            None => Err(SettleError::Timeout(BROKER_LIMIT)),
+            Some(Err(source)) => {
+                if source.is_broken_link() && !self.copies.connection().status().connected() {
+                    self.lost.cancel();
+                }
+                Err(SettleError::Copy { target, source })
+            }
         }
     }
 
@@ -211,14 +214,6 @@ impl Settler {
             Ok(Err(e)) => tracing::debug!(error = %e, "requeue failed; the broker will redeliver"),
             Err(_) => tracing::debug!("requeue timed out; the broker will redeliver"),
         }
-    }
-
-    /// Signals a dead channel to the consumer, then passes the error on.
-    fn broken(&self, error: SettleError) -> SettleError {
-        if !self.channel.status().connected() {
-            self.lost.cancel();
-        }
-        error
     }
 }
 

@@ -108,7 +108,15 @@ pub struct GatewayMetrics {
     pub late_confirms: IntCounterVec,
     /// Redis connections replaced, by reason (`timeouts`, `read_only`).
     redis_reconnects: IntCounterVec,
+    /// 1 while messages find no queue (see `publisher::ROUTING_SETTLE`).
+    pub routing_broken: IntGauge,
+    /// Messages taken from the unroutable queue, by outcome ([`REROUTE_OUTCOMES`]).
+    pub rerouted: IntCounterVec,
 }
+
+/// How a message taken from the unroutable queue ended: put back where it
+/// belongs, or left there for another try.
+pub const REROUTE_OUTCOMES: [&str; 2] = ["put_back", "left"];
 
 impl GatewayMetrics {
     pub fn new() -> Result<Self, prometheus::Error> {
@@ -220,6 +228,20 @@ impl GatewayMetrics {
             "TLS certificate reloads by outcome (ok, error: the old certificate stays).",
             &["outcome"],
         )?;
+        let routing_broken = gauge(
+            "sluice_gateway_routing_broken",
+            "1 while messages find no queue (they reach the unroutable queue or come back): \
+             a binding or queue was deleted; the gateway re-declares the topology.",
+        )?;
+        let rerouted = counter(
+            "sluice_gateway_rerouted_total",
+            "Messages taken from the unroutable queue, by outcome (put_back: published where \
+             they belong and confirmed; left: requeued for another try).",
+            &["outcome"],
+        )?;
+        for outcome in REROUTE_OUTCOMES {
+            rerouted.with_label_values(&[outcome]);
+        }
         let unconfirmed = gauge(
             "sluice_gateway_unconfirmed_publishes",
             "Publishes answered 503 at the ack budget whose confirm is still awaited \
@@ -280,6 +302,8 @@ impl GatewayMetrics {
             unconfirmed,
             late_confirms,
             redis_reconnects,
+            routing_broken,
+            rerouted,
         })
     }
 

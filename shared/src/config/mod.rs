@@ -87,7 +87,8 @@ pub struct GatewayConfig {
     pub body_limit: usize,
     /// What to do when Redis cannot be reached for deduplication.
     pub on_redis_error: RedisErrorPolicy,
-    /// Confirm channels shared by all requests on the one AMQP connection.
+    /// Requests publishing at once, each on a confirm channel of its own
+    /// (a returned message can then only be that request's).
     pub publisher_channels: usize,
     /// Threads serving requests: 1 runs everything on one thread (the fewest
     /// wake-ups between threads; see docs/benchmarks.md), 0 one per core.
@@ -135,7 +136,7 @@ impl Default for GatewayConfig {
             body_read_timeout: Duration::from_secs(1),
             body_limit: 4 * 1024 * 1024,
             on_redis_error: RedisErrorPolicy::Publish,
-            publisher_channels: 4,
+            publisher_channels: 64,
             threads: 1,
             retry_after: Duration::from_secs(5),
             limits: LimitsConfig::default(),

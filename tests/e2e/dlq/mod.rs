@@ -77,11 +77,11 @@ impl DeadFixture {
         let connection = Connection::connect(&env.amqp_url, ConnectionProperties::default())
             .await
             .expect("RabbitMQ");
-        let channel = connection.create_channel().await.expect("a channel");
         env.topology()
-            .declare(&channel)
+            .declare(&connection)
             .await
             .expect("the topology");
+        let channel = connection.create_channel().await.expect("a channel");
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use lapin::options::QueueDeleteOptions;
 use lapin::types::FieldTable;
 use sluice_shared::envelope::headers;
 
@@ -196,17 +197,17 @@ async fn events_that_die_during_a_replay_are_kept_after_the_ones_it_left_and_not
 async fn a_replay_whose_copies_rabbitmq_refuses_exits_1_and_keeps_them_dead() {
     let fixture = DeadFixture::seed("dlq-refused", 4, "").await;
     let topology = fixture.env.topology();
-    // Nothing receives a copy any more: each comes back unroutable.
+    // Nothing receives a copy any more, not even the alternate exchange's
+    // queue: each comes back unroutable.
+    unbind_work_queue(&fixture).await;
     fixture
         .channel()
-        .queue_unbind(
-            topology.work_queue().as_str().into(),
-            topology.events_exchange().as_str().into(),
-            "#".into(),
-            FieldTable::default(),
+        .queue_delete(
+            topology.unroutable().as_str().into(),
+            QueueDeleteOptions::default(),
         )
         .await
-        .expect("unbind");
+        .expect("the unroutable queue is deleted");
     let run = fixture.dlq(&["replay", "--json"]).await;
     assert_eq!(
         run.code,
@@ -227,9 +228,63 @@ async fn a_replay_whose_copies_rabbitmq_refuses_exits_1_and_keeps_them_dead() {
         text.stdout
     );
     let ids = fixture.ids.clone();
+    let connection = lapin::Connection::connect(
+        &fixture.env.amqp_url,
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("RabbitMQ");
+    topology
+        .declare(&connection)
+        .await
+        .expect("the topology, whole again");
     assert_eq!(
         fixture.drain_and_delete().await,
         ids,
         "still dead, in order"
+    );
+}
+
+async fn unbind_work_queue(fixture: &DeadFixture) {
+    let topology = fixture.env.topology();
+    fixture
+        .channel()
+        .queue_unbind(
+            topology.work_queue().as_str().into(),
+            topology.events_exchange().as_str().into(),
+            "#".into(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("unbind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_past_a_deleted_binding_keeps_its_copies_in_the_unroutable_queue() {
+    let fixture = DeadFixture::seed("dlq-unroutable", 3, "").await;
+    let topology = fixture.env.topology();
+    unbind_work_queue(&fixture).await;
+    let run = fixture.dlq(&["replay", "--json"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.json()["replayed"], 3);
+    let broker = crate::support::broker::Broker::connect(&fixture.env.amqp_url).await;
+    let kept: Vec<String> = broker
+        .drain(&topology.unroutable())
+        .await
+        .iter()
+        .map(|m| {
+            m.properties
+                .message_id()
+                .as_ref()
+                .map_or("-".into(), |s| s.to_string())
+        })
+        .collect();
+    assert_eq!(
+        kept, fixture.ids,
+        "the copies wait to be put back, none lost"
+    );
+    assert!(
+        fixture.drain_and_delete().await.is_empty(),
+        "none is dead any more"
     );
 }

@@ -57,10 +57,8 @@ async fn a_delivery_that_panics_gives_its_message_back() {
     let connection = lapin::Connection::connect(SHARED_AMQP, Default::default())
         .await
         .expect("a connection");
-    let publish = sluice_shared::amqp::confirm_channel(&connection)
-        .await
-        .expect("a confirm channel");
-    let settler = Settler::new(publish, "unused.dead").expect("a name");
+    let copies = sluice_shared::publish::ConfirmChannels::new(connection, 1);
+    let settler = Settler::new(copies, "unused.dead").expect("a name");
     let panicked = guard_panics(
         async { panic!("a bug in a delivery") },
         &settler,

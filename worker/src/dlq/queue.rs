@@ -21,6 +21,7 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection};
 use sluice_shared::amqp;
 use sluice_shared::config::AmqpConfig;
+use sluice_shared::publish::ConfirmChannels;
 use sluice_shared::topology::Topology;
 use tokio::sync::OnceCell;
 use tokio::time::{Instant, timeout};
@@ -44,7 +45,7 @@ pub struct DeadQueue {
     /// which also holds back the acknowledgements and consumer starts sent
     /// on it: a pass that published on its own reading connection stalled
     /// after 60,000 of 100,000 events.
-    publisher: OnceCell<Connection>,
+    publisher: OnceCell<ConfirmChannels>,
     amqp_url: String,
     connect_timeout: Duration,
     control: Channel,
@@ -200,21 +201,18 @@ impl DeadQueue {
         }
     }
 
-    /// A channel in confirm mode for a replay's copies, on the publishing
-    /// connection (see [`DeadQueue::publisher`]).
-    pub async fn confirm_channel(&self) -> Result<Channel, DlqError> {
-        let publisher = self
+    /// The confirm channels of a replay's copies, on the publishing
+    /// connection (see [`DeadQueue::publisher`]): one group at a time.
+    pub async fn copy_channels(&self) -> Result<&ConfirmChannels, DlqError> {
+        let channels = self
             .publisher
             .get_or_try_init(|| async {
                 let name = format!("sluice-dlq-{}-publish", std::process::id());
-                amqp::connect(&self.amqp_url, &name, self.connect_timeout).await
+                let connection = amqp::connect(&self.amqp_url, &name, self.connect_timeout).await?;
+                Ok::<_, DlqError>(ConfirmChannels::new(connection, 1))
             })
             .await?;
-        bounded(
-            "opening a confirm channel",
-            amqp::confirm_channel(publisher),
-        )
-        .await
+        Ok(channels)
     }
 
     /// Starts a pass over every message in the queue now (the snapshot).
@@ -230,7 +228,7 @@ impl DeadQueue {
 
     /// Closes the connections, which also releases the lock.
     pub async fn close(self) {
-        if let Some(publisher) = self.publisher.get()
+        if let Some(publisher) = self.publisher.get().map(ConfirmChannels::connection)
             && publisher.status().connected()
         {
             let _ = timeout(

@@ -4,8 +4,10 @@
 //! One pass over the dead queue (see [`super::scan`]) that moves each
 //! matching, replayable event (at most `--limit`) as it reads it: its copy
 //! (see [`super::republish`]) is published, and the dead original is
-//! acknowledged only once RabbitMQ confirmed the copy. Up to [`WINDOW`]
-//! copies wait for their confirms at once, awaited in order; confirmed
+//! acknowledged only once RabbitMQ confirmed the copy. Copies go out in
+//! groups of up to [`WINDOW`] through the shared confirmed-publish path
+//! ([`sluice_shared::publish`]: a group's returned copies are told apart by
+//! content, never by lapin's pairing); confirmed
 //! originals are acknowledged together ([`ACK_CHUNK`] at a time, or as soon
 //! as nothing else waits), so most acknowledgements are one cumulative frame
 //! (see [`super::acks`]). `--rate` ([`Rate`]) paces the copies. Only the
@@ -21,13 +23,14 @@
 //! when paced slower than confirms come back. Duplicates that were already in
 //! the dead queue (the same id twice in one pass) are counted in the summary.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use sluice_shared::envelope::unix_millis;
 use sluice_shared::id_digest;
+use sluice_shared::publish::{ConfirmChannels, Outgoing, PublishError};
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::error::DlqError;
@@ -36,12 +39,14 @@ use super::filter::Filter;
 use super::progress::Progress;
 use super::queue::DeadQueue;
 use super::rate::Rate;
-use super::republish::{ConfirmedPublisher, InFlight, PublishError, replay_copy};
+use super::republish::replay_copy;
 use super::scan::{Mark, Scan};
 
-/// Copies sent and waiting for their confirms: enough to keep RabbitMQ
+/// Copies sent together, then awaited together: enough to keep RabbitMQ
 /// busy between confirms, few enough that a kill leaves little to redo.
 pub const WINDOW: usize = 256;
+/// Limit on sending a copy and on its confirm.
+const PUBLISH_LIMIT: Duration = Duration::from_secs(10);
 /// Confirmed originals acknowledged together (one frame when they follow
 /// each other in the queue).
 pub const ACK_CHUNK: usize = 512;
@@ -110,10 +115,10 @@ pub async fn replay(
     let mut mover = match options.dry_run {
         true => None,
         false => {
-            let channel = queue.confirm_channel().await?;
             let exchange = queue.topology().events_exchange();
             Some(Mover::new(
-                ConfirmedPublisher::new(channel, &exchange),
+                queue.copy_channels().await?,
+                exchange,
                 options.rate,
             ))
         }
@@ -158,7 +163,7 @@ async fn read_and_move(
     filter: &Filter,
     options: &ReplayOptions,
     report: &mut Replayed,
-    mover: &mut Option<Mover>,
+    mover: &mut Option<Mover<'_>>,
     progress: &Progress,
 ) -> Result<(), DlqError> {
     let limit = options.limit.map_or(u64::MAX, |l| l as u64);
@@ -223,26 +228,29 @@ fn validate(options: &ReplayOptions) -> Result<(), DlqError> {
     Ok(())
 }
 
-/// Copies on their way and confirmed originals not yet acknowledged.
-struct Mover {
-    publisher: ConfirmedPublisher,
+/// Copies to send and confirmed originals not yet acknowledged.
+struct Mover<'q> {
+    copies: &'q ConfirmChannels,
+    exchange: String,
     pacer: Option<Interval>,
-    window: VecDeque<(Mark, Option<String>, InFlight)>,
+    group: Vec<(Mark, Option<String>, Outgoing)>,
     confirmed: Vec<Mark>,
 }
 
-impl Mover {
-    fn new(publisher: ConfirmedPublisher, rate: Option<Rate>) -> Self {
+impl<'q> Mover<'q> {
+    fn new(copies: &'q ConfirmChannels, exchange: String, rate: Option<Rate>) -> Self {
         Self {
-            publisher,
+            copies,
+            exchange,
             pacer: rate.map(pacer),
-            window: VecDeque::with_capacity(WINDOW),
+            group: Vec::with_capacity(WINDOW),
             confirmed: Vec::with_capacity(ACK_CHUNK),
         }
     }
 
-    /// Sends `event`'s copy; settles the oldest when the window is full.
-    /// `Err` stops the run.
+    /// Adds `event`'s copy to the group; sends the group once it is full
+    /// (paced: at once, so each original goes as soon as its copy is
+    /// confirmed and a kill duplicates at most one event). `Err` stops the run.
     async fn send(
         &mut self,
         scan: &mut Scan,
@@ -258,46 +266,39 @@ impl Mover {
             report.not_replayable += 1;
             return Ok(());
         };
-        match self
-            .publisher
-            .send(&routing_key, &event.body, properties)
-            .await
-        {
-            Ok(copy) => self.window.push_back((mark, event.id.clone(), copy)),
-            Err(e) => refused(event.id.as_deref(), e, report)?,
-        }
-        while self.window.len() >= WINDOW {
-            self.settle_oldest(scan, report).await?;
-        }
-        // Paced slower than confirms come back: each original goes as soon
-        // as its copy is confirmed, so a kill duplicates at most one event.
-        if self.pacer.is_some() {
-            while !self.window.is_empty() {
-                self.settle_oldest(scan, report).await?;
-            }
-        }
-        if self.confirmed.len() >= ACK_CHUNK || self.window.is_empty() {
-            self.ack(scan, report).await?;
+        let copy = Outgoing {
+            exchange: self.exchange.as_str().into(),
+            routing_key: routing_key.into(),
+            body: event.body.clone(),
+            properties,
+        };
+        self.group.push((mark, event.id.clone(), copy));
+        if self.group.len() >= WINDOW || self.pacer.is_some() {
+            self.send_group(scan, report).await?;
         }
         Ok(())
     }
 
-    async fn settle_oldest(
-        &mut self,
-        scan: &mut Scan,
-        report: &mut Replayed,
-    ) -> Result<(), String> {
-        let Some((mark, id, copy)) = self.window.pop_front() else {
+    /// Publishes the group, waits for every confirm, and acknowledges the
+    /// originals whose copies are stored once [`ACK_CHUNK`] of them wait.
+    async fn send_group(&mut self, scan: &mut Scan, report: &mut Replayed) -> Result<(), String> {
+        if self.group.is_empty() {
             return Ok(());
-        };
-        match copy.confirmed().await {
-            Ok(()) => self.confirmed.push(mark),
-            Err(e) => refused(id.as_deref(), e, report)?,
         }
-        if self.confirmed.len() >= ACK_CHUNK {
+        let group = std::mem::take(&mut self.group);
+        let copies: Vec<Outgoing> = group.iter().map(|(_, _, copy)| copy.clone()).collect();
+        let outcomes = self.copies.publish(&copies, Some(PUBLISH_LIMIT)).await;
+        let mut stop = Ok(());
+        for ((mark, id, _), outcome) in group.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => self.confirmed.push(mark),
+                Err(e) => stop = stop.and(refused(id.as_deref(), e, report)),
+            }
+        }
+        if self.confirmed.len() >= ACK_CHUNK || self.pacer.is_some() {
             self.ack(scan, report).await?;
         }
-        Ok(())
+        stop
     }
 
     async fn ack(&mut self, scan: &mut Scan, report: &mut Replayed) -> Result<(), String> {
@@ -307,12 +308,9 @@ impl Mover {
         Ok(())
     }
 
-    /// Settles every copy still on its way and acknowledges the confirmed.
+    /// Sends what is left of the group and acknowledges the confirmed.
     async fn drain(mut self, scan: &mut Scan, report: &mut Replayed) -> Result<(), String> {
-        let mut outcome = Ok(());
-        while !self.window.is_empty() && outcome.is_ok() {
-            outcome = self.settle_oldest(scan, report).await;
-        }
+        let outcome = self.send_group(scan, report).await;
         // Whatever was confirmed is acknowledged, even after a stop.
         self.ack(scan, report).await.and(outcome)
     }
@@ -320,7 +318,7 @@ impl Mover {
 
 /// A copy that failed: the run stops if the channel is gone, else the event stays dead.
 fn refused(id: Option<&str>, error: PublishError, report: &mut Replayed) -> Result<(), String> {
-    if error.is_fatal() {
+    if error.is_broken_link() || matches!(error, PublishError::NotConfirmed) {
         return Err(error.to_string());
     }
     let digest = id.map(id_digest::of);

@@ -1,5 +1,4 @@
-//! The copy a replay sends back to the events exchange, and the confirmed
-//! publish that sends it.
+//! The copy a replay sends back to the events exchange.
 //!
 //! The copy is the dead message with its failure story taken off (reason,
 //! last error and status, attempts, failure times, RabbitMQ's `x-death` and
@@ -8,22 +7,17 @@
 //! so an event that keeps coming back is visible) and
 //! `x-sluice-replayed-at-ms`. It is published persistent and mandatory to
 //! `<prefix>.events` with routing key `<source>.<type>`, like the gateway's
-//! original, and counts as sent only on a plain confirm.
+//! original, through the shared confirmed-publish path
+//! ([`sluice_shared::publish`]), and counts as sent only on a plain confirm.
 
-use std::time::Duration;
-
-use lapin::options::BasicPublishOptions;
+use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use sluice_shared::envelope::headers;
-use tokio::time::timeout;
 
 use super::event::{DELIVERY_COUNT, DeadEvent, X_DEATH};
 
 /// AMQP delivery mode 2: written to disk.
 const PERSISTENT: u8 = 2;
-/// Limit on sending one copy and on its confirm.
-const PUBLISH_LIMIT: Duration = Duration::from_secs(10);
 
 /// Headers that describe a death; a replayed event starts afresh without them.
 const DEATH_HEADERS: [&str; 13] = [
@@ -82,93 +76,6 @@ pub fn replay_copy(event: &DeadEvent, now_ms: i64) -> Option<(String, BasicPrope
         .with_delivery_mode(PERSISTENT)
         .with_headers(FieldTable::from(table));
     Some((format!("{source}.{event_type}"), properties))
-}
-
-/// Why a copy was not confirmed.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("sending the copy failed: {0}")]
-    Send(#[source] lapin::Error),
-    #[error("RabbitMQ did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("the copy's confirm failed: {0}")]
-    Confirm(#[source] lapin::Error),
-    #[error("RabbitMQ refused the copy (nack)")]
-    Nacked,
-    #[error("the copy was unroutable and came back: is the exchange bound to the work queue?")]
-    Returned,
-    #[error("the channel is not in confirm mode")]
-    NotConfirmed,
-    #[error("`{0}` is too long for an AMQP routing key")]
-    Name(String),
-}
-
-impl PublishError {
-    /// Whether the channel is gone, so no later copy can be sent either.
-    pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            Self::Send(_) | Self::Timeout(_) | Self::Confirm(_) | Self::NotConfirmed
-        )
-    }
-}
-
-/// Publishes copies to one exchange with publisher confirms.
-pub struct ConfirmedPublisher {
-    channel: Channel,
-    exchange: ShortString,
-}
-
-impl ConfirmedPublisher {
-    /// `channel` must be in confirm mode.
-    pub fn new(channel: Channel, exchange: &str) -> Self {
-        Self {
-            channel,
-            exchange: ShortString::from(exchange),
-        }
-    }
-
-    /// Sends one persistent, mandatory copy; its confirm comes later, from
-    /// [`InFlight::confirmed`], so several copies can be on their way at once.
-    pub async fn send(
-        &self,
-        routing_key: &str,
-        body: &[u8],
-        properties: BasicProperties,
-    ) -> Result<InFlight, PublishError> {
-        let key = ShortString::try_new(routing_key)
-            .map_err(|_| PublishError::Name(routing_key.into()))?;
-        // Mandatory: a copy nothing would receive comes back instead of vanishing.
-        let options = BasicPublishOptions {
-            mandatory: true,
-            immediate: false,
-        };
-        let send =
-            self.channel
-                .basic_publish(self.exchange.clone(), key, options, body, properties);
-        let confirm = timeout(PUBLISH_LIMIT, send)
-            .await
-            .map_err(|_| PublishError::Timeout(PUBLISH_LIMIT))?
-            .map_err(PublishError::Send)?;
-        Ok(InFlight(confirm))
-    }
-}
-
-/// A copy sent, its confirm still to come.
-pub struct InFlight(PublisherConfirm);
-
-impl InFlight {
-    /// Waits for RabbitMQ's answer: `Ok` only for a plain ack (routed, stored).
-    pub async fn confirmed(self) -> Result<(), PublishError> {
-        match timeout(PUBLISH_LIMIT, self.0).await {
-            Err(_) => Err(PublishError::Timeout(PUBLISH_LIMIT)),
-            Ok(Err(e)) => Err(PublishError::Confirm(e)),
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Returned),
-            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
-            Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::NotConfirmed),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,364 @@
+//! Publishing with confirms: the one path every publisher takes (the
+//! gateway's events, the worker's retry and dead copies, `dlq replay`).
+//!
+//! A message counts as stored only on a plain `Ack` for a message that was
+//! routed. Everything else is an error that says why: a nack, a returned
+//! (unroutable) mandatory message, a broken channel, no answer in time, a
+//! channel that is not in confirm mode.
+//!
+//! **Returns are paired by content, never by lapin.** lapin hands a
+//! `basic.return` to whichever confirm its next ack frame completes first, and
+//! an `ack multiple=true` completes several in hash-map order: on a channel
+//! that carries several publishers' messages, a returned message can resolve
+//! as a plain `Ack` while another publisher's routed message is reported
+//! returned. So a [`ConfirmChannels`] lends each group of messages a channel
+//! of its own and awaits every confirm of the group before it reads any: a
+//! return always precedes the ack of its message, so by then every return of
+//! the group sits on one of the group's confirms, and on no other group's.
+//! Each returned message is matched to the group's messages by routing key
+//! and message id; a return that matches none fails the whole group. A
+//! channel goes back to the pool only when every confirm of its group came
+//! back: one with a confirm still owed could hand a late return to the next
+//! group.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use lapin::message::BasicReturnMessage;
+use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+
+use crate::amqp::confirm_channel;
+
+/// One message to publish, mandatory (an unroutable one comes back instead
+/// of vanishing) and with a confirm.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub exchange: ShortString,
+    pub routing_key: ShortString,
+    pub body: Vec<u8>,
+    pub properties: BasicProperties,
+}
+
+/// Why a message is not known to be stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    #[error("opening a confirm channel failed: {0}")]
+    Channel(#[source] lapin::Error),
+    #[error("sending failed: {0}")]
+    Send(#[source] lapin::Error),
+    #[error("no answer from RabbitMQ within {0:?}")]
+    Timeout(Duration),
+    #[error("the confirm failed: {0}")]
+    Confirm(#[source] lapin::Error),
+    #[error("RabbitMQ refused the message (nack)")]
+    Nacked,
+    #[error(
+        "RabbitMQ could not route the message (exchange `{exchange}`, routing key \
+         `{routing_key}`): is the topology declared and bound?"
+    )]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+    #[error("the channel is not in confirm mode")]
+    NotConfirmed,
+}
+
+impl PublishError {
+    /// Whether the channel or connection broke, so a reconnect is due
+    /// (a nack or a return leaves both usable).
+    pub fn is_broken_link(&self) -> bool {
+        matches!(
+            self,
+            Self::Channel(_) | Self::Send(_) | Self::Confirm(_) | Self::Timeout(_)
+        )
+    }
+
+    fn unroutable(message: &Outgoing) -> Self {
+        Self::Unroutable {
+            exchange: message.exchange.to_string(),
+            routing_key: message.routing_key.to_string(),
+        }
+    }
+}
+
+/// Confirm channels on one connection, each lent to one group at a time.
+pub struct ConfirmChannels {
+    connection: Connection,
+    idle: Mutex<Vec<Channel>>,
+    /// Bounds the channels lent at once (and so the messages awaiting a
+    /// confirm, and the frames lapin may hold through a blocked connection).
+    lendable: Semaphore,
+}
+
+impl ConfirmChannels {
+    /// At most `max` groups in flight at once; channels open as needed.
+    pub fn new(connection: Connection, max: usize) -> Self {
+        Self {
+            connection,
+            idle: Mutex::new(Vec::new()),
+            lendable: Semaphore::new(max.max(1)),
+        }
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Publishes `group` on a channel of its own and awaits every confirm,
+    /// each wait bounded by `limit` when one is given (without one, a broken
+    /// connection ends the wait). One outcome per message, in order.
+    pub async fn publish(
+        &self,
+        group: &[Outgoing],
+        limit: Option<Duration>,
+    ) -> Vec<Result<(), PublishError>> {
+        let Ok(_lent) = self.lendable.acquire().await else {
+            return vec![Err(PublishError::NotConfirmed); group.len()];
+        };
+        let channel = match self.take_channel().await {
+            Ok(channel) => channel,
+            Err(e) => return vec![Err(PublishError::Channel(e)); group.len()],
+        };
+        let (outcomes, reusable) = publish_on(&channel, group, limit).await;
+        if reusable {
+            self.lock_idle().push(channel);
+        } else if channel.status().connected() {
+            // A confirm may still come: the channel must not serve another group.
+            let _ = channel
+                .close(200, "confirm not received in time".into())
+                .await;
+        }
+        outcomes
+    }
+
+    /// Closes the idle channels (the connection is the caller's to close).
+    pub async fn close_idle(&self) {
+        let idle = std::mem::take(&mut *self.lock_idle());
+        for channel in idle {
+            let _ = channel.close(200, "closing".into()).await;
+        }
+    }
+
+    async fn take_channel(&self) -> Result<Channel, lapin::Error> {
+        loop {
+            let Some(channel) = self.lock_idle().pop() else {
+                return confirm_channel(&self.connection).await;
+            };
+            if channel.status().connected() {
+                return Ok(channel);
+            }
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Channel>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Sends the group, then awaits all its confirms; also says whether the
+/// channel may serve another group (every confirm came back).
+async fn publish_on(
+    channel: &Channel,
+    group: &[Outgoing],
+    limit: Option<Duration>,
+) -> (Vec<Result<(), PublishError>>, bool) {
+    let mut confirms = Vec::with_capacity(group.len());
+    for message in group {
+        let options = BasicPublishOptions {
+            mandatory: true,
+            immediate: false,
+        };
+        let send = channel.basic_publish(
+            message.exchange.clone(),
+            message.routing_key.clone(),
+            options,
+            &message.body,
+            message.properties.clone(),
+        );
+        match bounded(limit, send).await {
+            Ok(confirm) => confirms.push(confirm),
+            Err(e) => {
+                let failed = Err(e.sent());
+                return (vec![failed; group.len()], false);
+            }
+        }
+    }
+    let answers = join_all(confirms.into_iter().map(|c| wait(c, limit))).await;
+    let reusable = answers.iter().all(|a| !matches!(a, Err(Wait::Timeout(_))));
+    (judge(group, answers), reusable)
+}
+
+/// What waiting for one confirm gave.
+enum Wait {
+    Timeout(Duration),
+    Failed(lapin::Error),
+}
+
+impl Wait {
+    fn sent(self) -> PublishError {
+        match self {
+            Self::Timeout(limit) => PublishError::Timeout(limit),
+            Self::Failed(e) => PublishError::Send(e),
+        }
+    }
+}
+
+async fn bounded<T>(
+    limit: Option<Duration>,
+    work: impl Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, Wait> {
+    match limit {
+        None => work.await.map_err(Wait::Failed),
+        Some(limit) => match timeout(limit, work).await {
+            Ok(result) => result.map_err(Wait::Failed),
+            Err(_) => Err(Wait::Timeout(limit)),
+        },
+    }
+}
+
+async fn wait(confirm: PublisherConfirm, limit: Option<Duration>) -> Result<Confirmation, Wait> {
+    bounded(limit, confirm).await
+}
+
+/// Each message's outcome, with returns matched by content.
+fn judge(
+    group: &[Outgoing],
+    answers: Vec<Result<Confirmation, Wait>>,
+) -> Vec<Result<(), PublishError>> {
+    let mut returned = Vec::new();
+    let mut outcomes: Vec<Result<(), PublishError>> = answers
+        .into_iter()
+        .map(|answer| match answer {
+            Ok(Confirmation::Ack(message)) => {
+                returned.extend(message);
+                Ok(())
+            }
+            Ok(Confirmation::Nack(message)) => {
+                returned.extend(message);
+                Err(PublishError::Nacked)
+            }
+            Ok(Confirmation::NotRequested) => Err(PublishError::NotConfirmed),
+            Err(Wait::Timeout(limit)) => Err(PublishError::Timeout(limit)),
+            Err(Wait::Failed(e)) => Err(PublishError::Confirm(e)),
+        })
+        .collect();
+    for index in returned_indexes(group, &returned) {
+        if outcomes[index].is_ok() {
+            outcomes[index] = Err(PublishError::unroutable(&group[index]));
+        }
+    }
+    outcomes
+}
+
+/// The group's messages that came back: each return marks every message of
+/// the same routing key and message id; one that matches none marks all.
+fn returned_indexes(group: &[Outgoing], returned: &[BasicReturnMessage]) -> Vec<usize> {
+    let mut indexes = Vec::new();
+    for back in returned {
+        let delivery = &back.delivery;
+        let matches: Vec<usize> = group
+            .iter()
+            .enumerate()
+            .filter(|(_, sent)| {
+                sent.routing_key == delivery.routing_key
+                    && sent.properties.message_id() == delivery.properties.message_id()
+            })
+            .map(|(index, _)| index)
+            .collect();
+        match matches.is_empty() {
+            true => return (0..group.len()).collect(),
+            false => indexes.extend(matches),
+        }
+    }
+    indexes
+}
+
+/// The first failure of a group, if any: for callers that answer for the
+/// group as a whole.
+pub fn first_failure(outcomes: Vec<Result<(), PublishError>>) -> Result<(), PublishError> {
+    outcomes.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outgoing(key: &str, id: &str) -> Outgoing {
+        Outgoing {
+            exchange: "x".into(),
+            routing_key: key.into(),
+            body: Vec::new(),
+            properties: BasicProperties::default().with_message_id(id.into()),
+        }
+    }
+
+    fn back(key: &str, id: Option<&str>) -> BasicReturnMessage {
+        let mut message = BasicReturnMessage {
+            delivery: lapin::message::Delivery::mock(0, "x".into(), key.into(), false, Vec::new()),
+            reply_code: 312,
+            reply_text: "NO_ROUTE".into(),
+        };
+        let mut properties = BasicProperties::default();
+        if let Some(id) = id {
+            properties = properties.with_message_id(id.into());
+        }
+        message.delivery.properties = properties;
+        message
+    }
+
+    #[test]
+    fn a_return_carried_by_another_confirm_fails_its_own_message_only() {
+        let group = [
+            outgoing("a.t", "e1"),
+            outgoing("b.t", "e2"),
+            outgoing("a.t", "e3"),
+        ];
+        // lapin handed e2's return to e1's confirm: e1 stays stored, e2 fails.
+        let answers = vec![
+            Ok(Confirmation::Ack(Some(back("b.t", Some("e2"))))),
+            Ok(Confirmation::Ack(None)),
+            Ok(Confirmation::Ack(None)),
+        ];
+        let outcomes = judge(&group, answers);
+        assert!(outcomes[0].is_ok());
+        assert!(matches!(
+            &outcomes[1],
+            Err(PublishError::Unroutable { routing_key, .. }) if routing_key == "b.t"
+        ));
+        assert!(outcomes[2].is_ok());
+    }
+
+    #[test]
+    fn a_return_that_matches_nothing_fails_the_whole_group() {
+        let group = [outgoing("a.t", "e1"), outgoing("a.t", "e2")];
+        let answers = vec![
+            Ok(Confirmation::Ack(None)),
+            Ok(Confirmation::Ack(Some(back("a.t", None)))),
+        ];
+        assert!(judge(&group, answers).iter().all(Result::is_err));
+    }
+
+    #[test]
+    fn nacks_timeouts_and_unconfirmed_channels_are_failures_of_their_own() {
+        let group = [outgoing("a", "1"), outgoing("a", "2"), outgoing("a", "3")];
+        let answers = vec![
+            Ok(Confirmation::Nack(None)),
+            Err(Wait::Timeout(Duration::from_secs(1))),
+            Ok(Confirmation::NotRequested),
+        ];
+        let outcomes = judge(&group, answers);
+        assert!(matches!(outcomes[0], Err(PublishError::Nacked)));
+        assert!(matches!(outcomes[1], Err(PublishError::Timeout(_))));
+        assert!(matches!(outcomes[2], Err(PublishError::NotConfirmed)));
+        assert!(first_failure(outcomes).is_err());
+        assert!(first_failure(vec![Ok(()), Ok(())]).is_ok());
+    }
+}
