@@ -106,7 +106,7 @@ impl BrokerSettings {
             };
         let copies = ConfirmChannels::new(publishing, self.copy_channels);
         let settler =
-            Settler::new(copies, &self.topology.dead_exchange()).map_err(|_| SessionError::Name)?;
+            Settler::new(copies, self.topology.clone()).map_err(|_| SessionError::Name)?;
         Ok(Session {
             connection,
             consume,

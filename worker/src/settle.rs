@@ -21,12 +21,13 @@
 //! on the consuming connection, the worker could not ack (and so drain) the
 //! backlog that raised the alarm.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::ShortString;
 use lapin::{Acker, BasicProperties};
 use sluice_shared::publish::{ConfirmChannels, Outgoing, PublishError};
+use sluice_shared::topology::Topology;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -87,7 +88,10 @@ pub enum Destination<'a> {
 /// Publishes copies with confirms on a connection of its own, and settles originals.
 pub struct Settler {
     copies: ConfirmChannels,
+    topology: Topology,
     dead_exchange: ShortString,
+    /// When the topology was last declared again after a copy came back.
+    declared_at: std::sync::Mutex<Option<Instant>>,
     /// Cancelled when the publish connection is found closed, so the
     /// consumer reconnects instead of nacking every message from now on.
     lost: CancellationToken,
@@ -97,11 +101,13 @@ impl Settler {
     /// `copies` lends one channel per copy on the publish connection.
     pub fn new(
         copies: ConfirmChannels,
-        dead_exchange: &str,
+        topology: Topology,
     ) -> Result<Self, lapin::types::ShortStringError> {
         Ok(Self {
             copies,
-            dead_exchange: ShortString::try_new(dead_exchange)?,
+            dead_exchange: ShortString::try_new(topology.dead_exchange())?,
+            topology,
+            declared_at: std::sync::Mutex::new(None),
             lost: CancellationToken::new(),
         })
     }
@@ -176,8 +182,35 @@ impl Settler {
                 if source.is_broken_link() && !self.copies.connection().status().connected() {
                     self.lost.cancel();
                 }
+                if let PublishError::Unroutable { .. } = source {
+                    self.redeclare().await;
+                }
                 Err(SettleError::Copy { target, source })
             }
+        }
+    }
+
+    /// Declares the topology again (at most once a second) after a copy
+    /// came back: it restores a retry tier or dead queue deleted by hand, so
+    /// the requeued original's next copy is routed.
+    async fn redeclare(&self) {
+        {
+            let mut at = self
+                .declared_at
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if at.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            *at = Some(Instant::now());
+        }
+        let declare = self.topology.declare(self.copies.connection());
+        match timeout(BROKER_LIMIT, declare).await {
+            Ok(Ok(())) => tracing::warn!("a copy found no queue: the topology is declared again"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "a copy found no queue and declaring the topology failed")
+            }
+            Err(_) => tracing::error!("a copy found no queue and declaring the topology timed out"),
         }
     }
 

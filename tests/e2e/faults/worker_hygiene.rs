@@ -58,7 +58,8 @@ async fn a_delivery_that_panics_gives_its_message_back() {
         .await
         .expect("a connection");
     let copies = sluice_shared::publish::ConfirmChannels::new(connection, 1);
-    let settler = Settler::new(copies, "unused.dead").expect("a name");
+    let settler =
+        Settler::new(copies, crate::support::TestEnv::new("panics").topology()).expect("a name");
     let panicked = guard_panics(
         async { panic!("a bug in a delivery") },
         &settler,
@@ -87,6 +88,7 @@ async fn a_message_that_cannot_be_settled_is_requeued_after_a_pause() {
     let broker = Broker::connect(&env.amqp_url).await;
     let tier = env.topology().retry_tiers()[0].queue.clone();
     broker.delete_queue(&tier).await;
+    assert!(!broker.exists(&tier).await, "the tier is gone");
     let id = format!("{}-event", env.prefix);
     let (status, _) = post_signed(
         &reqwest::Client::new(),
@@ -112,6 +114,17 @@ async fn a_message_that_cannot_be_settled_is_requeued_after_a_pause() {
     })
     .await;
     assert!(second, "the message comes back after the pause");
+    // The returned copy made the worker declare the topology again: the
+    // next retry copy is routed to the restored tier and comes back.
+    let third = eventually(Duration::from_secs(5), || async {
+        downstream.attempts(&id) >= 3
+    })
+    .await;
+    assert!(third, "the message is retried again");
+    assert!(
+        broker.exists(&tier).await,
+        "the returned copy made the worker declare the topology again"
+    );
 
     worker.stop().await;
     gateway.stop().await;

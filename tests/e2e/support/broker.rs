@@ -7,7 +7,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use sluice_shared::topology::Topology;
 
 pub struct Broker {
-    _connection: Connection,
+    connection: Connection,
     channel: Channel,
 }
 
@@ -57,7 +57,7 @@ impl Broker {
             .expect("the test reaches RabbitMQ");
         let channel = connection.create_channel().await.expect("a channel");
         Self {
-            _connection: connection,
+            connection,
             channel,
         }
     }
@@ -73,6 +73,20 @@ impl Broker {
             .await
             .expect("the queue exists")
             .message_count()
+    }
+
+    /// Whether `queue` exists (asked on a channel of its own: a passive
+    /// declare of a missing queue closes its channel).
+    pub async fn exists(&self, queue: &str) -> bool {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let channel = self.connection.create_channel().await.expect("a channel");
+        let declared = channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await;
+        declared.is_ok()
     }
 
     /// Sum of ready messages over every queue of a topology.
