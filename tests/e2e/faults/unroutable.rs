@@ -138,3 +138,72 @@ async fn a_binding_deleted_under_load_loses_and_duplicates_nothing_and_is_repair
     gateway.stop().await;
     env.assert_queues_empty_and_delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_from_before_the_alternate_exchange_returns_the_event_then_is_repaired() {
+    let env = TestEnv::new("returned");
+    let topology = env.topology();
+    let broker = Broker::connect(&env.amqp_url).await;
+    // As an earlier version declared it: no alternate exchange.
+    let durable = lapin::options::ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    broker
+        .channel()
+        .exchange_declare(
+            topology.events_exchange().as_str().into(),
+            lapin::ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .expect("the old exchange");
+    let gateway = RunningGateway::start(env.config("")).await;
+    let client = reqwest::Client::new();
+    let url = gateway.url("whatzme");
+    let before = format!("{}-before", env.prefix);
+    assert_eq!(
+        post_signed(&client, &url, &upsert_body(&before)).await.0,
+        200
+    );
+
+    broker
+        .channel()
+        .queue_unbind(
+            topology.work_queue().as_str().into(),
+            topology.events_exchange().as_str().into(),
+            "#".into(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("the binding is deleted");
+    let during = format!("{}-during", env.prefix);
+    let (status, answer) = post_signed(&client, &url, &upsert_body(&during)).await;
+    assert_eq!(status, 503, "a returned event is never a 200: {answer}");
+    let readyz = format!("http://{}/readyz", gateway.admin_addr);
+    let status = client
+        .get(&readyz)
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(status.ok(), Some(503), "not ready while routing is broken");
+    let accepted = eventually(Duration::from_secs(10), || async {
+        post_signed(&client, &url, &upsert_body(&during)).await.0 == 200
+    })
+    .await;
+    assert!(
+        accepted,
+        "the gateway declared the binding again and the retry is accepted"
+    );
+
+    let ids: Vec<String> = broker
+        .drain(&topology.work_queue())
+        .await
+        .iter()
+        .map(|m| m.json()["id"].as_str().expect("an id").to_owned())
+        .collect();
+    assert_eq!(ids, [before, during], "each event once, none lost");
+    gateway.stop().await;
+    env.assert_queues_empty_and_delete().await;
+}
