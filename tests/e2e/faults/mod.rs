@@ -9,4 +9,5 @@ mod dead_lettering;
 mod heartbeat;
 mod redis_link;
 mod unconfirmed;
+mod under_load;
 mod worker_hygiene;
