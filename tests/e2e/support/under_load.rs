@@ -16,7 +16,7 @@ use sluice_shared::topology::Topology;
 use super::broker::{Broker, Taken};
 use super::downstream::{Downstream, Plan};
 use super::gateway_process::GatewayProcess;
-use super::ledger::audit::{EventCopy, Place, Report};
+use super::ledger::audit::{EventCopy, Place, RECOVERY_PROMISE, Report};
 use super::ledger::{Book, Ledger, LoadProfile};
 use super::{RunningWorker, SHARED_AMQP, SHARED_REDIS, TestEnv};
 
@@ -110,6 +110,19 @@ impl UnderLoad {
         assert!(self.ledger.acked() > 0, "{}", self.gateway.log_tail());
     }
 
+    /// Keeps the load on until an event accepted after `fault_end` is
+    /// delivered, at most until the recovery promise is past.
+    async fn await_recovery(&self, fault_end: Instant) {
+        let limit = (fault_end + RECOVERY_PROMISE + Duration::from_secs(5))
+            .saturating_duration_since(Instant::now());
+        super::eventually(limit, || async {
+            let delivered = self.downstream.delivered_ids();
+            let after = self.ledger.acked_after(fault_end);
+            after.iter().any(|id| delivered.contains(id))
+        })
+        .await;
+    }
+
     /// A new gateway process with the same config and environment, on the
     /// same public port (after the old one closed it); returns the old one.
     pub async fn start_gateway_again(&mut self) -> GatewayProcess {
@@ -119,9 +132,12 @@ impl UnderLoad {
         std::mem::replace(&mut self.gateway, fresh)
     }
 
-    /// Ends the load once the fault is over (at `fault_end`), waits until
-    /// the system settles, stops both binaries and audits what happened.
+    /// Ends the load once the fault is over (at `fault_end`) and an event
+    /// accepted since went all the way through (or the recovery promise
+    /// ran out), waits until the system settles, stops both binaries and
+    /// audits what happened.
     pub async fn finish(mut self, fault_end: Instant) -> Report {
+        self.await_recovery(fault_end).await;
         let book = self.ledger.finish(RETRYING_AFTER_THE_END).await;
         let topology = self.cleanup.topology.take().expect("not finished before");
         let broker = Broker::connect(&self.cleanup.url).await;

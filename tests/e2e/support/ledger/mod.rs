@@ -140,6 +140,13 @@ impl Ledger {
         self.book.lock().expect("the book").acked.len()
     }
 
+    /// Events answered 200 after `moment`.
+    pub fn acked_after(&self, moment: Instant) -> Vec<String> {
+        let book = self.book.lock().expect("the book");
+        let after = book.acked.iter().filter(|(_, acked)| acked.at >= moment);
+        after.map(|(id, _)| id.clone()).collect()
+    }
+
     /// A copy of the books as they stand.
     pub fn book(&self) -> Book {
         self.book.lock().expect("the book").clone()
