@@ -159,7 +159,9 @@ impl UnderLoad {
         }));
         let own: HashSet<String> = book.acked.keys().chain(&book.unacked).cloned().collect();
         copies.retain(|c| own.contains(&c.id) || c.id.starts_with(&self.env.prefix));
-        Report::new(&book, &copies, fault_end)
+        let mut report = Report::new(&book, &copies, fault_end);
+        report.publish_log = publish_log(self.env.dir.path());
+        report
     }
 }
 
@@ -186,6 +188,25 @@ async fn settle(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Each distinct error the stage's gateways logged about publishes, with
+/// how often (the log lines hold no event ids, so counts are what there is).
+fn publish_log(dir: &std::path::Path) -> Vec<String> {
+    let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
+    let logs = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    for entry in logs.filter(|e| e.file_name().to_string_lossy().ends_with(".log")) {
+        let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in log.lines().filter(|line| line.contains("publish")) {
+            let json: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            let what = format!("{}: {}", json["message"], json["error"]);
+            *errors.entry(what).or_insert(0) += 1;
+        }
+    }
+    errors
+        .into_iter()
+        .map(|(what, n)| format!("  {n} x {what}"))
+        .collect()
 }
 
 fn copies_of(messages: &[Taken], place: Place) -> Vec<EventCopy> {

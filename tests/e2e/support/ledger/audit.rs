@@ -44,6 +44,10 @@ pub struct Report {
     /// Events published twice by the gateway (two request ids), and how
     /// many extra copies that made.
     pub gateway_duplicates: Vec<String>,
+    /// For each of those: what its attempts got and where each copy came from.
+    pub duplicate_evidence: Vec<String>,
+    /// The gateway's log lines about publishes, for a failure's message.
+    pub publish_log: Vec<String>,
     pub gateway_extra_copies: usize,
     /// Deliveries of a message the worker had delivered already.
     pub worker_redeliveries: usize,
@@ -87,6 +91,10 @@ impl Report {
             .map(|(id, _)| (*id).to_owned())
             .collect();
         gateway_duplicates.sort();
+        let duplicate_evidence = gateway_duplicates
+            .iter()
+            .map(|id| evidence(id, book, copies))
+            .collect();
         let distinct: usize = request_ids.values().map(HashSet::len).sum();
         let count = |place: fn(&Place) -> bool| copies.iter().filter(|c| place(&c.place)).count();
         Self {
@@ -95,6 +103,8 @@ impl Report {
             lost,
             gateway_extra_copies: distinct - request_ids.len(),
             gateway_duplicates,
+            duplicate_evidence,
+            publish_log: Vec::new(),
             worker_redeliveries: copies.len() - distinct,
             dead: count(|p| *p == Place::Dead),
             left: count(|p| *p == Place::Left),
@@ -117,8 +127,10 @@ impl Report {
         );
         assert!(
             self.gateway_duplicates.is_empty(),
-            "the gateway published events twice (retries of a 503 must not): {:?}\n{self}",
-            self.gateway_duplicates
+            "the gateway published events twice (retries of a 503 must not):\n{}\n{self}\n\
+             the gateway's log on publishes:\n{}",
+            self.duplicate_evidence.join("\n"),
+            self.publish_log.join("\n")
         );
         assert_eq!(self.unacked, 0, "events never answered 200: {self}");
         assert_eq!(self.left, 0, "copies left on the queues: {self}");
@@ -180,6 +192,25 @@ impl fmt::Display for Report {
     }
 }
 
+/// One line on a duplicated event: its attempts' answers, and the attempt
+/// (the request id's suffix) behind each copy.
+fn evidence(id: &str, book: &Book, copies: &[EventCopy]) -> String {
+    let tries = book.retried.get(id).cloned().unwrap_or_default();
+    let found: Vec<String> = copies
+        .iter()
+        .filter(|c| c.id == id)
+        .map(|c| {
+            let place = match c.place {
+                Place::Delivered(_) => "delivered",
+                Place::Dead => "dead",
+                Place::Left => "left",
+            };
+            format!("{} ({place})", c.request_id)
+        })
+        .collect();
+    format!("  {id}: attempts answered {tries:?}; copies from {found:?}")
+}
+
 fn answer_counts(book: &Book) -> BTreeMap<Outcome, usize> {
     let mut counts = BTreeMap::new();
     for answer in &book.answers {
@@ -217,11 +248,11 @@ fn worker_recovery(book: &Book, copies: &[EventCopy], fault_end: Instant) -> Opt
     copies
         .iter()
         .filter_map(|copy| match copy.place {
-            Place::Delivered(at) => Some((copy, at)),
+            Place::Delivered(at) if at >= fault_end => Some((copy, at - fault_end)),
             _ => None,
         })
         .filter(|(copy, _)| book.acked.get(&copy.id).is_some_and(|a| a.at >= fault_end))
-        .map(|(_, at)| at.saturating_duration_since(fault_end))
+        .map(|(_, took)| took)
         .min()
 }
 

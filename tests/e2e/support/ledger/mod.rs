@@ -94,6 +94,8 @@ pub struct Book {
     pub acked: HashMap<String, Acked>,
     /// Events still unanswered with a 200 when the test ended.
     pub unacked: Vec<String>,
+    /// Event id → what each of its attempts got, for events tried more than once.
+    pub retried: HashMap<String, Vec<Outcome>>,
 }
 
 pub struct Ledger {
@@ -217,6 +219,10 @@ impl Provider {
     fn record(&self, id: &str, attempt: u32, answer: Answer) -> bool {
         let mut book = self.book.lock().expect("the book");
         book.answers.push(answer);
+        if attempt > 1 || answer.outcome != Outcome::Status(200) {
+            let tries = book.retried.entry(id.to_owned()).or_default();
+            tries.push(answer.outcome);
+        }
         if answer.outcome == Outcome::Status(200) {
             let acked = Acked {
                 at: answer.at,
