@@ -280,13 +280,13 @@ impl PrivateRedis {
     }
 
     async fn replicaof(&self, args: &[&str]) {
-        let status = tokio::process::Command::new("redis-cli")
+        let output = tokio::process::Command::new("redis-cli")
             .args(["-p", &self.port.to_string(), "replicaof"])
             .args(args)
-            .status()
+            .output()
             .await
             .expect("redis-cli runs");
-        assert!(status.success(), "REPLICAOF {args:?} failed");
+        assert!(output.status.success(), "REPLICAOF {args:?} failed");
     }
 
     pub fn stop(&self) {

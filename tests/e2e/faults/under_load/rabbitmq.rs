@@ -10,6 +10,11 @@ use crate::support::proxy::Proxy;
 use crate::support::under_load::{Setup, UnderLoad};
 use crate::support::{SHARED_AMQP, ready};
 
+/// FAILS TODAY (gateway duplicates): a publish whose confirm the silence
+/// swallowed fails when the heartbeat closes the connection, its keys are
+/// released, and the retry publishes a second copy of a message RabbitMQ
+/// had stored. See docs/reliability.md, "Open: a publish lost with its
+/// connection is published again".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "over a minute: make faults"]
 async fn rabbitmq_cut_off_for_thirty_seconds_under_load_loses_nothing_and_publishes_nothing_twice()
@@ -30,6 +35,8 @@ async fn rabbitmq_cut_off_for_thirty_seconds_under_load_loses_nothing_and_publis
     report.assert_promises();
 }
 
+/// Could fail at times for the reason the restart below does (a publish
+/// stored but unconfirmed at the kill); it has not in the runs so far.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_killed_and_restarted_under_load_loses_nothing_and_publishes_nothing_twice() {
     let rabbit = PrivateRabbit::start().await;
@@ -44,6 +51,8 @@ async fn rabbitmq_killed_and_restarted_under_load_loses_nothing_and_publishes_no
     rabbit.stop().await;
 }
 
+/// Fails at times today (gateway duplicates): a publish in flight when the
+/// broker closes the connection, see docs/reliability.md.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "over a minute: make faults"]
 async fn the_worker_consumes_again_after_rabbitmq_restarts_under_load() {

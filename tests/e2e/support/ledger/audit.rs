@@ -195,7 +195,14 @@ impl fmt::Display for Report {
 /// One line on a duplicated event: its attempts' answers, and the attempt
 /// (the request id's suffix) behind each copy.
 fn evidence(id: &str, book: &Book, copies: &[EventCopy]) -> String {
-    let tries = book.retried.get(id).cloned().unwrap_or_default();
+    let mut tries: Vec<(Outcome, usize)> = Vec::new();
+    for outcome in book.retried.get(id).into_iter().flatten() {
+        match tries.last_mut() {
+            Some((last, n)) if last == outcome => *n += 1,
+            _ => tries.push((*outcome, 1)),
+        }
+    }
+    let tries: Vec<String> = tries.iter().map(|(o, n)| format!("{o:?} x{n}")).collect();
     let found: Vec<String> = copies
         .iter()
         .filter(|c| c.id == id)
@@ -208,7 +215,10 @@ fn evidence(id: &str, book: &Book, copies: &[EventCopy]) -> String {
             format!("{} ({place})", c.request_id)
         })
         .collect();
-    format!("  {id}: attempts answered {tries:?}; copies from {found:?}")
+    format!(
+        "  {id}: attempts answered {}; copies from {found:?}",
+        tries.join(", ")
+    )
 }
 
 fn answer_counts(book: &Book) -> BTreeMap<Outcome, usize> {
