@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/sluice.example.toml
 
-.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps bench edge-probe fuzz dlq-scale dlq-crash-loop
+.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps bench edge-probe fuzz dlq-scale dlq-crash-loop faults
 
 ## up: start Redis/RabbitMQ if needed, build, run gateway + worker in the background
 up:
@@ -69,3 +69,7 @@ dlq-crash-loop: deps
 	  echo "run $$i"; \
 	  $(CARGO) test -q -p sluice-worker --test e2e dlq::crash -- --nocapture || exit 1; \
 	done
+
+## faults: every fault scenario under load, the long ones included (a 30 s RabbitMQ cut-off, a restart, a 5-minute outage soak), one at a time so the figures are the gateway's own (about 10 minutes; docs/reliability.md)
+faults: deps
+	$(CARGO) test -p sluice-worker --test e2e faults::under_load -- --include-ignored --nocapture --test-threads 1

@@ -318,10 +318,6 @@ impl Sources {
     pub fn get(&self, name: &str) -> Option<&Source> {
         self.0.get(name)
     }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
-    }
 }
 
 #[cfg(test)]

@@ -23,11 +23,6 @@ impl Glob {
         }
     }
 
-    /// The pattern as written in the config.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
     /// Whether the whole of `subject` matches the pattern.
     pub fn matches(&self, subject: &str) -> bool {
         let subject: Vec<char> = subject.chars().collect();

@@ -22,13 +22,7 @@ const TEXT_BYTES: usize = 128 * 1024;
 
 /// The resident memory of this process (gateway and test), in bytes.
 fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kib * 1024
+    crate::support::resident_bytes("self").expect("VmRSS")
 }
 
 /// A `messages.upsert` whose text is `TEXT_BYTES` long.

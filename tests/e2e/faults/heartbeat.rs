@@ -6,15 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::proxy::Proxy;
-use crate::support::{RunningGateway, RunningWorker, TestEnv, eventually};
-
-async fn ready(client: &reqwest::Client, admin: std::net::SocketAddr) -> bool {
-    client
-        .get(format!("http://{admin}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-}
+use crate::support::{RunningGateway, RunningWorker, TestEnv, eventually, ready};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_broker_is_noticed_within_thirty_seconds_by_both_binaries() {

@@ -9,5 +9,6 @@ mod dead_lettering;
 mod heartbeat;
 mod redis_link;
 mod unconfirmed;
+mod under_load;
 mod unroutable;
 mod worker_hygiene;

@@ -1,16 +1,18 @@
 //! The business's service, as a small real HTTP server: it verifies the
-//! Standard Webhooks signature of every delivery, answers as its plan says,
-//! and records what it accepted.
+//! Standard Webhooks signature of every delivery, answers as its plan says
+//! (a plan a fault test may change while it runs), and records what it
+//! accepted and when each attempt came.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use sluice_shared::secret::Secret;
 use sluice_shared::standard_webhooks::SigningKey;
@@ -28,6 +30,21 @@ pub enum Plan {
     Always(u16),
     /// 200, after holding the request this long.
     Slow(Duration),
+    /// Never answers: holds every request until the worker gives up on it.
+    Hang,
+    /// Down and up by turns, this long each, starting down: 503, then 200.
+    Flap(Duration),
+    /// 429 Too Many Requests with `Retry-After: <seconds>`.
+    TooMany(u64),
+}
+
+/// One attempt as it reached the downstream.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub id: String,
+    pub at: Instant,
+    /// What it was answered; 0 for a request held unanswered ([`Plan::Hang`]).
+    pub status: u16,
 }
 
 /// One accepted delivery.
@@ -39,15 +56,20 @@ pub struct Delivered {
     /// The `traceparent` and `x-request-id` the worker sent, if any.
     pub traceparent: Option<String>,
     pub request_id: Option<String>,
+    /// When it was accepted.
+    pub at: Instant,
 }
 
 struct Inner {
-    plan: Plan,
+    /// The plan, and when it was set (a flap's phases count from then).
+    plan: Mutex<(Plan, Instant)>,
     key: SigningKey,
     attempts: Mutex<HashMap<String, u32>>,
+    log: Mutex<Vec<Attempt>>,
     delivered: Mutex<Vec<Delivered>>,
 }
 
+#[derive(Clone)]
 pub struct Downstream {
     pub addr: SocketAddr,
     inner: Arc<Inner>,
@@ -57,9 +79,10 @@ impl Downstream {
     pub async fn start(plan: Plan) -> Self {
         let key = SigningKey::from_secret(&Secret::new(ROUTE_SECRET)).expect("a whsec_ secret");
         let inner = Arc::new(Inner {
-            plan,
+            plan: Mutex::new((plan, Instant::now())),
             key,
             attempts: Mutex::default(),
+            log: Mutex::default(),
             delivered: Mutex::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -86,6 +109,16 @@ impl Downstream {
         self.inner.delivered.lock().expect("lock").clone()
     }
 
+    /// Answers as `plan` says from now on.
+    pub fn set_plan(&self, plan: Plan) {
+        *self.inner.plan.lock().expect("lock") = (plan, Instant::now());
+    }
+
+    /// Every attempt so far, in the order they came.
+    pub fn attempt_log(&self) -> Vec<Attempt> {
+        self.inner.log.lock().expect("lock").clone()
+    }
+
     /// Attempts seen for one event id, successful or not.
     pub fn attempts(&self, id: &str) -> u32 {
         self.inner
@@ -98,7 +131,7 @@ impl Downstream {
     }
 }
 
-async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
     let header = |name: &str| {
         headers
             .get(name)
@@ -117,16 +150,29 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
         *n += 1;
         *n
     };
-    let status = match inner.plan {
-        Plan::Succeed => 200,
+    let (plan, since) = *inner.plan.lock().expect("lock");
+    let status = match plan {
+        Plan::Succeed | Plan::Slow(_) => 200,
         Plan::FailFirst(n, status) if attempt <= n => status,
         Plan::FailFirst(..) => 200,
         Plan::Always(status) => status,
-        Plan::Slow(delay) => {
-            tokio::time::sleep(delay).await;
-            200
+        Plan::Hang => 0,
+        Plan::Flap(phase) => {
+            let phases = since.elapsed().as_millis() / phase.as_millis().max(1);
+            if phases % 2 == 0 { 503 } else { 200 }
         }
+        Plan::TooMany(_) => 429,
     };
+    inner.log.lock().expect("lock").push(Attempt {
+        id: id.clone(),
+        at: Instant::now(),
+        status,
+    });
+    match plan {
+        Plan::Slow(delay) => tokio::time::sleep(delay).await,
+        Plan::Hang => std::future::pending().await,
+        _ => {}
+    }
     if status == 200 {
         let envelope = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         let optional = |name: &str| Some(header(name)).filter(|v| !v.is_empty());
@@ -136,7 +182,12 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
             envelope,
             traceparent: optional("traceparent"),
             request_id: optional("x-request-id"),
+            at: Instant::now(),
         });
     }
-    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match plan {
+        Plan::TooMany(seconds) => (status, [("retry-after", seconds.to_string())]).into_response(),
+        _ => status.into_response(),
+    }
 }

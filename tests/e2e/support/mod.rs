@@ -4,9 +4,12 @@
 
 pub mod broker;
 pub mod downstream;
+pub mod gateway_process;
+pub mod ledger;
 pub mod private;
 pub mod providers;
 pub mod proxy;
+pub mod under_load;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +62,11 @@ impl TestEnv {
 
     /// A config with the `whatzme` source and `extra` TOML appended (routes, tweaks).
     pub fn config_toml(&self, extra: &str) -> String {
+        self.config_toml_retrying(r#"["200ms", "400ms", "800ms"]"#, extra)
+    }
+
+    /// [`TestEnv::config_toml`] with other `amqp.retry_delays` (a TOML array).
+    pub fn config_toml_retrying(&self, retry_delays: &str, extra: &str) -> String {
         format!(
             r#"
 [gateway]
@@ -75,7 +83,7 @@ key_prefix = "{prefix}"
 [amqp]
 url = "{amqp}"
 prefix = "{prefix}"
-retry_delays = ["200ms", "400ms", "800ms"]
+retry_delays = {retry_delays}
 [telemetry]
 log_level = "warn"
 [sources.whatzme]
@@ -301,4 +309,23 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether `/readyz` at `admin` answers 200.
+pub async fn ready(client: &reqwest::Client, admin: SocketAddr) -> bool {
+    client
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// The resident memory (`VmRSS`) of process `pid` (`"self"`: this one), in bytes.
+pub fn resident_bytes(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kib * 1024)
 }

@@ -182,17 +182,34 @@ impl PrivateRabbit {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Kills the node's VM with SIGKILL, as a crash or the OOM killer
+    /// would: nothing is flushed or closed. Waits until its port is closed.
+    pub async fn kill9(&self) {
+        let pid = self.ctl(&["eval", "os:getpid()."]).await;
+        let pid = pid.trim().trim_matches('"');
+        let killed = Command::new("kill")
+            .args(["-KILL", pid])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success(), "kill -KILL {pid} failed");
+        self.await_port_closed().await;
+    }
+
+    async fn await_port_closed(&self) {
+        let down = super::eventually(Duration::from_secs(30), || async {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err()
+        })
+        .await;
+        assert!(down, "the private RabbitMQ did not stop");
+    }
+
     /// Stops the node and waits until its port is closed.
     pub async fn stop(&self) {
         let _ = tokio::process::Command::new("rabbitmqctl")
             .args(["-n", &self.node, "stop"])
             .output()
             .await;
-        let down = super::eventually(Duration::from_secs(30), || async {
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err()
-        })
-        .await;
-        assert!(down, "the private RabbitMQ did not stop");
+        self.await_port_closed().await;
     }
 }
 
@@ -243,13 +260,33 @@ impl PrivateRedis {
     /// Makes this Redis a replica of the one on `port`, as a failover does
     /// to a demoted primary: from then on it answers writes `READONLY`.
     pub async fn replica_of(&self, port: u16) {
-        let status = tokio::process::Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "replicaof", "127.0.0.1"])
-            .arg(port.to_string())
-            .status()
+        self.replicaof(&["127.0.0.1", &port.to_string()]).await;
+    }
+
+    /// Makes this replica a primary again (`REPLICAOF NO ONE`), as a
+    /// failover does to the replica it promotes; it keeps the data it has.
+    pub async fn promote(&self) {
+        self.replicaof(&["no", "one"]).await;
+    }
+
+    /// Whether this replica holds a complete copy of its primary.
+    pub async fn in_sync(&self) -> bool {
+        let output = tokio::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "info", "replication"])
+            .output()
             .await
             .expect("redis-cli runs");
-        assert!(status.success(), "REPLICAOF failed");
+        String::from_utf8_lossy(&output.stdout).contains("master_link_status:up")
+    }
+
+    async fn replicaof(&self, args: &[&str]) {
+        let output = tokio::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "replicaof"])
+            .args(args)
+            .output()
+            .await
+            .expect("redis-cli runs");
+        assert!(output.status.success(), "REPLICAOF {args:?} failed");
     }
 
     pub fn stop(&self) {
