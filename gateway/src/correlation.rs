@@ -23,6 +23,9 @@ pub struct Correlation {
     pub request_id: String,
     /// The gateway's position in the trace: its span is the publish.
     pub trace: TraceContext,
+    /// This request's publish (`x-sluice-copy`): random, so a provider that
+    /// retries with the same `X-Request-Id` still makes a copy of its own.
+    pub copy: String,
 }
 
 impl Correlation {
@@ -37,7 +40,11 @@ impl Correlation {
             (None, None) => TraceContext::random(),
         };
         let request_id = caller_id.map_or_else(|| trace.trace_id(), str::to_owned);
-        Self { request_id, trace }
+        Self {
+            request_id,
+            trace,
+            copy: new_copy(),
+        }
     }
 }
 
@@ -47,8 +54,13 @@ impl From<&str> for Correlation {
         Self {
             request_id: request_id.to_owned(),
             trace: TraceContext::derived_from(request_id),
+            copy: new_copy(),
         }
     }
+}
+
+fn new_copy() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 fn is_usable_request_id(id: &str) -> bool {

@@ -1,7 +1,8 @@
 //! Two-phase deduplication in Redis.
 //!
 //! An event's key is `{prefix}:{source}:{digest}`, the digest being the
-//! first 128 bits of the SHA-256 of its id, in hex ([`DedupKey`]). Redis
+//! first 128 bits of the SHA-256 of its id, in hex ([`DedupKey`], made by
+//! [`sluice_shared::event_key`]). Redis
 //! never holds the id, which can carry a phone number (a `wamid` does), and
 //! the key is the same on every replica and after every restart with no
 //! secret to share: a keyed digest would tie dedup to key management, and a
@@ -35,8 +36,8 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use redis::{ExistenceCheck, SetExpiry, SetOptions};
-use sha2::{Digest, Sha256};
 use sluice_shared::config::RedisConfig;
+use sluice_shared::event_key::event_key;
 use tokio_util::sync::CancellationToken;
 
 use crate::extract::EventId;
@@ -45,9 +46,6 @@ use crate::redis_link::{CallEnd, RedisLink};
 use crate::source::SourceName;
 
 const DONE: &str = "done";
-
-/// Bytes of the id's SHA-256 in a key: 128 bits, so two ids never share one.
-const KEY_DIGEST_BYTES: usize = 16;
 
 /// Claims a request's events in one round trip. KEYS: each event's key,
 /// then (when ARGV[2] is 2) its key of the old form; ARGV[1]: the `pending`
@@ -84,10 +82,8 @@ pub struct DedupKey {
 
 impl DedupKey {
     pub fn new(prefix: &str, source: &str, id: &str) -> Self {
-        let digest = Sha256::digest(id.as_bytes());
-        let digest = hex::encode(&digest[..KEY_DIGEST_BYTES]);
         Self {
-            key: format!("{prefix}:{source}:{digest}"),
+            key: event_key(prefix, source, id),
             old_form: format!("{prefix}:{source}:{id}"),
         }
     }
@@ -299,6 +295,7 @@ impl DedupStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn a_key_holds_a_digest_of_the_id_and_the_old_form_the_id_itself() {

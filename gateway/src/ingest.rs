@@ -197,9 +197,11 @@ pub async fn dead_letter_unparseable(
     })
 }
 
-/// Publishes within the deadline. A failure frees the keys held for these
-/// events; a publish still unconfirmed at the deadline goes on in the
-/// background and settles them later ([`crate::unconfirmed`]).
+/// Publishes within the deadline. A failure that says RabbitMQ did not
+/// store the events frees the keys held for them; one that leaves it
+/// unknown (the connection died after the send) leaves them to expire; a
+/// publish still unconfirmed at the deadline goes on in the background and
+/// settles them later ([`crate::unconfirmed`]).
 async fn publish(
     state: &AppState,
     ctx: &RequestContext<'_>,
@@ -212,6 +214,13 @@ async fn publish(
     let publish = Publish::start(&state.publisher, messages);
     match publish.wait_until(ctx.deadline).await {
         Waited::Confirmed => Ok(()),
+        Waited::Failed(e) if e.outcome_unknown() => {
+            // RabbitMQ may hold the events: their keys stay `pending` until
+            // they expire, and a copy published after that is dropped by the
+            // worker (`x-sluice-copy`), never delivered twice.
+            tracing::warn!(error = %e, "publish outcome unknown; its keys stay pending until redis.pending_ttl");
+            Err(Unavailable::Publish(e).into())
+        }
         Waited::Failed(e) => {
             if !held.is_empty() {
                 // Off the answer's path: the keys expire anyway.
@@ -336,6 +345,7 @@ fn common_headers(
     table.insert(headers::SOURCE.into(), text(source));
     table.insert(headers::TYPE.into(), text(event_type));
     table.insert(headers::REQUEST_ID.into(), text(&correlation.request_id));
+    table.insert(headers::COPY.into(), text(&correlation.copy));
     table.insert(
         headers::TRACEPARENT.into(),
         text(&correlation.trace.header_value()),

@@ -48,6 +48,18 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+impl PublishError {
+    /// Whether RabbitMQ may have stored the messages all the same (see
+    /// [`publish::PublishError::outcome_unknown`]); nothing was sent while
+    /// not connected or blocked.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Self::NotConnected | Self::Blocked(_) => false,
+            Self::Publish(e) => e.outcome_unknown(),
+        }
+    }
+}
+
 /// Why the publisher could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -9,13 +9,16 @@
 //! `pending` meanwhile (renewed every third of `redis.pending_ttl`), so the
 //! provider's retry is answered 503 `in_flight` with `Retry-After: 1` and
 //! publishes nothing. Once confirmed the keys turn `done` (the next retry
-//! is a duplicate); once failed they are released (the next retry
-//! publishes). `sluice_gateway_unconfirmed_publishes` counts the publishes
-//! waiting so, `sluice_gateway_late_confirms_total` how they ended.
+//! is a duplicate); once refused (a nack, a return) they are released (the
+//! next retry publishes). A publish whose connection died first stays
+//! unknown for good: its keys are left to expire after `redis.pending_ttl`,
+//! and if the provider's later retry publishes a second copy, the worker
+//! drops whichever copy comes second (`x-sluice-copy`, the worker's
+//! `copies` module). `sluice_gateway_unconfirmed_publishes` counts the
+//! publishes waiting so, `sluice_gateway_late_confirms_total` how they ended.
 //!
-//! A publish still waiting when the gateway stops fails as its connection
-//! closes and its keys are released (or, if the process ends first, expire
-//! after `redis.pending_ttl`, as after a crash).
+//! A publish still waiting when the gateway stops ends with its connection:
+//! unknown, so its keys expire, as after a crash.
 
 use std::time::Duration;
 
@@ -87,6 +90,10 @@ pub async fn settle_late(publish: Publish, held: HeldKeys, metrics: GatewayMetri
                 tracing::warn!(error = %e, "could not mark late-confirmed events done in Redis; their keys expire and a later retry may publish again");
             }
             "confirmed"
+        }
+        Ok(Err(e)) if e.outcome_unknown() => {
+            tracing::warn!(error = %e, events, "publish outcome unknown after its request was answered 503; its keys stay pending until redis.pending_ttl");
+            "unknown"
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, events, "publish failed after its request was answered 503; releasing its keys");

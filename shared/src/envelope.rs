@@ -47,6 +47,11 @@ pub mod headers {
     pub const REPLAYED: &str = "x-sluice-replayed";
     /// Replayed from the dead queue: when, milliseconds since the Unix epoch.
     pub const REPLAYED_AT_MS: &str = "x-sluice-replayed-at-ms";
+    /// Which publish a message came from: one random id per gateway
+    /// request, kept by retry and replayed copies. Two messages of one event
+    /// with different copies were published twice; the worker delivers the
+    /// first it sees (its copy of record) and drops the other.
+    pub const COPY: &str = "x-sluice-copy";
     /// Put back from the unroutable queue: how many times (1 the first time).
     pub const REROUTED: &str = "x-sluice-rerouted";
 }

@@ -4,6 +4,7 @@
 //! - [`secret`]: secret references and a value type that never prints;
 //! - [`id_digest`]: the keyed digests logs carry instead of event ids;
 //! - [`envelope`]: the CloudEvents envelope and AMQP header names;
+//! - [`event_key`]: the Redis key of an event (dedup, copy of record);
 //! - [`topology`]: exchanges and queues, declared by both binaries;
 //! - [`amqp`]: connecting to RabbitMQ within a time limit;
 //! - [`publish`]: publishing with confirms, returns paired by content;
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod amqp;
 pub mod config;
 pub mod envelope;
+pub mod event_key;
 pub mod id_digest;
 pub mod publish;
 pub mod runtime;

@@ -79,6 +79,16 @@ impl PublishError {
         )
     }
 
+    /// Whether RabbitMQ may have stored the message all the same: it was
+    /// sent (or partly sent) and no answer came. Only a nack, a return or a
+    /// channel that could not open say for sure that it was not stored.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            Self::Send(_) | Self::Confirm(_) | Self::Timeout(_) | Self::NotConfirmed
+        )
+    }
+
     fn unroutable(message: &Outgoing) -> Self {
         Self::Unroutable {
             exchange: message.exchange.to_string(),

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::ReconnectBackoff;
 use crate::broker::{BrokerSettings, Session};
+use crate::copies::CopyCheck;
 use crate::dead_lettering::{self, DeadLettering};
 use crate::dispatch::Dispatcher;
 use crate::dlq::http::{DlqApi, with_dlq};
@@ -78,13 +79,21 @@ impl Worker {
         let admin_addr = admin
             .local_addr()
             .map_err(|source| StartError::AdminBind { addr, source })?;
+        let copies = CopyCheck::new(&config)
+            .map_err(|e| ConfigError::invalid("redis.url", e.to_string()))?;
         let session = first_session(&settings, &status).await?;
         let interval = config.worker.queue_depth_interval;
         let depths = QueueDepthPoller::new(&settings, interval, &metrics.registry())?;
         let supervisor = Supervisor {
             settings,
             prefetch: config.worker.prefetch(),
-            dispatcher: Arc::new(Dispatcher::new(routes, client, policy, metrics.clone())),
+            dispatcher: Arc::new(Dispatcher::new(
+                routes,
+                client,
+                policy,
+                metrics.clone(),
+                copies,
+            )),
             status,
             permits: Arc::new(Semaphore::new(config.worker.concurrency)),
             tasks: JoinSet::new(),

@@ -21,6 +21,7 @@ use sluice_shared::id_digest;
 use sluice_shared::topology::RetryTier;
 use tracing::{Instrument, Span};
 
+use crate::copies::{CopyCheck, Verdict as Copy};
 use crate::delivery::DeliveryError;
 use crate::failure::{self, LastFailure};
 use crate::message::{Malformed, QueuedMessage, SluiceEvent};
@@ -51,6 +52,7 @@ pub struct Dispatcher {
     client: Client,
     policy: RetryPolicy,
     metrics: WorkerMetrics,
+    copies: CopyCheck,
 }
 
 impl Dispatcher {
@@ -59,12 +61,14 @@ impl Dispatcher {
         client: Client,
         policy: RetryPolicy,
         metrics: WorkerMetrics,
+        copies: CopyCheck,
     ) -> Self {
         Self {
             routes,
             client,
             policy,
             metrics,
+            copies,
         }
     }
 
@@ -107,6 +111,12 @@ impl Dispatcher {
         message: &QueuedMessage,
         event: &SluiceEvent,
     ) {
+        if self.second_copy(event).await {
+            if let Err(e) = settler.ack(acker).await {
+                tracing::warn!(error = %e, "could not drop a second copy; RabbitMQ redelivers it");
+            }
+            return;
+        }
         let subject = event.subject();
         let Some(route) = self.routes.find(&subject) else {
             let verdict = Verdict::Dead {
@@ -128,6 +138,30 @@ impl Dispatcher {
         let verdict = self.verdict(event, result);
         self.settle(settler, acker, message, Some(event), &route.name, verdict)
             .await;
+    }
+
+    /// Whether the message is a second copy of an event another copy of
+    /// which is delivered (asked before the first attempt only).
+    async fn second_copy(&self, event: &SluiceEvent) -> bool {
+        let Some(copy) = event.copy.as_deref().filter(|_| event.failed_before == 0) else {
+            return false;
+        };
+        match self.copies.check(event, copy).await {
+            Ok(Copy::Deliver) => false,
+            Ok(Copy::Duplicate) => {
+                self.metrics.record_duplicate_copy();
+                tracing::info!(
+                    outcome = "duplicate_copy",
+                    "a second copy of the event is dropped: another copy is delivered"
+                );
+                true
+            }
+            Err(e) => {
+                self.metrics.record_copy_check_error();
+                tracing::warn!(error = %e, "cannot check the event's copy of record; delivering it");
+                false
+            }
+        }
     }
 
     async fn dead_letter_malformed(

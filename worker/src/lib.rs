@@ -24,6 +24,7 @@ pub mod app;
 pub mod backoff;
 pub mod broker;
 pub mod consumer;
+pub mod copies;
 pub mod dead_lettering;
 pub mod delivery;
 pub mod dispatch;

@@ -33,6 +33,8 @@ pub struct SluiceEvent {
     pub failed_before: u32,
     /// The gateway's request id, carried into logs and `x-request-id`.
     pub request_id: Option<String>,
+    /// The publish the message came from (`x-sluice-copy`; see [`crate::copies`]).
+    pub copy: Option<String>,
     /// The gateway's trace context; each attempt sends a child of it.
     pub trace: Option<TraceContext>,
     /// When the gateway received the event (ms since the Unix epoch).
@@ -83,6 +85,7 @@ impl SluiceEvent {
             // A negative count is nonsense: treat it as no failures so far.
             failed_before: u32::try_from(failed_before.max(0)).unwrap_or(u32::MAX),
             request_id: header_text(table, headers::REQUEST_ID).filter(|r| !r.is_empty()),
+            copy: header_text(table, headers::COPY).filter(|c| !c.is_empty()),
             trace: header_text(table, headers::TRACEPARENT)
                 .and_then(|value| TraceContext::parse(&value)),
             received_at_ms: header_integer(table, headers::RECEIVED_AT_MS),
@@ -197,6 +200,7 @@ mod tests {
                 event_type: "thing".into(),
                 failed_before: 2,
                 request_id: Some("req-1".into()),
+                copy: None,
                 trace: None,
                 received_at_ms: None,
             }

@@ -68,6 +68,10 @@ pub struct WorkerMetrics {
     broker_connected: IntGauge,
     settle_failures: IntCounter,
     panics: IntCounter,
+    /// Second copies of an event dropped before delivery (`crate::copies`).
+    duplicate_copies: IntCounter,
+    /// Copy checks Redis could not answer (the message was delivered).
+    copy_check_errors: IntCounter,
     dead_lettering_verified: IntGauge,
 }
 
@@ -127,6 +131,17 @@ impl WorkerMetrics {
             "Delivery tasks that panicked; their messages are requeued after a pause.",
         )?;
         registry.register(Box::new(panics.clone()))?;
+        let duplicate_copies = IntCounter::new(
+            "sluice_worker_duplicate_copies_total",
+            "Messages dropped before delivery because another copy of the same event (published \
+             again after its first publish's outcome was lost with a connection) is delivered.",
+        )?;
+        registry.register(Box::new(duplicate_copies.clone()))?;
+        let copy_check_errors = IntCounter::new(
+            "sluice_worker_copy_check_errors_total",
+            "Copy-of-record checks Redis could not answer; the message was delivered anyway.",
+        )?;
+        registry.register(Box::new(copy_check_errors.clone()))?;
         let dead_lettering_verified = IntGauge::new(
             "sluice_worker_dead_lettering_verified",
             "1 when the management API confirmed at start that RabbitMQ dead-letters \
@@ -165,6 +180,8 @@ impl WorkerMetrics {
             broker_connected,
             settle_failures,
             panics,
+            duplicate_copies,
+            copy_check_errors,
             dead_lettering_verified,
         })
     }
@@ -207,6 +224,14 @@ impl WorkerMetrics {
 
     pub fn record_panic(&self) {
         self.panics.inc();
+    }
+
+    pub fn record_duplicate_copy(&self) {
+        self.duplicate_copies.inc();
+    }
+
+    pub fn record_copy_check_error(&self) {
+        self.copy_check_errors.inc();
     }
 
     pub fn set_dead_lettering_verified(&self, verified: bool) {

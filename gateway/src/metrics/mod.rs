@@ -59,7 +59,7 @@ pub const SHED_REASONS: &[&str] = &["connections", "requests", "body_memory"];
 pub const REDIS_OPERATIONS: &[&str] = &["claim", "mark_done", "release", "keep_pending", "ping"];
 
 /// Every `outcome` of `sluice_gateway_late_confirms_total`.
-pub const LATE_OUTCOMES: &[&str] = &["confirmed", "failed"];
+pub const LATE_OUTCOMES: &[&str] = &["confirmed", "failed", "unknown"];
 
 /// The `source` label of a request to a source that is not configured.
 pub const UNKNOWN_SOURCE: &str = "unknown";

@@ -5,6 +5,7 @@
 //! its own ([`crate::support::proxy`]).
 
 mod blocked;
+mod copies;
 mod dead_lettering;
 mod heartbeat;
 mod redis_link;

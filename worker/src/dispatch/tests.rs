@@ -14,6 +14,8 @@ fn dispatcher(delays: &[u64]) -> Dispatcher {
         Client::new(),
         RetryPolicy::new(tiers).unwrap(),
         WorkerMetrics::new(std::iter::empty()).unwrap(),
+        crate::copies::CopyCheck::new(&sluice_shared::config::Config::from_toml("").unwrap())
+            .unwrap(),
     )
 }
 
@@ -24,6 +26,7 @@ fn event(failed_before: u32) -> SluiceEvent {
         event_type: "thing".into(),
         failed_before,
         request_id: None,
+        copy: None,
         trace: None,
         received_at_ms: None,
     }

@@ -1,0 +1,119 @@
+//! Two copies of one event in the work queue (the gateway published it again
+//! after its first publish's outcome was lost with a connection): the worker
+//! delivers one, drops the other, and turns the event's dedup key `done`. A
+//! message redelivered (the same copy again) is still delivered.
+
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use redis::AsyncCommands;
+use sluice_shared::envelope::headers;
+use sluice_shared::event_key::event_key;
+
+use crate::support::broker::Broker;
+use crate::support::downstream::{Downstream, Plan};
+use crate::support::{RunningWorker, SHARED_REDIS, TestEnv, eventually, metric};
+
+/// A message as the gateway publishes it for event `id` in the request whose copy is `copy`.
+fn message(id: &str, copy: &str) -> (Vec<u8>, BasicProperties) {
+    let text = |v: &str| AMQPValue::LongString(LongString::from(v));
+    let mut table = FieldTable::default();
+    table.insert(headers::SOURCE.into(), text("whatzme"));
+    table.insert(headers::TYPE.into(), text("messages.upsert"));
+    table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(0));
+    table.insert(headers::REQUEST_ID.into(), text(&format!("req-{copy}")));
+    table.insert(headers::COPY.into(), text(copy));
+    let body = format!(
+        r#"{{"specversion":"1.0","id":"{id}","source":"sluice/whatzme","type":"messages.upsert","data":{{}}}}"#
+    );
+    let properties = BasicProperties::default()
+        .with_message_id(id.into())
+        .with_delivery_mode(2)
+        .with_headers(table);
+    (body.into_bytes(), properties)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_copy_of_an_event_is_dropped_and_a_redelivery_is_not() {
+    let env = TestEnv::new("copies");
+    let downstream = Downstream::start(Plan::Succeed).await;
+    let worker = RunningWorker::start(env.config(&env.http_route(&downstream.url()))).await;
+    let broker = Broker::connect(&env.amqp_url).await;
+    let twice = format!("{}-twice", env.prefix);
+    let redelivered = format!("{}-redelivered", env.prefix);
+    let sends = [
+        (twice.as_str(), "copy-a"),
+        (twice.as_str(), "copy-b"),
+        (redelivered.as_str(), "copy-c"),
+        (redelivered.as_str(), "copy-c"),
+    ];
+    for (id, copy) in sends {
+        let (body, properties) = message(id, copy);
+        broker
+            .channel()
+            .basic_publish(
+                "".into(),
+                env.topology().work_queue().as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("sent");
+    }
+    let client = reqwest::Client::new();
+    let dropped = eventually(Duration::from_secs(10), || async {
+        metric(
+            &client,
+            worker.admin_addr,
+            "sluice_worker_duplicate_copies_total",
+        )
+        .await
+            == Some(1.0)
+            && downstream.deliveries().len() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids: Vec<String> = downstream.deliveries().into_iter().map(|d| d.id).collect();
+    assert!(dropped, "one copy dropped, three deliveries: {ids:?}");
+    assert_eq!(ids.iter().filter(|id| **id == twice).count(), 1, "{ids:?}");
+    assert_eq!(
+        ids.iter().filter(|id| **id == redelivered).count(),
+        2,
+        "{ids:?}"
+    );
+
+    let mut redis = redis::Client::open(SHARED_REDIS)
+        .expect("a Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis");
+    let dedup: Option<String> = redis
+        .get(event_key(&env.prefix, "whatzme", &twice))
+        .await
+        .expect("GET");
+    assert_eq!(
+        dedup.as_deref(),
+        Some("done"),
+        "a provider's later retry is a duplicate"
+    );
+    let holder: Option<String> = redis
+        .get(event_key(
+            &format!("{}:copy", env.prefix),
+            "whatzme",
+            &twice,
+        ))
+        .await
+        .expect("GET");
+    assert_eq!(
+        holder.as_deref(),
+        Some("copy-a"),
+        "the first copy seen holds the record"
+    );
+    worker.stop().await;
+    env.assert_queues_empty_and_delete().await;
+}
