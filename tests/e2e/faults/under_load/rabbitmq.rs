@@ -10,11 +10,10 @@ use crate::support::proxy::Proxy;
 use crate::support::under_load::{Setup, UnderLoad};
 use crate::support::{SHARED_AMQP, ready};
 
-/// FAILS TODAY (gateway duplicates): a publish whose confirm the silence
-/// swallowed fails when the heartbeat closes the connection, its keys are
-/// released, and the retry publishes a second copy of a message RabbitMQ
-/// had stored. See docs/reliability.md, "Open: a publish lost with its
-/// connection is published again".
+/// A publish whose confirm the silence swallowed ends when the heartbeat
+/// closes the connection, its outcome unknown: its keys stay pending, and a
+/// copy published again once they expire is dropped by the worker
+/// (docs/reliability.md, "A publish lost with its connection").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "over a minute: make faults"]
 async fn rabbitmq_cut_off_for_thirty_seconds_under_load_loses_nothing_and_publishes_nothing_twice()
@@ -35,13 +34,12 @@ async fn rabbitmq_cut_off_for_thirty_seconds_under_load_loses_nothing_and_publis
     report.assert_promises();
 }
 
-/// FAILS AT TIMES TODAY (gateway duplicates; 1 run in 5 so far): a
-/// publish RabbitMQ stored but had not confirmed when killed is reset with
-/// its connection, its keys released, and the retry publishes it again.
-/// See docs/reliability.md, "Open: a publish lost with its connection is
-/// published again". Back in the default run once that is fixed.
+/// A publish RabbitMQ stored but had not confirmed when killed is reset
+/// with its connection: its keys stay pending, and a copy published again
+/// later is dropped by the worker (docs/reliability.md, "A publish lost
+/// with its connection"). Before that fix this found gateway duplicates in
+/// one run of five.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails at times until a publish lost with its connection is not published again: make faults"]
 async fn rabbitmq_killed_and_restarted_under_load_loses_nothing_and_publishes_nothing_twice() {
     let rabbit = PrivateRabbit::start().await;
     let stage = UnderLoad::start(Setup::new("kill9").amqp(&rabbit.url())).await;
