@@ -24,7 +24,7 @@ use crate::dead_lettering::{self, DeadLettering};
 use crate::dispatch::Dispatcher;
 use crate::dlq::http::{DlqApi, with_dlq};
 use crate::error::{StartError, WorkerError};
-use crate::http_handler;
+use crate::http_target;
 use crate::metrics::WorkerMetrics;
 use crate::queue_depth::QueueDepthPoller;
 use crate::readiness::BrokerStatus;
@@ -59,7 +59,7 @@ impl Worker {
         let routes = RouteTable::from_config(&config.routes)?;
         let dlq = DlqApi::from_config(&config)?;
         let metrics = WorkerMetrics::new(routes.names())?;
-        let client = http_handler::client().map_err(StartError::HttpClient)?;
+        let client = http_target::client().map_err(StartError::HttpClient)?;
         match dead_lettering::check(&config.amqp, &client).await? {
             DeadLettering::Verified => metrics.set_dead_lettering_verified(true),
             DeadLettering::Unverified(why) => {

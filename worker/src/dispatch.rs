@@ -22,8 +22,8 @@ use sluice_shared::topology::RetryTier;
 use tracing::{Instrument, Span};
 
 use crate::copies::{CopyCheck, Verdict as Copy};
-use crate::delivery::DeliveryError;
-use crate::failure::{self, LastFailure};
+use crate::delivery_error::DeliveryError;
+use crate::copy_headers::{self, LastFailure};
 use crate::message::{Malformed, QueuedMessage, SluiceEvent};
 use crate::metrics::{NO_ROUTE, Outcome, WorkerMetrics};
 use crate::retry::{DeadReason, Decision, RetryPolicy};
@@ -274,7 +274,7 @@ async fn carry_out(
             attempts,
             last,
         } => {
-            let properties = failure::for_retry(&message.properties, *attempts, last, now_ms);
+            let properties = copy_headers::for_retry(&message.properties, *attempts, last, now_ms);
             let destination = Destination::RetryQueue(&tier.queue);
             let wait = requeue_delay(&message.properties);
             let moved = settler.move_to(acker, destination, &message.body, properties, wait);
@@ -286,7 +286,7 @@ async fn carry_out(
             last,
         } => {
             let properties =
-                failure::for_dead(&message.properties, *reason, *attempts, last, now_ms);
+                copy_headers::for_dead(&message.properties, *reason, *attempts, last, now_ms);
             let key = dead_routing_key(message, event);
             let wait = requeue_delay(&message.properties);
             let destination = Destination::Dead(&key);

@@ -5,12 +5,13 @@
 //! - [`supervisor`] keeps a [`broker`] session alive (reconnecting with
 //!   [`backoff`]) and [`consumer`] takes messages off the work queue, one
 //!   task each, within the prefetch and concurrency limits;
-//! - [`dispatch`] reads the event from its [`message`], picks its route from
+//! - [`dispatch`] reads the event from its [`message`], drops a second copy
+//!   of an event ([`copies`]), picks its route from
 //!   [`routes`] (patterns are [`glob`]s) and makes one attempt, through the
-//!   [`http_handler`] or the log handler;
-//! - a failure is a [`delivery`] error, which [`retry`] turns into a retry
+//!   [`http_target`] or the log handler;
+//! - a failure is a [`delivery_error`], which [`retry`] turns into a retry
 //!   tier or the dead queue;
-//! - [`settle`] publishes the copy (its headers from [`failure`]) with
+//! - [`settle`] publishes the copy (its headers from [`copy_headers`]) with
 //!   confirms, then acks the original.
 //!
 //! [`dlq`] holds the operator commands that inspect, export, replay and
@@ -26,13 +27,13 @@ pub mod broker;
 pub mod consumer;
 pub mod copies;
 pub mod dead_lettering;
-pub mod delivery;
+pub mod delivery_error;
 pub mod dispatch;
 pub mod dlq;
 pub mod error;
-pub mod failure;
+pub mod copy_headers;
 pub mod glob;
-pub mod http_handler;
+pub mod http_target;
 pub mod message;
 pub mod metrics;
 pub mod queue_depth;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sluice_shared::topology::RetryTier;
 
-use crate::delivery::DeliveryError;
+use crate::delivery_error::DeliveryError;
 
 /// Why an event ends in the dead queue; the value of its `x-sluice-reason` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,9 +12,9 @@ use sluice_shared::id_digest;
 use sluice_shared::secret::SecretError;
 use sluice_shared::standard_webhooks::{BadSecret, SigningKey};
 
-use crate::delivery::DeliveryError;
+use crate::delivery_error::DeliveryError;
 use crate::glob::Glob;
-use crate::http_handler::HttpTarget;
+use crate::http_target::HttpTarget;
 use crate::message::SluiceEvent;
 
 /// A route that cannot be built; `key` is the config key at fault.

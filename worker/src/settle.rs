@@ -31,7 +31,7 @@ use sluice_shared::topology::Topology;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use crate::failure::DELIVERY_COUNT;
+use crate::copy_headers::DELIVERY_COUNT;
 use crate::message::header_integer;
 
 /// Limit on sending a publish, on its confirm and on an ack: past it the

@@ -1,6 +1,6 @@
 //! The dead-letter-queue commands, through the real `sluice-worker dlq`
 //! binary, against the real RabbitMQ: dead events are seeded with the
-//! worker's own dead-copy headers (`failure::for_dead`), then inspected,
+//! worker's own dead-copy headers (`copy_headers::for_dead`), then inspected,
 //! exported, replayed to a real downstream, and purged.
 
 mod crash;
@@ -21,7 +21,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
 use sluice_shared::envelope::{CONTENT_TYPE, Envelope, headers};
-use sluice_worker::failure::{LastFailure, for_dead};
+use sluice_worker::copy_headers::{LastFailure, for_dead};
 use sluice_worker::retry::DeadReason;
 
 use crate::support::TestEnv;

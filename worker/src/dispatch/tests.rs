@@ -33,7 +33,7 @@ fn event(failed_before: u32) -> SluiceEvent {
 }
 
 fn http(status: u16) -> Result<(), DeliveryError> {
-    crate::delivery::classify_status(status, None)
+    crate::delivery_error::classify_status(status, None)
 }
 
 #[test]

@@ -19,7 +19,7 @@ use sluice_shared::envelope;
 use sluice_shared::standard_webhooks::SigningKey;
 use sluice_shared::trace::TRACEPARENT;
 
-use crate::delivery::{self, DeliveryError};
+use crate::delivery_error::{self, DeliveryError};
 use crate::message::SluiceEvent;
 
 /// The one HTTP client every route shares (it pools connections per host).
@@ -71,10 +71,10 @@ impl HttpTarget {
                     .headers()
                     .get(RETRY_AFTER)
                     .and_then(|value| value.to_str().ok())
-                    .and_then(delivery::parse_retry_after);
-                delivery::classify_status(response.status().as_u16(), retry_after)
+                    .and_then(delivery_error::parse_retry_after);
+                delivery_error::classify_status(response.status().as_u16(), retry_after)
             }
-            Err(error) => Err(delivery::classify_transport(&error, self.timeout)),
+            Err(error) => Err(delivery_error::classify_transport(&error, self.timeout)),
         }
     }
 
@@ -123,5 +123,5 @@ fn unix_seconds(now: SystemTime) -> i64 {
 }
 
 #[cfg(test)]
-#[path = "http_handler_tests.rs"]
+#[path = "http_target_tests.rs"]
 mod tests;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use sluice_shared::envelope::headers;
 
-use crate::delivery::DeliveryError;
+use crate::delivery_error::DeliveryError;
 use crate::message::integer;
 use crate::retry::DeadReason;
 
