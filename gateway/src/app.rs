@@ -62,7 +62,7 @@ pub enum StartError {
     #[error("redis.url is not a usable Redis URL: {0}")]
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
-    Publisher(#[from] publisher::StartError),
+    Publisher(#[from] publisher::OpenError),
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]

@@ -237,7 +237,7 @@ async fn publish(
                 window: ctx.source.dedup_ttl,
             };
             let metrics = state.metrics.clone();
-            tokio::spawn(unconfirmed::settle_late(publish, keys, metrics));
+            tokio::spawn(unconfirmed::await_late_outcome(publish, keys, metrics));
             Err(Unavailable::Budget(state.config.ack_budget).into())
         }
         Waited::Lost(panicked) => {

@@ -60,9 +60,10 @@ impl PublishError {
     }
 }
 
-/// Why the publisher could not start.
+/// Why the publisher could not open its first session (a topology mismatch
+/// is fatal; an absent broker is retried in the background).
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum OpenError {
     #[error(transparent)]
     Topology(#[from] TopologyError),
     #[error(transparent)]
@@ -103,7 +104,7 @@ impl ConfirmedPublisher {
         channel_count: usize,
         metrics: GatewayMetrics,
         shutdown: CancellationToken,
-    ) -> Result<Self, StartError> {
+    ) -> Result<Self, OpenError> {
         let inner = Arc::new(Inner {
             config: config.clone(),
             topology: Topology::new(config),
@@ -117,7 +118,7 @@ impl ConfirmedPublisher {
         });
         match open_session(&inner).await {
             Ok(session) => drop(inner.install(Some(Arc::new(session)))),
-            Err(StartError::Topology(e)) => return Err(StartError::Topology(e)),
+            Err(OpenError::Topology(e)) => return Err(OpenError::Topology(e)),
             Err(e) => {
                 tracing::warn!(error = %e, "RabbitMQ unavailable at start; retrying in the background")
             }
@@ -287,14 +288,14 @@ impl Inner {
     }
 }
 
-async fn open_session(inner: &Inner) -> Result<Session, StartError> {
+async fn open_session(inner: &Inner) -> Result<Session, OpenError> {
     let limit = inner.config.connect_timeout;
     let heartbeat = inner.config.heartbeat;
     let connection =
         connect_with_heartbeat(&inner.config.url, "sluice-gateway", limit, heartbeat).await?;
     tokio::time::timeout(limit, inner.topology.declare(&connection))
         .await
-        .map_err(|_| StartError::Connect(ConnectError::Timeout(limit)))??;
+        .map_err(|_| OpenError::Connect(ConnectError::Timeout(limit)))??;
     Ok(Session {
         channels: ConfirmChannels::new(connection, inner.channel_count),
     })

@@ -137,7 +137,7 @@ impl Rerouter {
         let mut put_back = 0usize;
         for (index, delivery) in batch.iter().enumerate() {
             let stored = matches!(outcomes.get(index), Some(Ok(())));
-            let settled = match stored {
+            let acked = match stored {
                 true => delivery.acker.ack(BasicAckOptions::default()).await,
                 false => {
                     let requeue = BasicNackOptions {
@@ -147,7 +147,7 @@ impl Rerouter {
                     delivery.acker.nack(requeue).await
                 }
             };
-            if let Err(e) = settled {
+            if let Err(e) = acked {
                 tracing::debug!(error = %e, "settling an unroutable message failed; RabbitMQ redelivers it");
             }
             put_back += usize::from(stored);

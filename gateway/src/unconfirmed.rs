@@ -75,7 +75,7 @@ pub struct HeldKeys {
 
 /// Awaits `publish` to its end, keeping `held` pending meanwhile, then marks
 /// them `done` or releases them. Run it in a task of its own.
-pub async fn settle_late(publish: Publish, held: HeldKeys, metrics: GatewayMetrics) {
+pub async fn await_late_outcome(publish: Publish, held: HeldKeys, metrics: GatewayMetrics) {
     metrics.unconfirmed.inc();
     let outcome = await_keeping_pending(publish, &held).await;
     metrics.unconfirmed.dec();

@@ -22,8 +22,8 @@ use sluice_shared::topology::RetryTier;
 use tracing::{Instrument, Span};
 
 use crate::copies::{CopyCheck, Verdict as Copy};
-use crate::delivery_error::DeliveryError;
 use crate::copy_headers::{self, LastFailure};
+use crate::delivery_error::DeliveryError;
 use crate::message::{Malformed, QueuedMessage, SluiceEvent};
 use crate::metrics::{NO_ROUTE, Outcome, WorkerMetrics};
 use crate::retry::{DeadReason, Decision, RetryPolicy};
