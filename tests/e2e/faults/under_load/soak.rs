@@ -10,10 +10,10 @@ const OUTAGE: Duration = Duration::from_secs(270);
 /// The gateway's resident memory may grow this much through the outage.
 const FLAT: u64 = 32 * 1024 * 1024;
 
-/// FAILS TODAY (gateway duplicates): the publishes in flight when the
-/// broker stops are reset with their connection, their keys released, and
-/// the retries publish second copies. See docs/reliability.md, "Open: a
-/// publish lost with its connection is published again".
+/// The publishes in flight when the broker stops end with their
+/// connection, outcome unknown: their keys stay pending, and a second copy
+/// published later is dropped by the worker (docs/reliability.md, "A
+/// publish lost with its connection"; before that fix this found 5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "five minutes: make faults"]
 async fn a_five_minute_rabbitmq_outage_at_load_keeps_memory_flat_and_recovers() {
