@@ -152,7 +152,7 @@ impl ConfirmedPublisher {
             return Err(PublishError::Blocked(self.0.blocked_reason()));
         }
         let started = Instant::now();
-        let outcomes = session.channels.publish(&messages, None).await;
+        let outcomes = session.channels.publish(messages, None).await;
         let outcome = publish::first_failure(outcomes);
         match &outcome {
             Err(e) if e.is_broken_link() => self.0.broken.notify_one(),
@@ -170,7 +170,7 @@ impl ConfirmedPublisher {
     /// current connection: one outcome per message.
     pub async fn publish_group(
         &self,
-        group: &[Outgoing],
+        group: Vec<Outgoing>,
         limit: Duration,
     ) -> Result<Vec<Result<(), publish::PublishError>>, PublishError> {
         let session = self.0.current().ok_or(PublishError::NotConnected)?;

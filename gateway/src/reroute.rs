@@ -127,7 +127,7 @@ impl Rerouter {
             () = tokio::time::sleep(wait) => {}
         }
         let group: Vec<Outgoing> = batch.iter().map(|d| self.home(d)).collect();
-        let outcomes = match self.publisher.publish_group(&group, PUBLISH_LIMIT).await {
+        let outcomes = match self.publisher.publish_group(group, PUBLISH_LIMIT).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 tracing::warn!(error = %e, messages = batch.len(), "cannot put unroutable messages back yet");

@@ -21,6 +21,7 @@
 //! back: one with a confirm still owed could hand a late return to the next
 //! group.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -33,6 +34,10 @@ use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
 use crate::amqp::confirm_channel;
+
+/// The most messages one channel carries of a group; a larger group is
+/// split, each chunk on a channel of its own.
+const CHUNK: usize = 256;
 
 /// One message to publish, mandatory (an unroutable one comes back instead
 /// of vanishing) and with a confirm.
@@ -88,13 +93,6 @@ impl PublishError {
             Self::Send(_) | Self::Confirm(_) | Self::Timeout(_) | Self::NotConfirmed
         )
     }
-
-    fn unroutable(message: &Outgoing) -> Self {
-        Self::Unroutable {
-            exchange: message.exchange.to_string(),
-            routing_key: message.routing_key.to_string(),
-        }
-    }
 }
 
 /// Confirm channels on one connection, each lent to one group at a time.
@@ -120,12 +118,32 @@ impl ConfirmChannels {
         &self.connection
     }
 
-    /// Publishes `group` on a channel of its own and awaits every confirm,
-    /// each wait bounded by `limit` when one is given (without one, a broken
+    /// Publishes `group` on a channel of its own (a group over [`CHUNK`]
+    /// messages on several, a chunk each) and awaits every confirm, each
+    /// wait bounded by `limit` when one is given (without one, a broken
     /// connection ends the wait). One outcome per message, in order.
     pub async fn publish(
         &self,
-        group: &[Outgoing],
+        mut group: Vec<Outgoing>,
+        limit: Option<Duration>,
+    ) -> Vec<Result<(), PublishError>> {
+        if group.len() <= CHUNK {
+            return self.publish_chunk(group, limit).await;
+        }
+        // A large group goes out as chunks on channels of their own, at once:
+        // RabbitMQ handles each channel in a process of its own.
+        let mut chunks = Vec::with_capacity(group.len().div_ceil(CHUNK));
+        while !group.is_empty() {
+            let rest = group.split_off(group.len().min(CHUNK));
+            chunks.push(std::mem::replace(&mut group, rest));
+        }
+        let sends = chunks.into_iter().map(|chunk| self.publish_chunk(chunk, limit));
+        join_all(sends).await.into_iter().flatten().collect()
+    }
+
+    async fn publish_chunk(
+        &self,
+        group: Vec<Outgoing>,
         limit: Option<Duration>,
     ) -> Vec<Result<(), PublishError>> {
         let Ok(_lent) = self.lendable.acquire().await else {
@@ -174,36 +192,54 @@ impl ConfirmChannels {
 }
 
 /// Sends the group, then awaits all its confirms; also says whether the
-/// channel may serve another group (every confirm came back).
+/// channel may serve another group (every confirm came back). Each message
+/// is moved into its frames; only a hash of its routing key and message id
+/// is kept, to know it again in a return.
 async fn publish_on(
     channel: &Channel,
-    group: &[Outgoing],
+    group: Vec<Outgoing>,
     limit: Option<Duration>,
 ) -> (Vec<Result<(), PublishError>>, bool) {
-    let mut confirms = Vec::with_capacity(group.len());
+    let size = group.len();
+    let mut identities = Vec::with_capacity(size);
+    let mut confirms = Vec::with_capacity(size);
     for message in group {
+        identities.push(identity(
+            &message.routing_key,
+            message.properties.message_id().as_ref(),
+        ));
         let options = BasicPublishOptions {
             mandatory: true,
             immediate: false,
         };
         let send = channel.basic_publish(
-            message.exchange.clone(),
-            message.routing_key.clone(),
+            message.exchange,
+            message.routing_key,
             options,
             &message.body,
-            message.properties.clone(),
+            message.properties,
         );
         match bounded(limit, send).await {
             Ok(confirm) => confirms.push(confirm),
             Err(e) => {
                 let failed = Err(e.sent());
-                return (vec![failed; group.len()], false);
+                return (vec![failed; size], false);
             }
         }
     }
     let answers = join_all(confirms.into_iter().map(|c| wait(c, limit))).await;
     let reusable = answers.iter().all(|a| !matches!(a, Err(Wait::Timeout(_))));
-    (judge(group, answers), reusable)
+    (judge(&identities, answers), reusable)
+}
+
+/// What identifies a message of a group in a return: its routing key and
+/// message id, hashed (a collision can only fail a stored message, which the
+/// caller then treats as not stored: a retry, never a loss).
+fn identity(routing_key: &ShortString, message_id: Option<&ShortString>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    routing_key.as_str().hash(&mut hasher);
+    message_id.map(ShortString::as_str).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// What waiting for one confirm gave.
@@ -239,10 +275,7 @@ async fn wait(confirm: PublisherConfirm, limit: Option<Duration>) -> Result<Conf
 }
 
 /// Each message's outcome, with returns matched by content.
-fn judge(
-    group: &[Outgoing],
-    answers: Vec<Result<Confirmation, Wait>>,
-) -> Vec<Result<(), PublishError>> {
+fn judge(group: &[u64], answers: Vec<Result<Confirmation, Wait>>) -> Vec<Result<(), PublishError>> {
     let mut returned = Vec::new();
     let mut outcomes: Vec<Result<(), PublishError>> = answers
         .into_iter()
@@ -260,32 +293,35 @@ fn judge(
             Err(Wait::Failed(e)) => Err(PublishError::Confirm(e)),
         })
         .collect();
-    for index in returned_indexes(group, &returned) {
+    for (index, back) in returned_indexes(group, &returned) {
         if outcomes[index].is_ok() {
-            outcomes[index] = Err(PublishError::unroutable(&group[index]));
+            outcomes[index] = Err(PublishError::Unroutable {
+                exchange: back.delivery.exchange.to_string(),
+                routing_key: back.delivery.routing_key.to_string(),
+            });
         }
     }
     outcomes
 }
 
-/// The group's messages that came back: each return marks every message of
-/// the same routing key and message id; one that matches none marks all.
-fn returned_indexes(group: &[Outgoing], returned: &[BasicReturnMessage]) -> Vec<usize> {
+/// The group's messages that came back, each with its return: a return
+/// marks every message of the same routing key and message id; one that
+/// matches none marks all.
+fn returned_indexes<'r>(
+    group: &[u64],
+    returned: &'r [BasicReturnMessage],
+) -> Vec<(usize, &'r BasicReturnMessage)> {
     let mut indexes = Vec::new();
     for back in returned {
         let delivery = &back.delivery;
-        let matches: Vec<usize> = group
-            .iter()
-            .enumerate()
-            .filter(|(_, sent)| {
-                sent.routing_key == delivery.routing_key
-                    && sent.properties.message_id() == delivery.properties.message_id()
-            })
-            .map(|(index, _)| index)
-            .collect();
+        let wanted = identity(
+            &delivery.routing_key,
+            delivery.properties.message_id().as_ref(),
+        );
+        let matches: Vec<usize> = (0..group.len()).filter(|&i| group[i] == wanted).collect();
         match matches.is_empty() {
-            true => return (0..group.len()).collect(),
-            false => indexes.extend(matches),
+            true => return (0..group.len()).map(|index| (index, back)).collect(),
+            false => indexes.extend(matches.into_iter().map(|index| (index, back))),
         }
     }
     indexes
@@ -301,13 +337,8 @@ pub fn first_failure(outcomes: Vec<Result<(), PublishError>>) -> Result<(), Publ
 mod tests {
     use super::*;
 
-    fn outgoing(key: &str, id: &str) -> Outgoing {
-        Outgoing {
-            exchange: "x".into(),
-            routing_key: key.into(),
-            body: Vec::new(),
-            properties: BasicProperties::default().with_message_id(id.into()),
-        }
+    fn outgoing(key: &str, id: &str) -> u64 {
+        identity(&key.into(), Some(&id.into()))
     }
 
     fn back(key: &str, id: Option<&str>) -> BasicReturnMessage {

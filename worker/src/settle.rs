@@ -174,7 +174,7 @@ impl Settler {
             body: body.to_vec(),
             properties,
         };
-        let outcome = self.copies.publish(&[copy], Some(BROKER_LIMIT)).await;
+        let outcome = self.copies.publish(vec![copy], Some(BROKER_LIMIT)).await;
         match outcome.into_iter().next() {
             Some(Ok(())) => Ok(()),
             None => Err(SettleError::Timeout(BROKER_LIMIT)),

@@ -285,11 +285,13 @@ impl<'q> Mover<'q> {
         if self.group.is_empty() {
             return Ok(());
         }
-        let group = std::mem::take(&mut self.group);
-        let copies: Vec<Outgoing> = group.iter().map(|(_, _, copy)| copy.clone()).collect();
-        let outcomes = self.copies.publish(&copies, Some(PUBLISH_LIMIT)).await;
+        let (marks, copies): (Vec<_>, Vec<_>) = std::mem::take(&mut self.group)
+            .into_iter()
+            .map(|(mark, id, copy)| ((mark, id), copy))
+            .unzip();
+        let outcomes = self.copies.publish(copies, Some(PUBLISH_LIMIT)).await;
         let mut stop = Ok(());
-        for ((mark, id, _), outcome) in group.into_iter().zip(outcomes) {
+        for ((mark, id), outcome) in marks.into_iter().zip(outcomes) {
             match outcome {
                 Ok(()) => self.confirmed.push(mark),
                 Err(e) => stop = stop.and(refused(id.as_deref(), e, report)),
