@@ -137,7 +137,9 @@ impl ConfirmChannels {
             let rest = group.split_off(group.len().min(CHUNK));
             chunks.push(std::mem::replace(&mut group, rest));
         }
-        let sends = chunks.into_iter().map(|chunk| self.publish_chunk(chunk, limit));
+        let sends = chunks
+            .into_iter()
+            .map(|chunk| self.publish_chunk(chunk, limit));
         join_all(sends).await.into_iter().flatten().collect()
     }
 
