@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use lapin::options::QueueDeleteOptions;
-use lapin::types::FieldTable;
 use sluice_shared::envelope::headers;
 
 use super::DeadFixture;
@@ -246,17 +245,10 @@ async fn a_replay_whose_copies_rabbitmq_refuses_exits_1_and_keeps_them_dead() {
 }
 
 async fn unbind_work_queue(fixture: &DeadFixture) {
-    let topology = fixture.env.topology();
-    fixture
-        .channel()
-        .queue_unbind(
-            topology.work_queue().as_str().into(),
-            topology.events_exchange().as_str().into(),
-            "#".into(),
-            FieldTable::default(),
-        )
+    Broker::connect(&fixture.env.amqp_url)
         .await
-        .expect("unbind");
+        .unbind_work_queue(&fixture.env.topology())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

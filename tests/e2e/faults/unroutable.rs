@@ -54,16 +54,7 @@ async fn a_binding_deleted_under_load_loses_and_duplicates_nothing_and_is_repair
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    broker
-        .channel()
-        .queue_unbind(
-            topology.work_queue().as_str().into(),
-            topology.events_exchange().as_str().into(),
-            "#".into(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("the binding is deleted");
+    broker.unbind_work_queue(&topology).await;
     let readyz = format!("http://{}/readyz", gateway.admin_addr);
     let noticed = eventually(Duration::from_secs(10), || async {
         let status = client
@@ -168,16 +159,7 @@ async fn an_exchange_from_before_the_alternate_exchange_returns_the_event_then_i
         200
     );
 
-    broker
-        .channel()
-        .queue_unbind(
-            topology.work_queue().as_str().into(),
-            topology.events_exchange().as_str().into(),
-            "#".into(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("the binding is deleted");
+    broker.unbind_work_queue(&topology).await;
     let during = format!("{}-during", env.prefix);
     let (status, answer) = post_signed(&client, &url, &upsert_body(&during)).await;
     assert_eq!(status, 503, "a returned event is never a 200: {answer}");

@@ -125,6 +125,20 @@ impl Broker {
             .expect("queue.delete");
     }
 
+    /// Deletes the binding of the work queue to the events exchange, as an
+    /// operator might by hand: nothing routes events to the work queue.
+    pub async fn unbind_work_queue(&self, topology: &Topology) {
+        self.channel
+            .queue_unbind(
+                topology.work_queue().as_str().into(),
+                topology.events_exchange().as_str().into(),
+                "#".into(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("the binding is deleted");
+    }
+
     /// The channel, for tests that publish or consume by hand.
     pub fn channel(&self) -> &Channel {
         &self.channel
