@@ -273,7 +273,7 @@ async fn open_session(inner: &Inner) -> Result<Session, StartError> {
     let limit = inner.config.connect_timeout;
     let heartbeat = inner.config.heartbeat;
     let connection =
-        connect_with_heartbeat(&inner.config.url, "sluice-gateway", limit, heartbeat).await?;
+        connect_with_heartbeat(&inner.config.nodes, "sluice-gateway", limit, heartbeat).await?;
     let setup = async {
         let channel = connection.create_channel().await?;
         inner.topology.declare(&channel).await?;

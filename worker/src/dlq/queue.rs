@@ -45,7 +45,7 @@ pub struct DeadQueue {
     /// on it: a pass that published on its own reading connection stalled
     /// after 60,000 of 100,000 events.
     publisher: OnceCell<Connection>,
-    amqp_url: String,
+    amqp_nodes: amqp::AmqpNodes,
     connect_timeout: Duration,
     control: Channel,
     topology: Topology,
@@ -71,12 +71,12 @@ impl DeadQueue {
             return Err(DlqError::Usage("dlq.scan_batch must be at least 1".into()));
         }
         let name = format!("sluice-dlq-{}", std::process::id());
-        let connection = amqp::connect(&config.url, &name, config.connect_timeout).await?;
+        let connection = amqp::connect(&config.nodes, &name, config.connect_timeout).await?;
         let control = bounded("opening a channel", connection.create_channel()).await?;
         let queue = Self {
             connection,
             publisher: OnceCell::new(),
-            amqp_url: config.url.clone(),
+            amqp_nodes: config.nodes.clone(),
             connect_timeout: config.connect_timeout,
             control,
             topology: Topology::new(config),
@@ -207,7 +207,7 @@ impl DeadQueue {
             .publisher
             .get_or_try_init(|| async {
                 let name = format!("sluice-dlq-{}-publish", std::process::id());
-                amqp::connect(&self.amqp_url, &name, self.connect_timeout).await
+                amqp::connect(&self.amqp_nodes, &name, self.connect_timeout).await
             })
             .await?;
         bounded(
