@@ -24,6 +24,7 @@ pub mod listener;
 pub mod log_budget;
 pub mod metrics;
 pub mod publisher;
+pub mod redis_dial;
 pub mod redis_link;
 pub mod signature;
 pub mod source;

@@ -1,0 +1,173 @@
+//! Steady load as providers send it: a dozen clients, each posting new
+//! events one after another and retrying any answer but 200 (a 503, a
+//! refused connection) with the same event until it is accepted, then
+//! sending the event it had before once more, as providers redeliver.
+//! The ledger keeps every id answered 200, and when.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{signature, upsert_body};
+
+/// What the clients saw.
+#[derive(Default)]
+pub struct Ledger {
+    /// Each id answered 200 the first time, with when and through which gateway.
+    accepted: Mutex<Vec<(String, Instant, usize)>>,
+    /// Answers other than 200 (and failed connections), each retried.
+    pub refused: AtomicU64,
+    /// Redeliveries answered 200.
+    pub resent: AtomicU64,
+}
+
+impl Ledger {
+    pub fn ids(&self) -> Vec<String> {
+        let accepted = self.accepted.lock().expect("lock");
+        accepted.iter().map(|(id, _, _)| id.clone()).collect()
+    }
+
+    /// Ids accepted after `after` (a fault), to show load went on.
+    pub fn accepted_after(&self, after: Instant) -> usize {
+        let accepted = self.accepted.lock().expect("lock");
+        accepted.iter().filter(|(_, at, _)| *at > after).count()
+    }
+
+    /// The longest time any one gateway went without a 200 from `from` to
+    /// `to`: how long acceptance took to resume after a fault at `from`.
+    pub fn longest_silence(&self, from: Instant, to: Instant, gateways: usize) -> Duration {
+        let accepted = self.accepted.lock().expect("lock");
+        (0..gateways)
+            .map(|gateway| {
+                let mut times: Vec<Instant> = accepted
+                    .iter()
+                    .filter(|(_, at, g)| *g == gateway && *at > from && *at < to)
+                    .map(|(_, at, _)| *at)
+                    .collect();
+                times.sort();
+                let mut last = from;
+                let mut longest = Duration::ZERO;
+                for at in times.into_iter().chain([to]) {
+                    longest = longest.max(at - last);
+                    last = at;
+                }
+                longest
+            })
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// Clients posting until stopped.
+pub struct Load {
+    pub ledger: Arc<Ledger>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    /// `clients` clients spreading over the gateways at `urls`.
+    pub fn start(clients: usize, urls: Vec<String>, prefix: &str) -> Self {
+        let ledger = Arc::new(Ledger::default());
+        let stop = CancellationToken::new();
+        let urls = Arc::new(urls);
+        let tasks = (0..clients)
+            .map(|client| {
+                let (ledger, stop, urls) = (ledger.clone(), stop.clone(), urls.clone());
+                let prefix = format!("{prefix}-c{client}");
+                tokio::spawn(
+                    async move { run_client(client, &prefix, &urls, &ledger, &stop).await },
+                )
+            })
+            .collect();
+        Self {
+            ledger,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Stops the clients (each finishes the event it is on) and returns the ledger.
+    pub async fn finish(self) -> Arc<Ledger> {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.ledger
+    }
+}
+
+async fn run_client(
+    client: usize,
+    prefix: &str,
+    urls: &[String],
+    ledger: &Ledger,
+    stop: &CancellationToken,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let mut previous: Option<String> = None;
+    let mut attempt = client;
+    for n in 0.. {
+        if stop.is_cancelled() {
+            return;
+        }
+        let id = format!("{prefix}-{n}");
+        let gateway = send_until_accepted(&http, urls, &id, &mut attempt, ledger).await;
+        ledger
+            .accepted
+            .lock()
+            .expect("lock")
+            .push((id.clone(), Instant::now(), gateway));
+        if let Some(old) = previous.replace(id) {
+            send_until_accepted(&http, urls, &old, &mut attempt, ledger).await;
+            ledger.resent.fetch_add(1, Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+}
+
+/// Posts the event until a gateway answers 200; returns which one did.
+/// Gives up only after two minutes, which fails the test's counts.
+async fn send_until_accepted(
+    http: &reqwest::Client,
+    urls: &[String],
+    id: &str,
+    attempt: &mut usize,
+    ledger: &Ledger,
+) -> usize {
+    let body = upsert_body(id);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        *attempt += 1;
+        let gateway = *attempt % urls.len();
+        let answer = http
+            .post(&urls[gateway])
+            .header("X-Signature", signature(body.as_bytes()))
+            .header("Content-Type", "application/json")
+            .body(body.clone())
+            .send()
+            .await;
+        if answer.is_ok_and(|a| a.status() == 200) {
+            return gateway;
+        }
+        ledger.refused.fetch_add(1, Ordering::Relaxed);
+        assert!(Instant::now() < deadline, "{id} was never accepted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Copies delivered per id, from the downstream's record.
+pub fn copies(deliveries: &[crate::support::downstream::Delivered]) -> HashMap<String, usize> {
+    let mut copies = HashMap::new();
+    for delivery in deliveries {
+        *copies.entry(delivery.id.clone()).or_insert(0) += 1;
+    }
+    copies
+}
