@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/sluice.example.toml
 
-.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps bench edge-probe fuzz dlq-scale dlq-crash-loop
+.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps bench edge-probe fuzz dlq-scale dlq-crash-loop cluster
 
 ## up: start Redis/RabbitMQ if needed, build, run gateway + worker in the background
 up:
@@ -69,3 +69,7 @@ dlq-crash-loop: deps
 	  echo "run $$i"; \
 	  $(CARGO) test -q -p sluice-worker --test e2e dlq::crash -- --nocapture || exit 1; \
 	done
+
+## cluster: the cluster tests: a three-node RabbitMQ cluster losing its queue leader, Redis Sentinel losing its primary, a Redis Cluster taking 1,000-event batches, all from private nodes on loopback (about 5 minutes; figures in docs/reliability.md)
+cluster: deps
+	$(CARGO) test -p sluice-worker --test e2e cluster:: -- --ignored --test-threads 1 --nocapture

@@ -13,7 +13,8 @@
 //! `claim` runs one script for the whole request (one round trip; atomic per
 //! event). In a Redis Cluster a script may only touch keys of one hash slot,
 //! so there the keys are grouped by slot and each group's script runs at
-//! the same time as the others (a 1,000-event batch touches most slots). Keys of the old form, `{prefix}:{source}:{id}`, written before ids
+//! the same time as the others; keys carry a hash tag that puts them in
+//! one of 256 slots ([`crate::dedup_key`]), so that is at most 256 scripts. Keys of the old form, `{prefix}:{source}:{id}`, written before ids
 //! were digested, still decide while they live (unless
 //! `redis.read_old_form_keys` is off): `done` is a duplicate, and anything
 //! else (`pending`) is in flight. Otherwise the key is set to
@@ -37,10 +38,10 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use redis::{ExistenceCheck, SetExpiry, SetOptions};
-use sha2::{Digest, Sha256};
 use sluice_shared::config::{RedisConfig, RedisMode};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::dedup_key::DedupKey;
 use crate::extract::EventId;
 use crate::metrics::GatewayMetrics;
 use crate::redis_dial::slot_groups;
@@ -48,9 +49,6 @@ use crate::redis_link::{CallEnd, RedisLink};
 use crate::source::SourceName;
 
 const DONE: &str = "done";
-
-/// Bytes of the id's SHA-256 in a key: 128 bits, so two ids never share one.
-const KEY_DIGEST_BYTES: usize = 16;
 
 /// Claims a request's events in one round trip. KEYS: each event's key,
 /// then (when ARGV[2] is 2) its key of the old form; ARGV[1]: the `pending`
@@ -75,36 +73,6 @@ for i = 1, #KEYS, stride do
 end
 return claims
 ";
-
-/// The Redis keys of one event of one source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DedupKey {
-    /// `{prefix}:{source}:{digest of the id}`: the one written.
-    key: String,
-    /// `{prefix}:{source}:{id}`: the old form, only read.
-    old_form: String,
-}
-
-impl DedupKey {
-    pub fn new(prefix: &str, source: &str, id: &str) -> Self {
-        let digest = Sha256::digest(id.as_bytes());
-        let digest = hex::encode(&digest[..KEY_DIGEST_BYTES]);
-        Self {
-            key: format!("{prefix}:{source}:{digest}"),
-            old_form: format!("{prefix}:{source}:{id}"),
-        }
-    }
-
-    /// The key written for the event.
-    pub fn as_str(&self) -> &str {
-        &self.key
-    }
-
-    /// The key an older gateway wrote for the event, with the id in it.
-    pub fn old_form(&self) -> &str {
-        &self.old_form
-    }
-}
 
 /// What Redis said about one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +137,11 @@ impl DedupStore {
     }
 
     pub fn key(&self, source: &SourceName, id: &EventId) -> DedupKey {
-        DedupKey::new(&self.prefix, source.as_str(), id.as_str())
+        if self.by_slot {
+            DedupKey::slot_tagged(&self.prefix, source.as_str(), id.as_str())
+        } else {
+            DedupKey::new(&self.prefix, source.as_str(), id.as_str())
+        }
     }
 
     /// Claims every key at once: one round trip for the whole request (in
@@ -375,26 +347,5 @@ impl DedupStore {
             }
         }
         result
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_key_holds_a_digest_of_the_id_and_the_old_form_the_id_itself() {
-        let wamid = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=";
-        let key = DedupKey::new("sluice:dedup", "whatsapp", wamid);
-        let digest = key.as_str().strip_prefix("sluice:dedup:whatsapp:").unwrap();
-        assert_eq!(digest, &hex::encode(Sha256::digest(wamid))[..32]);
-        assert!(!key.as_str().contains("wamid") && !key.as_str().contains("MTY1"));
-        assert_eq!(key.old_form(), format!("sluice:dedup:whatsapp:{wamid}"));
-        assert_ne!(key, DedupKey::new("sluice:dedup", "other", wamid));
-        assert_eq!(
-            key,
-            DedupKey::new("sluice:dedup", "whatsapp", wamid),
-            "the same on every replica"
-        );
     }
 }

@@ -16,6 +16,7 @@ pub mod admission;
 pub mod app;
 pub mod correlation;
 pub mod dedup;
+pub mod dedup_key;
 pub mod error;
 pub mod extract;
 pub mod ingest;

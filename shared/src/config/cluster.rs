@@ -94,6 +94,11 @@ pub(super) fn validate_redis_mode(redis: &RedisConfig) -> Result<(), ConfigError
             "cluster mode needs redis.nodes: one or more of the cluster's nodes, \
              e.g. [\"redis://10.0.0.1:6379\"]",
         )),
+        RedisMode::Cluster if redis.key_prefix.contains(['{', '}']) => Err(ConfigError::invalid(
+            "redis.key_prefix",
+            "may not hold { or } in cluster mode: braces are Redis Cluster's hash tag, \
+             which Sluice sets itself to spread the keys",
+        )),
         RedisMode::Cluster if !redis.sentinels.is_empty() || redis.master_name.is_some() => {
             Err(ConfigError::invalid(
                 "redis.sentinels",
