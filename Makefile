@@ -70,6 +70,6 @@ dlq-crash-loop: deps
 	  $(CARGO) test -q -p sluice-worker --test e2e dlq::crash -- --nocapture || exit 1; \
 	done
 
-## cluster: the cluster tests: a three-node RabbitMQ cluster losing its queue leader, Redis Sentinel losing its primary, a Redis Cluster taking 1,000-event batches, all from private nodes on loopback (about 5 minutes; figures in docs/reliability.md)
+## cluster: the cluster tests (release build, as production runs): a three-node RabbitMQ cluster losing its queue leader, Redis Sentinel losing its primary, a Redis Cluster taking 1,000-event batches, all from private nodes on loopback (about 5 minutes; figures in docs/reliability.md)
 cluster: deps
-	$(CARGO) test -p sluice-worker --test e2e cluster:: -- --ignored --test-threads 1 --nocapture
+	$(CARGO) test --release -p sluice-worker --test e2e cluster:: -- --ignored --test-threads 1 --nocapture

@@ -32,7 +32,7 @@ impl Ledger {
     pub fn refusals(&self) -> Vec<(String, u64)> {
         let refusals = self.refusals.lock().expect("lock");
         let mut kinds: Vec<(String, u64)> = refusals.iter().map(|(k, n)| (k.clone(), *n)).collect();
-        kinds.sort_by(|a, b| b.1.cmp(&a.1));
+        kinds.sort_by_key(|kind| std::cmp::Reverse(kind.1));
         kinds
     }
 

@@ -38,9 +38,7 @@ async fn dedup_and_a_thousand_message_batch_work_on_a_redis_cluster() {
     let worker = RunningWorker::start(config).await;
 
     let url = gateway.url("whatsapp");
-    let ids: Vec<String> = (0..BATCH)
-        .map(|n| format!("wamid.{}-{n}", env.prefix))
-        .collect();
+    let ids = ids_over_every_tag(&env.prefix);
     let batch = meta_batch(&ids);
     let counts = |text: &str| {
         let answer: serde_json::Value = serde_json::from_str(text).expect("JSON");
@@ -96,13 +94,13 @@ async fn dedup_and_a_thousand_message_batch_work_on_a_redis_cluster() {
     let (settled, lost, _) = settle(&accepted, &downstream, &broker, &dead_queue).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let copies = copies(&downstream.deliveries());
-    let slots: HashSet<_> = accepted
+    let slots: HashSet<_> = ids
         .iter()
         .map(|id| DedupKey::slot_tagged(&env.prefix, "whatsapp", id))
         .map(|key| redis::cluster_routing::Slot::for_key(key.as_str()))
         .collect();
     println!(
-        "redis cluster: {} events, their keys in {} hash slots, keys per primary {per_node:?}, \
+        "redis cluster: {} events, the 1,000-message batch's keys in {} hash slots, keys per primary {per_node:?}, \
          delivered {}, lost {}, copies above one {}",
         accepted.len(),
         slots.len(),
