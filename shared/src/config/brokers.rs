@@ -85,7 +85,8 @@ pub struct AmqpConfig {
     /// members the management API lists); a one-node setup leaves the
     /// argument out, as before it existed. 0: never declared.
     pub quorum_initial_group_size: u32,
-    /// `url` or `urls`, resolved and shuffled at load: what connects use.
+    /// `url` or `urls`, resolved and shuffled at load: what connects use
+    /// (so changing `url` after load changes nothing; load a new config).
     #[serde(skip)]
     pub nodes: AmqpNodes,
     /// Every exchange and queue name starts with this.
