@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/sluice.example.toml
 
-.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps bench edge-probe fuzz dlq-scale dlq-crash-loop faults
+.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps bench edge-probe fuzz dlq-scale dlq-crash-loop faults cluster
 
 ## up: start Redis/RabbitMQ if needed, build, run gateway + worker in the background
 up:
@@ -73,3 +73,7 @@ dlq-crash-loop: deps
 ## faults: every fault scenario under load, the long ones included (a 30 s RabbitMQ cut-off, a restart, a 5-minute outage soak), one at a time so the figures are the gateway's own (about 10 minutes; docs/reliability.md)
 faults: deps
 	$(CARGO) test -p sluice-worker --test e2e faults::under_load -- --include-ignored --nocapture --test-threads 1
+
+## cluster: the cluster tests (release build, as production runs): a three-node RabbitMQ cluster losing its queue leader, Redis Sentinel losing its primary, a Redis Cluster taking 1,000-event batches, all from private nodes on loopback (about 5 minutes; figures in docs/reliability.md)
+cluster: deps
+	$(CARGO) test --release -p sluice-worker --test e2e cluster:: -- --ignored --test-threads 1 --nocapture

@@ -3,7 +3,9 @@
 # scripts parse, compose renders (when the docker CLI has `compose`), every
 # YAML and JSON file parses, the Dockerfile builds binaries and targets that
 # exist, every file compose mounts exists, and the compose config keeps the
-# example config's shape and passes the binaries' --check-config. Run by
+# example config's shape and passes the binaries' --check-config (as do the
+# cluster profile's and Kubernetes' configs), and deploy/k8s renders with
+# kubectl kustomize and passes kubernetes-validate where installed. Run by
 # scripts/test.sh after the cargo tests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -162,20 +164,54 @@ except Exception as e:
 sys.exit(1 if failed else 0)
 EOF
 
-echo "check-deploy: deploy/sluice.compose.toml through the binaries' own loader"
+echo "check-deploy: Kubernetes manifests (deploy/k8s)"
+# kubectl renders the kustomization without a cluster; kubernetes-validate
+# (pip install kubernetes-validate) checks the built-in kinds against their
+# schemas offline. The CRDs (RabbitmqCluster, ScaledObject, ServiceMonitor)
+# have no schema there: they are checked as YAML only.
+if command -v kubectl >/dev/null 2>&1; then
+  rendered=$(mktemp)
+  if kubectl kustomize deploy/k8s >"$rendered"; then
+    ok "kubectl kustomize deploy/k8s"
+    if command -v kubernetes-validate >/dev/null 2>&1; then
+      if kubernetes-validate --strict --quiet --no-warn -k 1.29.0 "$rendered"; then
+        ok "kubernetes-validate --strict (built-in kinds, Kubernetes 1.29)"
+      else
+        fail "kubernetes-validate --strict deploy/k8s"
+      fi
+    else
+      skip "kubernetes-validate not installed (pip install kubernetes-validate)"
+    fi
+  else
+    fail "kubectl kustomize deploy/k8s"
+  fi
+  rm -f "$rendered"
+else
+  skip "kubectl not installed: deploy/k8s checked as YAML only"
+fi
+
+echo "check-deploy: the deploy configs through the binaries' own loader"
 # The binaries validate far more than TOML syntax (types, durations, secrets).
 # cargo build is a no-op when they are fresh, and a stale binary would judge an old loader.
 if cargo build --quiet --bins; then
-  for name in gateway worker; do
-    bin=${CARGO_TARGET_DIR:-target}/debug/sluice-$name
-    # Placeholders for the secrets the config points at, as compose would pass them.
-    if SLUICE_DEMO_WHATZME_SECRET=${SLUICE_DEMO_WHATZME_SECRET:-check-deploy-placeholder} \
-      SLUICE_ID_DIGEST_KEY=${SLUICE_ID_DIGEST_KEY:-check-deploy-placeholder} \
-      timeout 30 "$bin" --config deploy/sluice.compose.toml --check-config; then
-      ok "sluice-$name --config deploy/sluice.compose.toml --check-config"
-    else
-      fail "sluice-$name --config deploy/sluice.compose.toml --check-config (exit $?)"
-    fi
+  # Placeholders for the secrets the configs point at, as compose and the
+  # Kubernetes Deployments would pass them.
+  placeholder=check-deploy-placeholder
+  amqp_placeholder=amqp://user:pass@rabbitmq:5672/%2f
+  for config in deploy/sluice.compose.toml deploy/cluster/sluice.toml deploy/k8s/sluice.toml; do
+    for name in gateway worker; do
+      bin=${CARGO_TARGET_DIR:-target}/debug/sluice-$name
+      if SLUICE_DEMO_WHATZME_SECRET=${SLUICE_DEMO_WHATZME_SECRET:-$placeholder} \
+        SLUICE_ID_DIGEST_KEY=${SLUICE_ID_DIGEST_KEY:-$placeholder} \
+        SLUICE_WHATZME_SECRET=$placeholder SLUICE_REDIS_URL=redis://:pass@unused:6379 \
+        SLUICE_AMQP_URL_0=$amqp_placeholder SLUICE_AMQP_URL_1=$amqp_placeholder \
+        SLUICE_AMQP_URL_2=$amqp_placeholder \
+        timeout 30 "$bin" --config "$config" --check-config; then
+        ok "sluice-$name --config $config --check-config"
+      else
+        fail "sluice-$name --config $config --check-config (exit $?)"
+      fi
+    done
   done
 else
   fail "cargo build --bins (needed to check the config with the binaries)"

@@ -12,7 +12,10 @@
 //! that means for a source whose ids are phone numbers.
 //!
 //! `claim` runs one script for the whole request (one round trip; atomic per
-//! event). Keys of the old form, `{prefix}:{source}:{id}`, written before ids
+//! event). In a Redis Cluster a script may only touch keys of one hash slot,
+//! so there the keys are grouped by slot and each group's script runs at
+//! the same time as the others; keys carry a hash tag that puts them in
+//! one of 256 slots ([`crate::dedup_key`]), so that is at most 256 scripts. Keys of the old form, `{prefix}:{source}:{id}`, written before ids
 //! were digested, still decide while they live (unless
 //! `redis.read_old_form_keys` is off): `done` is a duplicate, and anything
 //! else (`pending`) is in flight. Otherwise the key is set to
@@ -36,12 +39,13 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use redis::{ExistenceCheck, SetExpiry, SetOptions};
-use sluice_shared::config::RedisConfig;
-use sluice_shared::event_key::event_key;
+use sluice_shared::config::{RedisConfig, RedisMode};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::dedup_key::DedupKey;
 use crate::extract::EventId;
 use crate::metrics::GatewayMetrics;
+use crate::redis_dial::slot_groups;
 use crate::redis_link::{CallEnd, RedisLink};
 use crate::source::SourceName;
 
@@ -70,34 +74,6 @@ for i = 1, #KEYS, stride do
 end
 return claims
 ";
-
-/// The Redis keys of one event of one source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DedupKey {
-    /// `{prefix}:{source}:{digest of the id}`: the one written.
-    key: String,
-    /// `{prefix}:{source}:{id}`: the old form, only read.
-    old_form: String,
-}
-
-impl DedupKey {
-    pub fn new(prefix: &str, source: &str, id: &str) -> Self {
-        Self {
-            key: event_key(prefix, source, id),
-            old_form: format!("{prefix}:{source}:{id}"),
-        }
-    }
-
-    /// The key written for the event.
-    pub fn as_str(&self) -> &str {
-        &self.key
-    }
-
-    /// The key an older gateway wrote for the event, with the id in it.
-    pub fn old_form(&self) -> &str {
-        &self.old_form
-    }
-}
 
 /// What Redis said about one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +104,11 @@ pub struct DedupStore {
     link: Arc<RedisLink>,
     prefix: String,
     /// `redis.read_old_form_keys`: whether claims read keys of the old form.
+    /// Never in cluster mode, where an event's two keys lie in different
+    /// slots (and a cluster set up for Sluice never held the old form).
     read_old_form: bool,
+    /// Cluster mode: every call touches the keys of one hash slot only.
+    by_slot: bool,
     pending_ttl: Duration,
     timeout: Duration,
     /// Where call times and Redis's state are reported, once attached.
@@ -141,7 +121,8 @@ impl DedupStore {
         Ok(Self {
             link: Arc::new(RedisLink::new(config)?),
             prefix: config.key_prefix.clone(),
-            read_old_form: config.read_old_form_keys,
+            read_old_form: config.read_old_form_keys && config.mode != RedisMode::Cluster,
+            by_slot: config.mode == RedisMode::Cluster,
             pending_ttl: config.pending_ttl,
             timeout: config.timeout,
             metrics: None,
@@ -157,16 +138,55 @@ impl DedupStore {
     }
 
     pub fn key(&self, source: &SourceName, id: &EventId) -> DedupKey {
-        DedupKey::new(&self.prefix, source.as_str(), id.as_str())
+        if self.by_slot {
+            DedupKey::slot_tagged(&self.prefix, source.as_str(), id.as_str())
+        } else {
+            DedupKey::new(&self.prefix, source.as_str(), id.as_str())
+        }
     }
 
-    /// Claims every key at once: one round trip for the whole request.
+    /// Claims every key at once: one round trip for the whole request (in
+    /// cluster mode one per hash slot, all at once; if any fails, the keys
+    /// the others claimed are released, so the request fails as a whole).
     pub async fn claim(&self, keys: &[DedupKey]) -> Result<Vec<Claim>, DedupError> {
+        let groups = self.groups(keys);
+        let calls = groups.iter().map(|group| self.claim_group(keys, group));
+        let answers = futures_util::future::join_all(calls).await;
+        let mut claims = vec![Claim::InFlight; keys.len()];
+        let mut failure = None;
+        let mut claimed = Vec::new();
+        for (group, answer) in groups.iter().zip(answers) {
+            match answer {
+                Ok(group_claims) => {
+                    for (&index, claim) in group.iter().zip(group_claims) {
+                        claims[index] = claim;
+                        if claim == Claim::New {
+                            claimed.push(keys[index].clone());
+                        }
+                    }
+                }
+                Err(error) => failure = failure.or(Some(error)),
+            }
+        }
+        let Some(error) = failure else {
+            return Ok(claims);
+        };
+        // Best effort: keys left `pending` would expire by themselves anyway.
+        let _ = self.release(&claimed).await;
+        Err(error)
+    }
+
+    /// One script over the keys at `indexes` (one hash slot in cluster mode).
+    async fn claim_group(
+        &self,
+        keys: &[DedupKey],
+        indexes: &[usize],
+    ) -> Result<Vec<Claim>, DedupError> {
         let ttl = u64::try_from(self.pending_ttl.as_millis()).unwrap_or(u64::MAX);
         let stride: usize = if self.read_old_form { 2 } else { 1 };
         let mut eval = redis::cmd("EVAL");
-        eval.arg(CLAIM_SCRIPT).arg(keys.len() * stride);
-        for key in keys {
+        eval.arg(CLAIM_SCRIPT).arg(indexes.len() * stride);
+        for key in indexes.iter().map(|&index| &keys[index]) {
             eval.arg(key.as_str());
             if self.read_old_form {
                 eval.arg(key.old_form());
@@ -176,10 +196,10 @@ impl DedupStore {
         let mut pipe = redis::pipe();
         pipe.add_command(eval);
         let (replies,): (Vec<i64>,) = self.run("claim", &pipe).await?;
-        if replies.len() != keys.len() {
+        if replies.len() != indexes.len() {
             return Err(DedupError::ShortReply {
                 got: replies.len(),
-                expected: keys.len(),
+                expected: indexes.len(),
             });
         }
         Ok(replies
@@ -195,44 +215,67 @@ impl DedupStore {
 
     /// Marks published keys `done` for the source's window, if they are still ours.
     pub async fn mark_done(&self, keys: &[DedupKey], window: Duration) -> Result<(), DedupError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
         let options = SetOptions::default()
             .conditional_set(ExistenceCheck::XX)
             .with_expiration(SetExpiry::EX(window.as_secs().max(1)));
-        let mut pipe = redis::pipe();
-        for key in keys {
+        self.run_groups("mark_done", keys, |pipe, key| {
             pipe.set_options(key.as_str(), DONE, options.clone())
                 .ignore();
-        }
-        self.run::<()>("mark_done", &pipe).await
+        })
+        .await
     }
 
     /// Frees keys whose publish failed, so the provider's retry is accepted.
     pub async fn release(&self, keys: &[DedupKey]) -> Result<(), DedupError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<&str> = keys.iter().map(DedupKey::as_str).collect();
-        let mut pipe = redis::pipe();
-        pipe.del(names).ignore();
-        self.run::<()>("release", &pipe).await
+        self.run_groups("release", keys, |pipe, key| {
+            pipe.del(key.as_str()).ignore();
+        })
+        .await
     }
 
     /// Extends the life of keys still `pending` (never creates one), while
     /// their publish awaits a confirm past the ack budget: a retry must keep
     /// finding them in flight until the outcome is known.
     pub async fn keep_pending(&self, keys: &[DedupKey]) -> Result<(), DedupError> {
+        let ttl = i64::try_from(self.pending_ttl.as_millis()).unwrap_or(i64::MAX);
+        self.run_groups("keep_pending", keys, |pipe, key| {
+            pipe.pexpire(key.as_str(), ttl).ignore();
+        })
+        .await
+    }
+
+    /// Indexes of `keys` in groups that one call may touch together: all
+    /// of them, or in cluster mode those of one hash slot.
+    fn groups(&self, keys: &[DedupKey]) -> Vec<Vec<usize>> {
+        if self.by_slot {
+            slot_groups(keys.iter().map(DedupKey::as_str))
+        } else {
+            vec![(0..keys.len()).collect()]
+        }
+    }
+
+    /// One pipeline per group of `keys`, `add` putting each key's command
+    /// in; the pipelines run at once and all must succeed.
+    async fn run_groups(
+        &self,
+        operation: &str,
+        keys: &[DedupKey],
+        add: impl Fn(&mut redis::Pipeline, &DedupKey),
+    ) -> Result<(), DedupError> {
         if keys.is_empty() {
             return Ok(());
         }
-        let ttl = i64::try_from(self.pending_ttl.as_millis()).unwrap_or(i64::MAX);
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.pexpire(key.as_str(), ttl).ignore();
-        }
-        self.run::<()>("keep_pending", &pipe).await
+        let pipes: Vec<redis::Pipeline> = self
+            .groups(keys)
+            .iter()
+            .map(|group| {
+                let mut pipe = redis::pipe();
+                group.iter().for_each(|&index| add(&mut pipe, &keys[index]));
+                pipe
+            })
+            .collect();
+        let calls = pipes.iter().map(|pipe| self.run::<()>(operation, pipe));
+        futures_util::future::try_join_all(calls).await.map(drop)
     }
 
     /// The life of a `pending` key (`redis.pending_ttl`).
@@ -263,6 +306,26 @@ impl DedupStore {
         }
     }
 
+    /// Runs `pipe` (dialing first if need be) within the timeout; returns
+    /// the generation of the link it went through, for `record`.
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> (u64, Result<T, DedupError>) {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timed_out = || Err(DedupError::Timeout(self.timeout));
+        let (generation, mut connection) =
+            match tokio::time::timeout_at(deadline, self.link.connection()).await {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(dial)) => return (self.link.generation(), Err(DedupError::Redis(dial))),
+                Err(_) => return (self.link.generation(), timed_out()),
+            };
+        match tokio::time::timeout_at(deadline, pipe.query_async(&mut connection)).await {
+            Ok(reply) => (generation, reply.map_err(DedupError::Redis)),
+            Err(_) => (generation, timed_out()),
+        }
+    }
+
     /// Runs `pipe` within the timeout; `operation` names it in the metrics.
     async fn run<T: redis::FromRedisValue>(
         &self,
@@ -270,11 +333,7 @@ impl DedupStore {
         pipe: &redis::Pipeline,
     ) -> Result<T, DedupError> {
         let started = Instant::now();
-        let (generation, mut connection) = self.link.connection();
-        let result = tokio::time::timeout(self.timeout, pipe.query_async(&mut connection))
-            .await
-            .map_err(|_| DedupError::Timeout(self.timeout))
-            .and_then(|reply| reply.map_err(DedupError::Redis));
+        let (generation, result) = self.call(pipe).await;
         let end = match &result {
             Ok(_) => CallEnd::Answered,
             Err(DedupError::Timeout(_)) => CallEnd::TimedOut,
@@ -289,27 +348,5 @@ impl DedupStore {
             }
         }
         result
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sha2::{Digest, Sha256};
-
-    #[test]
-    fn a_key_holds_a_digest_of_the_id_and_the_old_form_the_id_itself() {
-        let wamid = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=";
-        let key = DedupKey::new("sluice:dedup", "whatsapp", wamid);
-        let digest = key.as_str().strip_prefix("sluice:dedup:whatsapp:").unwrap();
-        assert_eq!(digest, &hex::encode(Sha256::digest(wamid))[..32]);
-        assert!(!key.as_str().contains("wamid") && !key.as_str().contains("MTY1"));
-        assert_eq!(key.old_form(), format!("sluice:dedup:whatsapp:{wamid}"));
-        assert_ne!(key, DedupKey::new("sluice:dedup", "other", wamid));
-        assert_eq!(
-            key,
-            DedupKey::new("sluice:dedup", "whatsapp", wamid),
-            "the same on every replica"
-        );
     }
 }

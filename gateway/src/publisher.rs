@@ -292,7 +292,7 @@ async fn open_session(inner: &Inner) -> Result<Session, OpenError> {
     let limit = inner.config.connect_timeout;
     let heartbeat = inner.config.heartbeat;
     let connection =
-        connect_with_heartbeat(&inner.config.url, "sluice-gateway", limit, heartbeat).await?;
+        connect_with_heartbeat(&inner.config.nodes, "sluice-gateway", limit, heartbeat).await?;
     tokio::time::timeout(limit, inner.topology.declare(&connection))
         .await
         .map_err(|_| OpenError::Connect(ConnectError::Timeout(limit)))??;

@@ -22,10 +22,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::io::tcp::TcpSettings;
-use redis::{ErrorKind, IntoConnectionInfo, RedisError, ServerErrorKind};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
 use sluice_shared::config::RedisConfig;
+
+use crate::redis_dial::{Dialer, RedisConnection};
 
 /// The least time between two replacements.
 const MIN_REPLACEMENT_GAP: Duration = Duration::from_secs(1);
@@ -38,15 +40,18 @@ pub enum Replaced {
     Timeouts,
     /// Redis answered `READONLY`: it is a replica now.
     ReadOnly,
+    /// Sentinel mode: the primary refused or dropped the connection.
+    Unreachable,
 }
 
 impl Replaced {
-    pub const LABELS: &[&str] = &["timeouts", "read_only"];
+    pub const LABELS: &[&str] = &["timeouts", "read_only", "unreachable"];
 
     pub fn label(self) -> &'static str {
         match self {
             Self::Timeouts => "timeouts",
             Self::ReadOnly => "read_only",
+            Self::Unreachable => "unreachable",
         }
     }
 }
@@ -58,12 +63,15 @@ pub enum CallEnd<'a> {
     Failed(&'a RedisError),
 }
 
-/// A connection manager that is replaced when it stops being useful.
+/// A connection that is replaced when it stops being useful.
 pub struct RedisLink {
-    client: redis::Client,
+    dialer: Dialer,
     config: ConnectionManagerConfig,
-    /// The manager in use and its generation (bumped on each replacement).
-    current: RwLock<(u64, ConnectionManager)>,
+    /// The connection in use (`None`: dial at the next call) and its
+    /// generation (bumped on each replacement).
+    current: RwLock<(u64, Option<RedisConnection>)>,
+    /// Held while dialing, so a burst of calls dials once.
+    dialing: tokio::sync::Mutex<()>,
     timeouts_in_a_row: AtomicU32,
     reconnect_after: u32,
     last_replaced: Mutex<Option<Instant>>,
@@ -72,30 +80,50 @@ pub struct RedisLink {
 impl RedisLink {
     /// A lazy link: nothing connects before the first call.
     pub fn new(config: &RedisConfig) -> Result<Self, RedisError> {
-        let info = config
-            .url
-            .as_str()
-            .into_connection_info()?
-            .set_tcp_settings(tcp_settings(config.tcp_keepalive));
-        let client = redis::Client::open(info)?;
+        let dialer = Dialer::new(config, tcp_settings(config.tcp_keepalive))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
             .set_number_of_retries(1);
-        let manager =
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())?;
+        let first = dialer.lazy(&manager_config)?;
         Ok(Self {
-            client,
+            dialer,
             config: manager_config,
-            current: RwLock::new((0, manager)),
+            current: RwLock::new((0, first)),
+            dialing: tokio::sync::Mutex::new(()),
             timeouts_in_a_row: AtomicU32::new(0),
             reconnect_after: config.reconnect_after_timeouts,
             last_replaced: Mutex::new(None),
         })
     }
 
-    /// The manager to call now, with its generation for [`Self::record`].
-    pub fn connection(&self) -> (u64, ConnectionManager) {
+    /// The connection to call now, with its generation for
+    /// [`Self::record`]; dials first if there is none (sentinel and
+    /// cluster modes, at the first call and after a replacement).
+    pub async fn connection(&self) -> Result<(u64, RedisConnection), RedisError> {
+        if let (generation, Some(connection)) = self.snapshot() {
+            return Ok((generation, connection));
+        }
+        let _dialing = self.dialing.lock().await;
+        let (generation, existing) = self.snapshot();
+        if let Some(connection) = existing {
+            return Ok((generation, connection));
+        }
+        let fresh = self.dialer.dial(&self.config).await?;
+        let mut current = match self.current.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        current.1 = Some(fresh.clone());
+        Ok((current.0, fresh))
+    }
+
+    /// The generation now: what a call that got no connection counts against.
+    pub fn generation(&self) -> u64 {
+        self.snapshot().0
+    }
+
+    fn snapshot(&self) -> (u64, Option<RedisConnection>) {
         match self.current.read() {
             Ok(current) => current.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -113,6 +141,11 @@ impl RedisLink {
             CallEnd::Failed(error) if is_timeout(error) => self.count_timeout()?,
             CallEnd::TimedOut => self.count_timeout()?,
             CallEnd::Failed(error) if is_read_only(error) => Replaced::ReadOnly,
+            CallEnd::Failed(error)
+                if self.dialer.redials_on_lost_connection() && is_lost(error) =>
+            {
+                Replaced::Unreachable
+            }
             CallEnd::Failed(_) => return None,
         };
         self.replace(generation, reason).then_some(reason)
@@ -123,8 +156,9 @@ impl RedisLink {
         (in_a_row >= self.reconnect_after).then_some(Replaced::Timeouts)
     }
 
-    /// Swaps in a fresh (lazy) manager, unless `generation` was already
-    /// replaced or the last replacement is under a second old.
+    /// Swaps in a fresh (lazy) connection, or none to dial at the next
+    /// call, unless `generation` was already replaced or the last
+    /// replacement is under a second old.
     fn replace(&self, generation: u64, reason: Replaced) -> bool {
         let mut current = match self.current.write() {
             Ok(current) => current,
@@ -137,8 +171,7 @@ impl RedisLink {
         if current.0 != generation || last.is_some_and(|at| at.elapsed() < MIN_REPLACEMENT_GAP) {
             return false;
         }
-        let manager = self.config.clone();
-        let fresh = match ConnectionManager::new_lazy_with_config(self.client.clone(), manager) {
+        let fresh = match self.dialer.lazy(&self.config) {
             Ok(fresh) => fresh,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot make a new Redis connection manager");
@@ -150,7 +183,8 @@ impl RedisLink {
         self.timeouts_in_a_row.store(0, Ordering::Relaxed);
         tracing::warn!(
             reason = reason.label(),
-            "replacing the Redis connection (it timed out repeatedly, or Redis is read-only)"
+            "replacing the Redis connection (it timed out repeatedly, Redis is read-only, \
+             or the primary went away)"
         );
         true
     }
@@ -177,6 +211,11 @@ fn is_timeout(error: &RedisError) -> bool {
     error.is_timeout()
 }
 
+/// A refused, reset or closed connection.
+fn is_lost(error: &RedisError) -> bool {
+    error.is_connection_refusal() || error.is_connection_dropped() || error.is_io_error()
+}
+
 /// `READONLY`: the node is a replica now (a failover demoted it).
 fn is_read_only(error: &RedisError) -> bool {
     matches!(error.kind(), ErrorKind::Server(ServerErrorKind::ReadOnly))
@@ -198,7 +237,7 @@ mod tests {
     #[tokio::test]
     async fn the_connection_is_replaced_after_timeouts_in_a_row_only() {
         let link = link(3);
-        let (generation, _) = link.connection();
+        let (generation, _) = link.connection().await.unwrap();
         assert_eq!(link.record(generation, CallEnd::TimedOut), None);
         assert_eq!(link.record(generation, CallEnd::TimedOut), None);
         assert_eq!(
@@ -212,7 +251,7 @@ mod tests {
             link.record(generation, CallEnd::TimedOut),
             Some(Replaced::Timeouts)
         );
-        assert_eq!(link.connection().0, generation + 1);
+        assert_eq!(link.connection().await.unwrap().0, generation + 1);
     }
 
     #[tokio::test]
@@ -220,12 +259,12 @@ mod tests {
         let link = link(3);
         let read_only =
             RedisError::from((ErrorKind::Server(ServerErrorKind::ReadOnly), "READONLY"));
-        let (generation, _) = link.connection();
+        let (generation, _) = link.connection().await.unwrap();
         assert_eq!(
             link.record(generation, CallEnd::Failed(&read_only)),
             Some(Replaced::ReadOnly)
         );
-        let (next, _) = link.connection();
+        let (next, _) = link.connection().await.unwrap();
         assert_eq!(link.record(next, CallEnd::Failed(&read_only)), None);
         let other = RedisError::from((ErrorKind::Server(ServerErrorKind::ResponseError), "ERR"));
         assert_eq!(link.record(next, CallEnd::Failed(&other)), None);

@@ -198,7 +198,7 @@ fn prepare(
 /// Deletes a benchmark's topology (its queues and exchanges, named by `amqp.prefix`).
 async fn clean(config: &Config) -> anyhow::Result<()> {
     let amqp = &config.amqp;
-    let connection = sluice_shared::amqp::connect(&amqp.url, "sluice-load", amqp.connect_timeout)
+    let connection = sluice_shared::amqp::connect(&amqp.nodes, "sluice-load", amqp.connect_timeout)
         .await
         .context("RabbitMQ")?;
     let channel = connection.create_channel().await.context("a channel")?;

@@ -14,11 +14,20 @@ const KEY_DIGEST_BYTES: usize = 16;
 
 /// `{prefix}:{source}:{digest of id}`.
 pub fn event_key(prefix: &str, source: &str, id: &str) -> String {
-    let digest = Sha256::digest(id.as_bytes());
-    format!(
-        "{prefix}:{source}:{}",
-        hex::encode(&digest[..KEY_DIGEST_BYTES])
-    )
+    format!("{prefix}:{source}:{}", digest(id))
+}
+
+/// The key in a Redis Cluster: the digest's first byte (two hex digits)
+/// between braces, the cluster's hash tag, `{prefix}:{source}:{3f}1c5a…`,
+/// so a key's slot is one of 256, chosen evenly by the digest.
+pub fn slot_tagged_event_key(prefix: &str, source: &str, id: &str) -> String {
+    let digest = digest(id);
+    let (tag, rest) = digest.split_at(2);
+    format!("{prefix}:{source}:{{{tag}}}{rest}")
+}
+
+fn digest(id: &str) -> String {
+    hex::encode(&Sha256::digest(id.as_bytes())[..KEY_DIGEST_BYTES])
 }
 
 #[cfg(test)]

@@ -159,9 +159,10 @@ impl ConfirmChannels {
         if reusable {
             self.lock_idle().push(channel);
         } else if channel.status().connected() {
-            // A confirm may still come: the channel must not serve another group.
+            // A confirm may still come, or the queue refused: the channel
+            // must not serve another group.
             let _ = channel
-                .close(200, "confirm not received in time".into())
+                .close(200, "not every confirm was an ack".into())
                 .await;
         }
         outcomes
@@ -230,7 +231,14 @@ async fn publish_on(
         }
     }
     let answers = join_all(confirms.into_iter().map(|c| wait(c, limit))).await;
-    let reusable = answers.iter().all(|a| !matches!(a, Err(Wait::Timeout(_))));
+    // Only a channel whose every confirm was an ack serves again: one that
+    // timed out may still hand a late return to the next group, and after a
+    // nack a fresh channel registers afresh with the queue (after a quorum
+    // queue's leader was killed, publishes on the old channels could be
+    // nacked for a minute while new ones were taken).
+    let reusable = answers
+        .iter()
+        .all(|a| matches!(a, Ok(Confirmation::Ack(_))));
     (judge(&identities, answers), reusable)
 }
 

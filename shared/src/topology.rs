@@ -38,6 +38,8 @@ pub struct Topology {
     prefix: String,
     retry_delays: Vec<Duration>,
     delivery_limit: u32,
+    /// `x-quorum-initial-group-size`, if declared (see [`AmqpConfig::quorum_group_size`]).
+    group_size: Option<u32>,
 }
 
 /// One retry tier: the queue that holds an event for `delay`.
@@ -73,6 +75,7 @@ impl Topology {
             prefix: config.prefix.clone(),
             retry_delays: config.retry_delays.clone(),
             delivery_limit: config.delivery_limit,
+            group_size: config.quorum_group_size(),
         }
     }
 
@@ -157,7 +160,7 @@ impl Topology {
         .await?;
         // reject-publish: a full queue nacks (the gateway answers 503)
         // rather than dropping its oldest message.
-        let mut args = quorum_base();
+        let mut args = quorum_base(self.group_size);
         args.insert("x-overflow".into(), long_string("reject-publish"));
         declare_queue(&channel, &unroutable, args).await?;
         self.bind(&channel, &unroutable, &unroutable).await?;
@@ -189,7 +192,7 @@ impl Topology {
     /// The queues and their bindings (the exchanges exist).
     async fn declare_queues(&self, channel: &Channel) -> Result<(), TopologyError> {
         let work = self.work_queue();
-        let mut args = quorum_args();
+        let mut args = quorum_args(self.group_size);
         // Without a limit (3.10 has no default) a message that kills workers loops forever.
         args.insert(
             "x-delivery-limit".into(),
@@ -203,7 +206,7 @@ impl Topology {
         self.bind(channel, &work, &self.events_exchange()).await?;
 
         for tier in self.retry_tiers() {
-            let mut args = quorum_args();
+            let mut args = quorum_args(self.group_size);
             let ttl = u32::try_from(tier.delay.as_millis()).unwrap_or(u32::MAX);
             args.insert("x-message-ttl".into(), AMQPValue::LongUInt(ttl));
             // Expired messages go back to the work queue through the default exchange.
@@ -213,7 +216,7 @@ impl Topology {
         }
 
         let dead = self.dead_queue();
-        declare_queue(channel, &dead, quorum_base()).await?;
+        declare_queue(channel, &dead, quorum_base(self.group_size)).await?;
         self.bind(channel, &dead, &self.dead_exchange()).await
     }
 
@@ -252,16 +255,24 @@ fn long_string(text: &str) -> AMQPValue {
 }
 
 /// A quorum queue: replicated, and able to dead-letter at-least-once.
-fn quorum_base() -> FieldTable {
+/// `group_size` (`amqp.quorum_initial_group_size`, capped): on how many
+/// nodes of a cluster its copies live; left out on one node, as before.
+fn quorum_base(group_size: Option<u32>) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), long_string("quorum"));
+    if let Some(size) = group_size {
+        args.insert(
+            "x-quorum-initial-group-size".into(),
+            AMQPValue::LongUInt(size),
+        );
+    }
     args
 }
 
 /// A quorum queue that dead-letters at-least-once: the broker keeps a message
 /// until the dead-letter target confirmed it (needs `reject-publish` overflow).
-fn quorum_args() -> FieldTable {
-    let mut args = quorum_base();
+fn quorum_args(group_size: Option<u32>) -> FieldTable {
+    let mut args = quorum_base(group_size);
     args.insert(
         "x-dead-letter-strategy".into(),
         long_string("at-least-once"),

@@ -7,6 +7,7 @@ mod support;
 
 mod bad_input;
 mod broker_outage;
+mod cluster;
 mod config_errors;
 mod delivery;
 mod dlq;

@@ -194,10 +194,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_broker_is_not_a_start_error_and_readyz_says_why() {
-        let mut config = Config::from_toml("").unwrap();
+        // Through the loader: connects use the nodes it resolves from the URL.
+        let toml =
+            "[amqp]\nurl = \"amqp://guest:guest@127.0.0.1:1/%2f\"\nconnect_timeout = \"500ms\"";
+        let mut config = Config::from_toml(toml).unwrap();
         config.worker.admin_listen = ([127, 0, 0, 1], 0).into();
-        config.amqp.url = "amqp://guest:guest@127.0.0.1:1/%2f".into();
-        config.amqp.connect_timeout = Duration::from_millis(500);
         let worker = Worker::build(config).await.unwrap();
         let addr = worker.admin_addr();
         assert_ne!(addr.port(), 0);

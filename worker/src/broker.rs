@@ -50,7 +50,7 @@ impl SessionError {
 /// How to reach RabbitMQ and what to declare there.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    pub url: String,
+    pub nodes: amqp::AmqpNodes,
     pub connect_timeout: Duration,
     /// `amqp.heartbeat`: a broker silent for two of them is given up on.
     pub heartbeat: Duration,
@@ -65,7 +65,7 @@ pub struct BrokerSettings {
 impl BrokerSettings {
     pub fn new(config: &AmqpConfig) -> Self {
         Self {
-            url: config.url.clone(),
+            nodes: config.nodes.clone(),
             connect_timeout: config.connect_timeout,
             heartbeat: config.heartbeat,
             topology: Topology::new(config),
@@ -76,7 +76,7 @@ impl BrokerSettings {
 
     /// The URL with its password hidden, for logs.
     pub fn redacted_url(&self) -> String {
-        amqp::redact_url(&self.url)
+        self.nodes.redacted()
     }
 
     /// Connects, declares the topology and opens both channels.
@@ -84,7 +84,7 @@ impl BrokerSettings {
         let limit = self.connect_timeout;
         let name = &self.connection_name;
         let connection =
-            amqp::connect_with_heartbeat(&self.url, name, limit, self.heartbeat).await?;
+            amqp::connect_with_heartbeat(&self.nodes, name, limit, self.heartbeat).await?;
         let consume = timeout(limit, connection.create_channel())
             .await
             .map_err(|_| SessionError::Timeout(limit, "opening a channel"))?
@@ -94,7 +94,7 @@ impl BrokerSettings {
             .map_err(|_| SessionError::Timeout(limit, "declaring the topology"))??;
         let publish_name = format!("{name}-publish");
         let publishing =
-            match amqp::connect_with_heartbeat(&self.url, &publish_name, limit, self.heartbeat)
+            match amqp::connect_with_heartbeat(&self.nodes, &publish_name, limit, self.heartbeat)
                 .await
             {
                 Ok(publishing) => publishing,

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sluice_shared::config::Config;
+use sluice_shared::config::{Config, RedisMode};
 use sluice_shared::event_key::event_key;
 use tokio::sync::OnceCell;
 use tokio::time::timeout;
@@ -79,13 +79,23 @@ pub struct CopyCheck {
 
 impl CopyCheck {
     /// Connects on first use: a worker starts and delivers without Redis.
-    pub fn new(config: &Config) -> Result<Self, redis::RedisError> {
+    /// `None` unless `redis.mode` is `single`: the check does not follow a
+    /// Sentinel failover or a Cluster's slots yet (the worker warns at start).
+    pub fn new(config: &Config) -> Result<Option<Self>, redis::RedisError> {
+        if config.redis.mode != RedisMode::Single {
+            tracing::warn!(
+                mode = ?config.redis.mode,
+                "the copy-of-record check needs redis.mode = \"single\": with this mode, an event \
+                 whose first publish's outcome was lost with its connection can be delivered twice"
+            );
+            return Ok(None);
+        }
         let client = redis::Client::open(config.redis.url.as_str())?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.redis.timeout))
             .set_response_timeout(Some(config.redis.timeout))
             .set_number_of_retries(1);
-        Ok(Self {
+        Ok(Some(Self {
             client,
             manager,
             redis: OnceCell::new(),
@@ -96,7 +106,7 @@ impl CopyCheck {
                 .iter()
                 .map(|(name, source)| (name.clone(), source.dedup_ttl))
                 .collect(),
-        })
+        }))
     }
 
     /// Whether `event`'s message (`copy`) is the one to deliver. Only a

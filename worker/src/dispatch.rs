@@ -52,7 +52,7 @@ pub struct Dispatcher {
     client: Client,
     policy: RetryPolicy,
     metrics: WorkerMetrics,
-    copies: CopyCheck,
+    copies: Option<CopyCheck>,
 }
 
 impl Dispatcher {
@@ -61,7 +61,7 @@ impl Dispatcher {
         client: Client,
         policy: RetryPolicy,
         metrics: WorkerMetrics,
-        copies: CopyCheck,
+        copies: Option<CopyCheck>,
     ) -> Self {
         Self {
             routes,
@@ -146,7 +146,10 @@ impl Dispatcher {
         let Some(copy) = event.copy.as_deref().filter(|_| event.failed_before == 0) else {
             return false;
         };
-        match self.copies.check(event, copy).await {
+        let Some(copies) = &self.copies else {
+            return false;
+        };
+        match copies.check(event, copy).await {
             Ok(Copy::Deliver) => false,
             Ok(Copy::Duplicate) => {
                 self.metrics.record_duplicate_copy();

@@ -29,7 +29,7 @@ use crate::broker::BrokerSettings;
 
 /// Polls the depths of one topology's queues.
 pub struct QueueDepthPoller {
-    url: String,
+    nodes: amqp::AmqpNodes,
     connection_name: String,
     limit: Duration,
     heartbeat: Duration,
@@ -68,7 +68,7 @@ impl QueueDepthPoller {
         registry.register(Box::new(depth.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         Ok(Self {
-            url: settings.url.clone(),
+            nodes: settings.nodes.clone(),
             connection_name: format!("{}-depth", settings.connection_name),
             limit: settings.connect_timeout,
             heartbeat: settings.heartbeat,
@@ -131,10 +131,11 @@ impl QueueDepthPoller {
 
     async fn open(&self) -> Option<Link> {
         let name = &self.connection_name;
-        let connection = amqp::connect_with_heartbeat(&self.url, name, self.limit, self.heartbeat)
-            .await
-            .map_err(|e| tracing::debug!(error = %e, "queue depth poller cannot connect"))
-            .ok()?;
+        let connection =
+            amqp::connect_with_heartbeat(&self.nodes, name, self.limit, self.heartbeat)
+                .await
+                .map_err(|e| tracing::debug!(error = %e, "queue depth poller cannot connect"))
+                .ok()?;
         let channel = timeout(self.limit, connection.create_channel())
             .await
             .ok()?

@@ -8,13 +8,26 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
+use super::cluster::RedisMode;
+use crate::amqp::AmqpNodes;
 use crate::secret::SecretRef;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`. In `sentinel` mode only its user, password
+    /// and db are used (for the primary the sentinels name).
     pub url: String,
+    /// `single` (`url`), `sentinel` (`sentinels` + `master_name`) or
+    /// `cluster` (`nodes`).
+    pub mode: RedisMode,
+    /// Sentinel mode: the sentinels, `redis://host:26379` each (`env:`/`file:` allowed).
+    pub sentinels: Vec<String>,
+    /// Sentinel mode: the name the sentinels monitor the primary under.
+    pub master_name: Option<String>,
+    /// Cluster mode: seed nodes, `redis://[:password@]host:port` each
+    /// (`env:`/`file:` allowed); the rest of the cluster is discovered.
+    pub nodes: Vec<String>,
     /// Dedup keys are `{key_prefix}:{source}:{digest of the event id}`.
     pub key_prefix: String,
     /// Whether a claim also reads each event's key of the old form,
@@ -43,6 +56,10 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            mode: RedisMode::Single,
+            sentinels: Vec::new(),
+            master_name: None,
+            nodes: Vec::new(),
             key_prefix: "sluice:dedup".into(),
             read_old_form_keys: true,
             timeout: Duration::from_millis(250),
@@ -57,7 +74,21 @@ impl Default for RedisConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpConfig {
     /// `amqp://user:pass@host:port/vhost` (`%2f` is the default vhost).
+    /// With `urls` given it is set, at load, to the first of them.
     pub url: String,
+    /// The nodes of a RabbitMQ cluster, instead of `url` (never both):
+    /// connections go to the first that answers, in an order shuffled per
+    /// process, and move to the next node when theirs is lost.
+    pub urls: Vec<String>,
+    /// `x-quorum-initial-group-size` of every queue: how many nodes hold a
+    /// copy. Capped at the cluster's size (the count of `urls`, or of the
+    /// members the management API lists); a one-node setup leaves the
+    /// argument out, as before it existed. 0: never declared.
+    pub quorum_initial_group_size: u32,
+    /// `url` or `urls`, resolved and shuffled at load: what connects use
+    /// (so changing `url` after load changes nothing; load a new config).
+    #[serde(skip)]
+    pub nodes: AmqpNodes,
     /// Every exchange and queue name starts with this.
     pub prefix: String,
     /// Delays of the retry tiers, in order; an event is dead after the last.
@@ -86,6 +117,9 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            urls: Vec::new(),
+            quorum_initial_group_size: 3,
+            nodes: AmqpNodes::default(),
             prefix: "sluice".into(),
             retry_delays: [1, 5, 25, 120, 600, 3600]
                 .into_iter()

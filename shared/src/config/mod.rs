@@ -19,6 +19,7 @@ use serde::Deserialize;
 use crate::id_digest::IdDigestKey;
 
 mod brokers;
+mod cluster;
 mod dlq;
 mod edge;
 #[cfg(test)]
@@ -27,6 +28,7 @@ mod route;
 mod source;
 
 pub use brokers::{AmqpConfig, RedisConfig};
+pub use cluster::RedisMode;
 pub use dlq::{DEFAULT_SCAN_BATCH, DlqConfig, DlqHttpConfig};
 pub use edge::{LimitsConfig, PARSER_HEAD_LIMIT, RateLimitConfig, TlsConfig, TrustedProxies};
 pub use route::{HandlerKind, RouteConfig};
@@ -273,6 +275,7 @@ impl Config {
             .filter(|key| key.as_str().contains("__"))
             .split("__");
         let figment = figment.merge(env);
+        cluster::refuse_both_urls(&figment)?;
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
@@ -283,7 +286,9 @@ impl Config {
 
     /// Parses a TOML document without the environment layer (for tests and tools).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = Figment::from(Toml::string(text))
+        let figment = Figment::from(Toml::string(text));
+        cluster::refuse_both_urls(&figment)?;
+        let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))?;
         let config = config.resolve_urls()?;
@@ -295,6 +300,8 @@ impl Config {
     fn resolve_urls(mut self) -> Result<Self, ConfigError> {
         brokers::resolve_url("redis.url", &mut self.redis.url)?;
         brokers::resolve_url("amqp.url", &mut self.amqp.url)?;
+        cluster::resolve_amqp_nodes(&mut self.amqp)?;
+        cluster::resolve_redis_lists(&mut self.redis)?;
         Ok(self)
     }
 
@@ -364,6 +371,7 @@ impl Config {
             ));
         }
         brokers::validate_redis(&self.redis)?;
+        cluster::validate_redis_mode(&self.redis)?;
         brokers::validate_amqp(&self.amqp)?;
         if !is_name(&self.amqp.prefix, ".") {
             return Err(ConfigError::invalid(

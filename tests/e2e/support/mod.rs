@@ -3,6 +3,7 @@
 //! server that records what reaches it, and broker helpers.
 
 pub mod broker;
+pub mod cluster;
 pub mod downstream;
 pub mod gateway_process;
 pub mod ledger;

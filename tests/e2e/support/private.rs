@@ -166,8 +166,33 @@ impl PrivateRabbit {
         );
     }
 
+    /// The Erlang node name, `sluice-e2e-<port>@localhost`.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Joins the cluster of `seed` (the recipe in docs/testing.md): all
+    /// private nodes run as the rabbitmq user, so they share its cookie.
+    pub async fn join(&self, seed: &PrivateRabbit) {
+        self.ctl(&["stop_app"]).await;
+        self.ctl(&["join_cluster", seed.node()]).await;
+        self.ctl(&["start_app"]).await;
+        self.ctl(&["await_startup", "--timeout", "60"]).await;
+    }
+
+    /// `kill -9` of the node's Erlang VM: a crash, not a shutdown.
+    pub async fn kill(&self) {
+        let pid = self.ctl(&["eval", "os:getpid()."]).await;
+        let pid = pid.trim().trim_matches('"');
+        let status = Command::new("kill")
+            .args(["-9", pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -9 {pid} failed");
+    }
+
     /// Runs `rabbitmqctl -n <node> args`; returns its standard output.
-    async fn ctl(&self, args: &[&str]) -> String {
+    pub async fn ctl(&self, args: &[&str]) -> String {
         let output = tokio::process::Command::new("rabbitmqctl")
             .args(["-n", &self.node])
             .args(args)
@@ -226,13 +251,44 @@ impl Drop for PrivateRabbit {
 pub struct PrivateRedis {
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Further `redis-server` arguments (a cluster node's, a sentinel's).
+    extra: Vec<String>,
 }
 
 impl PrivateRedis {
     pub async fn start() -> Self {
-        let port = free_port(21000..24000, &[]);
+        Self::start_with(&[]).await
+    }
+
+    /// A node of a Redis Cluster (its bus port is the port plus 10000).
+    pub async fn start_cluster_node() -> Self {
+        let args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"];
+        Self::start_with(&args).await
+    }
+
+    /// A sentinel watching the primary on `primary` as `name`: it calls
+    /// the primary down after 2 s of silence; two sentinels must agree.
+    pub async fn start_sentinel(name: &str, primary: u16) -> Self {
+        let port = free_port(21000..24000, &[10000]);
         let dir = tempfile::tempdir().expect("temp dir");
-        let redis = Self { port, dir };
+        let conf = dir.path().join("sentinel.conf");
+        let text = format!(
+            "sentinel monitor {name} 127.0.0.1 {primary} 2\n\
+             sentinel down-after-milliseconds {name} 2000\n\
+             sentinel failover-timeout {name} 10000\n"
+        );
+        std::fs::write(&conf, text).expect("sentinel.conf");
+        let extra = vec![conf.display().to_string(), "--sentinel".into()];
+        let redis = Self { port, dir, extra };
+        redis.boot().await;
+        redis
+    }
+
+    async fn start_with(args: &[&str]) -> Self {
+        let port = free_port(21000..24000, &[10000]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let extra = args.iter().map(|&a| a.to_owned()).collect();
+        let redis = Self { port, dir, extra };
         redis.boot().await;
         redis
     }
@@ -243,7 +299,10 @@ impl PrivateRedis {
 
     pub async fn boot(&self) {
         let status = Command::new("redis-server")
+            // A config file (a sentinel's) must come first.
+            .args(self.extra.iter().filter(|a| a.ends_with(".conf")))
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(self.extra.iter().filter(|a| !a.ends_with(".conf")))
             .arg("--dir")
             .arg(self.dir.path())
             .args(["--daemonize", "yes", "--save", "", "--appendonly", "no"])
@@ -287,6 +346,25 @@ impl PrivateRedis {
             .await
             .expect("redis-cli runs");
         assert!(output.status.success(), "REPLICAOF {args:?} failed");
+    }
+
+    /// `kill -9` of the server: a crash, not a shutdown.
+    pub fn kill(&self) {
+        let info = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "info", "server"])
+            .output()
+            .expect("redis-cli runs");
+        let info = String::from_utf8_lossy(&info.stdout);
+        let pid = info
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .map(str::trim)
+            .expect("INFO names the process");
+        let status = Command::new("kill")
+            .args(["-9", pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -9 {pid} failed");
     }
 
     pub fn stop(&self) {

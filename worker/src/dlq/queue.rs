@@ -46,7 +46,7 @@ pub struct DeadQueue {
     /// on it: a pass that published on its own reading connection stalled
     /// after 60,000 of 100,000 events.
     publisher: OnceCell<ConfirmChannels>,
-    amqp_url: String,
+    amqp_nodes: amqp::AmqpNodes,
     connect_timeout: Duration,
     control: Channel,
     topology: Topology,
@@ -72,12 +72,12 @@ impl DeadQueue {
             return Err(DlqError::Usage("dlq.scan_batch must be at least 1".into()));
         }
         let name = format!("sluice-dlq-{}", std::process::id());
-        let connection = amqp::connect(&config.url, &name, config.connect_timeout).await?;
+        let connection = amqp::connect(&config.nodes, &name, config.connect_timeout).await?;
         let control = bounded("opening a channel", connection.create_channel()).await?;
         let queue = Self {
             connection,
             publisher: OnceCell::new(),
-            amqp_url: config.url.clone(),
+            amqp_nodes: config.nodes.clone(),
             connect_timeout: config.connect_timeout,
             control,
             topology: Topology::new(config),
@@ -208,7 +208,8 @@ impl DeadQueue {
             .publisher
             .get_or_try_init(|| async {
                 let name = format!("sluice-dlq-{}-publish", std::process::id());
-                let connection = amqp::connect(&self.amqp_url, &name, self.connect_timeout).await?;
+                let connection =
+                    amqp::connect(&self.amqp_nodes, &name, self.connect_timeout).await?;
                 Ok::<_, DlqError>(ConfirmChannels::new(connection, 1))
             })
             .await?;

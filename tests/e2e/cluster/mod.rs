@@ -1,0 +1,41 @@
+//! Sluice on broker clusters built from private nodes on loopback: a
+//! RabbitMQ node, the Redis primary under Sentinel, and a Redis Cluster.
+//! Each test takes a minute or more, so they are `#[ignore]`d and run by
+//! `make cluster`; docs/reliability.md holds the figures they print.
+
+mod load;
+mod rabbitmq;
+mod redis_cluster;
+mod sentinel;
+
+use sluice_shared::config::Config;
+
+use crate::support::TestEnv;
+
+/// `env`'s config (with `extra` appended) on other brokers: `amqp` lists
+/// the RabbitMQ nodes (else `env`'s one URL stays); `redis` replaces the
+/// `[redis] url` line with a mode's keys. Goes through the real loader.
+fn cluster_config(
+    env: &TestEnv,
+    extra: &str,
+    amqp: Option<&[String]>,
+    redis: Option<&str>,
+) -> Config {
+    let mut toml = env.config_toml(extra);
+    if let Some(urls) = amqp {
+        let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+        let line = format!("url = \"{}\"", env.amqp_url);
+        toml = toml.replacen(&line, &format!("urls = [{}]", list.join(", ")), 1);
+    }
+    if let Some(keys) = redis {
+        let line = format!("url = \"{}\"", env.redis_url);
+        toml = toml.replacen(&line, keys, 1);
+    }
+    Config::from_toml(&toml).expect("the cluster test config is valid")
+}
+
+/// A TOML array of quoted strings.
+fn toml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("\"{i}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}

@@ -1,0 +1,197 @@
+//! A RabbitMQ node dies under load: no event answered 200 is lost.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use super::cluster_config;
+use sluice_shared::config::Config;
+
+use super::load::{Load, copies};
+use crate::support::broker::Broker;
+use crate::support::cluster::RabbitCluster;
+use crate::support::downstream::{Downstream, Plan};
+use crate::support::{RunningGateway, RunningWorker, SHARED_REDIS, TestEnv, eventually, metric};
+
+/// Steady load before the kill, and after it.
+const BEFORE: Duration = Duration::from_secs(8);
+const AFTER: Duration = Duration::from_secs(25);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "builds a three-node RabbitMQ cluster and kills a node (about 2 minutes): make cluster"]
+async fn killing_the_node_that_leads_the_work_queue_loses_no_accepted_event() {
+    let cluster = RabbitCluster::start().await;
+    let urls = cluster.urls();
+    let env = TestEnv::with_brokers("rmq-cluster", &urls[0], SHARED_REDIS);
+    let downstream = Downstream::start(Plan::Succeed).await;
+    let route = env.http_route(&downstream.url());
+    let config = || cluster_config(&env, &route, Some(&urls), None);
+    let work = env.topology().work_queue();
+    let (gateways, workers, leader) = spread_onto_the_leader(&cluster, &config, &work).await;
+    assert_eq!(members(&cluster, &work).await, 3, "a copy on every node");
+
+    let gateway_urls = gateways.iter().map(|g| g.url("whatzme")).collect();
+    let load = Load::start(12, gateway_urls, &env.prefix);
+    tokio::time::sleep(BEFORE).await;
+    assert_eq!(
+        cluster.leader_of(&work, 0).await,
+        leader,
+        "the leader stayed"
+    );
+    let killed_at = Instant::now();
+    cluster.nodes[leader].kill().await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let new_leader = cluster.leader_of(&work, (leader + 1) % 3).await;
+    println!("10 s after the kill the work queue's leader is node {new_leader}");
+    tokio::time::sleep(AFTER - Duration::from_secs(10)).await;
+    let ledger = load.finish().await;
+    let http = reqwest::Client::new();
+    for gateway in &gateways {
+        let connected = metric(&http, gateway.admin_addr, "sluice_gateway_broker_connected").await;
+        println!("gateway {}: broker connected {connected:?}", gateway.addr);
+    }
+    let resumed = ledger.longest_silence(killed_at, Instant::now(), gateways.len());
+    println!("refusals: {:?}", ledger.refusals());
+    println!(
+        "per gateway after the kill (200s, first 200 after): {:?}",
+        ledger.per_gateway(killed_at, gateways.len())
+    );
+
+    let survivor = &cluster.nodes[(leader + 1) % 3];
+    let broker = Broker::connect(&survivor.url()).await;
+    let accepted: HashSet<String> = ledger.ids().into_iter().collect();
+    let dead_queue = env.topology().dead_queue();
+    let (settled, lost, dead) = settle(&accepted, &downstream, &broker, &dead_queue).await;
+    let copies = copies(&downstream.deliveries());
+    let duplicates: usize = copies.values().map(|n| n - 1).sum();
+    println!(
+        "rabbitmq leader kill: accepted {} ({} after the kill), refused-and-retried {}, \
+         lost {}, dead {}, duplicate deliveries {duplicates}, longest time without a 200 \
+         on a gateway after the kill {resumed:?}",
+        accepted.len(),
+        ledger.accepted_after(killed_at),
+        ledger.refused.load(std::sync::atomic::Ordering::Relaxed),
+        lost.len(),
+        dead.len(),
+    );
+    assert!(settled && lost.is_empty(), "accepted but lost: {lost:?}");
+    assert!(
+        resumed < Duration::from_secs(30),
+        "acceptance resumed after {resumed:?}"
+    );
+    assert!(ledger.accepted_after(killed_at + resumed) > 0);
+    for gateway in gateways {
+        gateway.stop().await;
+    }
+    for worker in workers {
+        worker.stop().await;
+    }
+}
+
+/// Waits until every accepted id was delivered or is in the dead queue;
+/// returns whether that happened, the ids neither, and the dead ones.
+pub async fn settle(
+    accepted: &HashSet<String>,
+    downstream: &Downstream,
+    broker: &Broker,
+    dead_queue: &str,
+) -> (bool, Vec<String>, HashSet<String>) {
+    let dead = std::sync::Mutex::new(HashSet::new());
+    let unsettled = || {
+        let delivered = downstream.delivered_ids();
+        let dead = dead.lock().expect("lock");
+        let open: Vec<String> = accepted
+            .iter()
+            .filter(|id| !delivered.contains(*id) && !dead.contains(*id))
+            .cloned()
+            .collect();
+        open
+    };
+    let settled = eventually(Duration::from_secs(120), || async {
+        for message in broker.drain(dead_queue).await {
+            let id = message.json()["id"].as_str().unwrap_or_default().to_owned();
+            dead.lock().expect("lock").insert(id);
+        }
+        unsettled().is_empty()
+    })
+    .await;
+    let lost = unsettled();
+    (settled, lost, dead.into_inner().expect("lock"))
+}
+
+/// Starts two gateways and two workers, again until a gateway and a
+/// worker are connected to the node that leads `queue` (each process
+/// shuffles the nodes, so where they land is chance): the kill must cut
+/// connections of both. Returns them and the leader's index.
+async fn spread_onto_the_leader(
+    cluster: &RabbitCluster,
+    config: &impl Fn() -> Config,
+    queue: &str,
+) -> (Vec<RunningGateway>, Vec<RunningWorker>, usize) {
+    for _ in 0..20 {
+        let gateways = vec![
+            RunningGateway::start(config()).await,
+            RunningGateway::start(config()).await,
+        ];
+        let workers = vec![
+            RunningWorker::start(config()).await,
+            RunningWorker::start(config()).await,
+        ];
+        let leader = cluster.leader_of(queue, 0).await;
+        let on_leader = connections_on(cluster, leader).await;
+        let gateway = on_leader.iter().any(|n| n.starts_with("sluice-gateway@"));
+        // The consuming connection, not the queue-depth poller's.
+        let worker = on_leader
+            .iter()
+            .any(|n| n.starts_with("sluice-worker-") && !n.contains("-depth@"));
+        if gateway && worker {
+            println!("connections on the leader to be killed: {on_leader:?}");
+            return (gateways, workers, leader);
+        }
+        for gateway in gateways {
+            gateway.stop().await;
+        }
+        for worker in workers {
+            worker.stop().await;
+        }
+    }
+    panic!("twenty starts never put a gateway and a worker on the leader");
+}
+
+/// The names of the Sluice connections node `index` holds.
+async fn connections_on(cluster: &RabbitCluster, index: usize) -> Vec<String> {
+    let listing = cluster.nodes[index]
+        .ctl(&[
+            "list_connections",
+            "client_properties",
+            "port",
+            "--formatter",
+            "json",
+        ])
+        .await;
+    let connections: Vec<serde_json::Value> = serde_json::from_str(&listing).expect("json");
+    connections
+        .iter()
+        // The server port a connection came in on tells the node.
+        .filter(|c| c["port"] == cluster.nodes[index].port)
+        .filter_map(|c| {
+            // The name we gave sits among the client properties.
+            let properties = c["client_properties"].to_string();
+            let start = properties.find("sluice-")?;
+            let name = &properties[start..];
+            Some(name[..name.find('"').unwrap_or(name.len())].to_owned())
+        })
+        .collect()
+}
+
+/// How many nodes hold a copy of `queue`.
+async fn members(cluster: &RabbitCluster, queue: &str) -> usize {
+    let listing = cluster.nodes[0]
+        .ctl(&["list_queues", "name", "members", "--formatter", "json"])
+        .await;
+    let queues: Vec<serde_json::Value> = serde_json::from_str(&listing).expect("json");
+    queues
+        .iter()
+        .find(|q| q["name"] == queue)
+        .and_then(|q| q["members"].as_array())
+        .map_or(0, Vec::len)
+}

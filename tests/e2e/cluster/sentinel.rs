@@ -1,0 +1,106 @@
+//! The Redis primary dies under Sentinel: dedup goes on with the promoted
+//! replica, and no event answered 200 is lost.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use super::load::{Load, copies};
+use super::rabbitmq::settle;
+use super::{cluster_config, toml_list};
+use crate::support::broker::Broker;
+use crate::support::cluster::{SENTINEL_MASTER, SentinelSet, cli};
+use crate::support::downstream::{Downstream, Plan};
+use crate::support::{
+    RunningGateway, RunningWorker, SHARED_AMQP, SHARED_REDIS, TestEnv, eventually, post_signed,
+    upsert_body,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "builds a Redis Sentinel set and kills its primary (about a minute): make cluster"]
+async fn dedup_goes_on_after_the_sentinels_promote_a_replica() {
+    let set = SentinelSet::start().await;
+    let env = TestEnv::with_brokers("sentinel", SHARED_AMQP, SHARED_REDIS);
+    let downstream = Downstream::start(Plan::Succeed).await;
+    let route = env.http_route(&downstream.url());
+    let redis = format!(
+        "mode = \"sentinel\"\nmaster_name = \"{SENTINEL_MASTER}\"\nsentinels = {}",
+        toml_list(&set.sentinel_urls())
+    );
+    let config = || cluster_config(&env, &route, None, Some(&redis));
+    let gateways = vec![
+        RunningGateway::start(config()).await,
+        RunningGateway::start(config()).await,
+    ];
+    let workers = vec![
+        RunningWorker::start(config()).await,
+        RunningWorker::start(config()).await,
+    ];
+
+    let gateway_urls = gateways.iter().map(|g| g.url("whatzme")).collect();
+    let load = Load::start(12, gateway_urls, &env.prefix);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let old = set.primary_port();
+    let killed_at = Instant::now();
+    set.server(old).kill();
+    let promoted = eventually(Duration::from_secs(30), || async {
+        set.primary_port() != old
+    })
+    .await;
+    let failover = killed_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let ledger = load.finish().await;
+    let resumed = ledger.longest_silence(killed_at, Instant::now(), gateways.len());
+    assert!(promoted, "no replica was promoted");
+    let new = set.primary_port();
+
+    // After the failover, dedup holds: an event sent twice is delivered once.
+    let client = reqwest::Client::new();
+    let probe = format!("{}-after-failover", env.prefix);
+    for _ in 0..2 {
+        let (status, answer) =
+            post_signed(&client, &gateways[0].url("whatzme"), &upsert_body(&probe)).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let keys = cli(new, &["--scan", "--pattern", &format!("{}*", env.prefix)]);
+    assert!(
+        keys.lines().count() > 0,
+        "the dedup keys live on the new primary"
+    );
+
+    let broker = Broker::connect(SHARED_AMQP).await;
+    let mut accepted: HashSet<String> = ledger.ids().into_iter().collect();
+    accepted.insert(probe.clone());
+    let dead_queue = env.topology().dead_queue();
+    let (settled, lost, dead) = settle(&accepted, &downstream, &broker, &dead_queue).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let copies = copies(&downstream.deliveries());
+    let duplicates: usize = copies.values().map(|n| n - 1).sum();
+    println!(
+        "sentinel primary kill: accepted {} ({} after the kill), resent {}, refused-and-retried {}, \
+         lost {}, dead {}, duplicates let through {duplicates}, failover seen after {failover:?}, \
+         longest time without a 200 on a gateway after the kill {resumed:?}",
+        accepted.len(),
+        ledger.accepted_after(killed_at),
+        ledger.resent.load(std::sync::atomic::Ordering::Relaxed),
+        ledger.refused.load(std::sync::atomic::Ordering::Relaxed),
+        lost.len(),
+        dead.len(),
+    );
+    assert!(settled && lost.is_empty(), "accepted but lost: {lost:?}");
+    assert_eq!(
+        copies.get(&probe),
+        Some(&1),
+        "dedup works after the failover"
+    );
+    assert!(
+        resumed < Duration::from_secs(30),
+        "acceptance resumed after {resumed:?}"
+    );
+    for gateway in gateways {
+        gateway.stop().await;
+    }
+    for worker in workers {
+        worker.stop().await;
+    }
+    env.delete_topology().await;
+}
