@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::{Connection, Event};
-use sluice_shared::amqp::{ConnectError, connect_with_heartbeat, redact_url};
+use sluice_shared::amqp::{ConnectError, connect_with_heartbeat};
 use sluice_shared::config::AmqpConfig;
 pub use sluice_shared::publish::Outgoing;
 use sluice_shared::publish::{self, ConfirmChannels};
@@ -338,7 +338,7 @@ async fn supervise(inner: Arc<Inner>, shutdown: CancellationToken) {
         }
         match open_session(&inner).await {
             Ok(session) => {
-                tracing::info!(url = %redact_url(&inner.config.url), "connected to RabbitMQ");
+                tracing::info!(nodes = %inner.config.nodes.redacted(), "connected to RabbitMQ (the node taken is logged at debug)");
                 inner.install(Some(Arc::new(session)));
             }
             Err(e) => {

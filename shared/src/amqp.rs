@@ -137,6 +137,8 @@ pub async fn connect_with_heartbeat(
         match connect_node(url, &name, limit, heartbeat).await {
             Ok(connection) => {
                 nodes.next.store(index + 1, Ordering::Relaxed);
+                let node = redact_url(url);
+                tracing::debug!(%node, connection = %name, "RabbitMQ node took the connection");
                 return Ok(connection);
             }
             Err(error) => {
