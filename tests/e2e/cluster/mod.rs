@@ -10,7 +10,36 @@ mod sentinel;
 
 use sluice_shared::config::Config;
 
-use crate::support::TestEnv;
+use crate::support::{RunningGateway, RunningWorker, TestEnv};
+
+/// Two gateways and two workers, as a deployment of several machines runs.
+pub struct Fleet {
+    pub gateways: Vec<RunningGateway>,
+    pub workers: Vec<RunningWorker>,
+}
+
+impl Fleet {
+    pub async fn start(config: &impl Fn() -> Config) -> Self {
+        let gateways = vec![
+            RunningGateway::start(config()).await,
+            RunningGateway::start(config()).await,
+        ];
+        let workers = vec![
+            RunningWorker::start(config()).await,
+            RunningWorker::start(config()).await,
+        ];
+        Self { gateways, workers }
+    }
+
+    pub async fn stop(self) {
+        for gateway in self.gateways {
+            gateway.stop().await;
+        }
+        for worker in self.workers {
+            worker.stop().await;
+        }
+    }
+}
 
 /// `env`'s config (with `extra` appended) on other brokers: `amqp` lists
 /// the RabbitMQ nodes (else `env`'s one URL stays); `redis` replaces the

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use super::cluster_config;
 use sluice_shared::config::Config;
 
+use super::Fleet;
 use super::load::{Load, copies};
 use crate::support::broker::Broker;
 use crate::support::cluster::RabbitCluster;
 use crate::support::downstream::{Downstream, Plan};
-use crate::support::{RunningGateway, RunningWorker, SHARED_REDIS, TestEnv, eventually, metric};
+use crate::support::{SHARED_REDIS, TestEnv, eventually, metric};
 
 /// Steady load before the kill, and after it.
 const BEFORE: Duration = Duration::from_secs(8);
@@ -26,7 +27,8 @@ async fn killing_the_node_that_leads_the_work_queue_loses_no_accepted_event() {
     let route = env.http_route(&downstream.url());
     let config = || cluster_config(&env, &route, Some(&urls), None);
     let work = env.topology().work_queue();
-    let (gateways, workers, leader) = spread_onto_the_leader(&cluster, &config, &work).await;
+    let (fleet, leader) = spread_onto_the_leader(&cluster, &config, &work).await;
+    let gateways = &fleet.gateways;
     assert_eq!(members(&cluster, &work).await, 3, "a copy on every node");
 
     let gateway_urls = gateways.iter().map(|g| g.url("whatzme")).collect();
@@ -45,7 +47,7 @@ async fn killing_the_node_that_leads_the_work_queue_loses_no_accepted_event() {
     tokio::time::sleep(AFTER - Duration::from_secs(10)).await;
     let ledger = load.finish().await;
     let http = reqwest::Client::new();
-    for gateway in &gateways {
+    for gateway in gateways {
         let connected = metric(&http, gateway.admin_addr, "sluice_gateway_broker_connected").await;
         println!("gateway {}: broker connected {connected:?}", gateway.addr);
     }
@@ -79,12 +81,7 @@ async fn killing_the_node_that_leads_the_work_queue_loses_no_accepted_event() {
         "acceptance resumed after {resumed:?}"
     );
     assert!(ledger.accepted_after(killed_at + resumed) > 0);
-    for gateway in gateways {
-        gateway.stop().await;
-    }
-    for worker in workers {
-        worker.stop().await;
-    }
+    fleet.stop().await;
 }
 
 /// Waits until every accepted id was delivered or is in the dead queue;
@@ -126,16 +123,9 @@ async fn spread_onto_the_leader(
     cluster: &RabbitCluster,
     config: &impl Fn() -> Config,
     queue: &str,
-) -> (Vec<RunningGateway>, Vec<RunningWorker>, usize) {
+) -> (Fleet, usize) {
     for _ in 0..20 {
-        let gateways = vec![
-            RunningGateway::start(config()).await,
-            RunningGateway::start(config()).await,
-        ];
-        let workers = vec![
-            RunningWorker::start(config()).await,
-            RunningWorker::start(config()).await,
-        ];
+        let fleet = Fleet::start(config).await;
         let leader = cluster.leader_of(queue, 0).await;
         let on_leader = connections_on(cluster, leader).await;
         let gateway = on_leader.iter().any(|n| n.starts_with("sluice-gateway@"));
@@ -145,14 +135,9 @@ async fn spread_onto_the_leader(
             .any(|n| n.starts_with("sluice-worker-") && !n.contains("-depth@"));
         if gateway && worker {
             println!("connections on the leader to be killed: {on_leader:?}");
-            return (gateways, workers, leader);
+            return (fleet, leader);
         }
-        for gateway in gateways {
-            gateway.stop().await;
-        }
-        for worker in workers {
-            worker.stop().await;
-        }
+        fleet.stop().await;
     }
     panic!("twenty starts never put a gateway and a worker on the leader");
 }

@@ -4,16 +4,14 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use super::Fleet;
 use super::load::{Load, copies};
 use super::rabbitmq::settle;
 use super::{cluster_config, toml_list};
 use crate::support::broker::Broker;
 use crate::support::cluster::{SENTINEL_MASTER, SentinelSet, cli};
 use crate::support::downstream::{Downstream, Plan};
-use crate::support::{
-    RunningGateway, RunningWorker, SHARED_AMQP, SHARED_REDIS, TestEnv, eventually, post_signed,
-    upsert_body,
-};
+use crate::support::{SHARED_AMQP, SHARED_REDIS, TestEnv, eventually, post_signed, upsert_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "builds a Redis Sentinel set and kills its primary (about a minute): make cluster"]
@@ -27,14 +25,8 @@ async fn dedup_goes_on_after_the_sentinels_promote_a_replica() {
         toml_list(&set.sentinel_urls())
     );
     let config = || cluster_config(&env, &route, None, Some(&redis));
-    let gateways = vec![
-        RunningGateway::start(config()).await,
-        RunningGateway::start(config()).await,
-    ];
-    let workers = vec![
-        RunningWorker::start(config()).await,
-        RunningWorker::start(config()).await,
-    ];
+    let fleet = Fleet::start(&config).await;
+    let gateways = &fleet.gateways;
 
     let gateway_urls = gateways.iter().map(|g| g.url("whatzme")).collect();
     let load = Load::start(12, gateway_urls, &env.prefix);
@@ -96,11 +88,6 @@ async fn dedup_goes_on_after_the_sentinels_promote_a_replica() {
         resumed < Duration::from_secs(30),
         "acceptance resumed after {resumed:?}"
     );
-    for gateway in gateways {
-        gateway.stop().await;
-    }
-    for worker in workers {
-        worker.stop().await;
-    }
+    fleet.stop().await;
     env.delete_topology().await;
 }
