@@ -32,7 +32,7 @@ echo "listeners.tcp.default = 127.0.0.1:$amqp_port" >"$dir/rabbitmq.conf"
 echo "[]." >"$dir/enabled_plugins"
 chown rabbitmq:rabbitmq "$dir"/*
 RABBITMQ_NODENAME=$node RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=$amqp_port \
-  RABBITMQ_DIST_PORT=$((amqp_port + 20000)) RABBITMQ_MNESIA_BASE=$dir/mnesia \
+  RABBITMQ_DIST_PORT=$((amqp_port - 6000)) RABBITMQ_MNESIA_BASE=$dir/mnesia \
   RABBITMQ_LOG_BASE=$dir/log RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins \
   RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf rabbitmq-server -detached
 # await_startup fails at once until the node has registered with epmd.

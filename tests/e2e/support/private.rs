@@ -6,10 +6,10 @@ use std::process::Command;
 use std::time::Duration;
 
 /// A free TCP port in `range`, also free at `port + offset` for each of
-/// `offsets`, and never one this process handed out before: tests run side
+/// `offsets` (which may be negative), and never one this process handed out before: tests run side
 /// by side, and a server started by one may not have bound its port yet
 /// when another looks.
-fn free_port(range: std::ops::Range<u16>, offsets: &[u16]) -> u16 {
+fn free_port(range: std::ops::Range<u16>, offsets: &[i32]) -> u16 {
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let seed = u16::try_from(std::process::id() % 1000).unwrap_or(0);
@@ -18,10 +18,10 @@ fn free_port(range: std::ops::Range<u16>, offsets: &[u16]) -> u16 {
         .map(|i| range.start + (seed * 7 + i) % span)
         .find(|&p| {
             !handed_out.contains(&p)
-                && [0]
-                    .iter()
-                    .chain(offsets)
-                    .all(|offset| std::net::TcpListener::bind(("0.0.0.0", p + offset)).is_ok())
+                && [0].iter().chain(offsets).all(|offset| {
+                    u16::try_from(i32::from(p) + offset)
+                        .is_ok_and(|q| std::net::TcpListener::bind(("0.0.0.0", q)).is_ok())
+                })
         })
         .expect("a free port");
     handed_out.push(port);
@@ -52,30 +52,51 @@ pub struct PrivateRabbit {
 /// The management API's port is the AMQP port plus this.
 const MANAGEMENT_OFFSET: u16 = 10000;
 
+/// The Erlang distribution port is the AMQP port minus this: 10000..13000,
+/// below the kernel's ephemeral range (32768 and up), where an outgoing
+/// connection of another test could take it between our check and the boot.
+const DIST_BELOW: u16 = 6000;
+
+/// How many fresh ports a first start tries before it gives up.
+const START_TRIES: usize = 3;
+
 impl PrivateRabbit {
     pub async fn start() -> Self {
         Self::start_with(RabbitOptions::default()).await
     }
 
     pub async fn start_with(options: RabbitOptions) -> Self {
-        let port = free_port(16000..19000, &[20000, MANAGEMENT_OFFSET]);
-        let dir = tempfile::tempdir().expect("temp dir");
-        let node = format!("sluice-e2e-{port}@localhost");
-        let rabbit = Self {
-            port,
-            node,
-            dir,
-            options,
-        };
-        // rabbitmq-server switches to the rabbitmq user when run as root.
-        let status = Command::new("chown")
-            .args(["-R", "rabbitmq:rabbitmq"])
-            .arg(rabbit.dir.path())
-            .status()
-            .expect("chown runs");
-        assert!(status.success(), "chown of the private RabbitMQ dir failed");
-        rabbit.boot().await;
-        rabbit
+        let mut failures = Vec::new();
+        for _ in 0..START_TRIES {
+            let port = free_port(
+                16000..19000,
+                &[i32::from(MANAGEMENT_OFFSET), -i32::from(DIST_BELOW)],
+            );
+            let dir = tempfile::tempdir().expect("temp dir");
+            let node = format!("sluice-e2e-{port}@localhost");
+            let rabbit = Self {
+                port,
+                node,
+                dir,
+                options,
+            };
+            // rabbitmq-server switches to the rabbitmq user when run as root.
+            let status = Command::new("chown")
+                .args(["-R", "rabbitmq:rabbitmq"])
+                .arg(rabbit.dir.path())
+                .status()
+                .expect("chown runs");
+            assert!(status.success(), "chown of the private RabbitMQ dir failed");
+            match rabbit.try_boot().await {
+                Ok(()) => return rabbit,
+                // Dropping it stops whatever half started.
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!(
+            "no private RabbitMQ started in {START_TRIES} tries:\n{}",
+            failures.join("\n")
+        );
     }
 
     pub fn url(&self) -> String {
@@ -98,6 +119,14 @@ impl PrivateRabbit {
 
     /// Starts the node (again) on the same data and waits until it answers.
     pub async fn boot(&self) {
+        if let Err(failure) = self.try_boot().await {
+            panic!("{failure}");
+        }
+    }
+
+    /// Starts the node and waits until it answers; the error names the node
+    /// and ends with the last lines of its log.
+    async fn try_boot(&self) -> Result<(), String> {
         // The machine's /etc/rabbitmq/rabbitmq.conf may pin the shared node's
         // listener, which would override RABBITMQ_NODE_PORT: use a config of our own.
         let mut config = format!("listeners.tcp.default = 127.0.0.1:{}\n", self.port);
@@ -121,7 +150,7 @@ impl PrivateRabbit {
             .env("RABBITMQ_NODENAME", &self.node)
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
             .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env("RABBITMQ_DIST_PORT", (self.port + 20000).to_string())
+            .env("RABBITMQ_DIST_PORT", (self.port - DIST_BELOW).to_string())
             .env("RABBITMQ_MNESIA_BASE", self.path("mnesia"))
             .env("RABBITMQ_LOG_BASE", self.path("log"))
             .env(
@@ -131,7 +160,12 @@ impl PrivateRabbit {
             .env("RABBITMQ_CONFIG_FILE", self.path("rabbitmq.conf"))
             .status()
             .expect("rabbitmq-server runs");
-        assert!(status.success(), "rabbitmq-server -detached failed");
+        if !status.success() {
+            return Err(format!(
+                "rabbitmq-server -detached failed for {}",
+                self.node
+            ));
+        }
         let up = super::eventually(Duration::from_secs(90), || async {
             let ok = tokio::process::Command::new("rabbitmqctl")
                 .args(["-n", &self.node, "await_startup", "--timeout", "5"])
@@ -144,7 +178,26 @@ impl PrivateRabbit {
                     || std::net::TcpStream::connect(("127.0.0.1", management)).is_ok())
         })
         .await;
-        assert!(up, "the private RabbitMQ {} did not start", self.node);
+        if up {
+            return Ok(());
+        }
+        Err(format!(
+            "the private RabbitMQ {} did not start in 90 s; its log ends:\n{}",
+            self.node,
+            self.log_tail(30)
+        ))
+    }
+
+    /// The last `lines` lines of the node's log (or why there are none).
+    fn log_tail(&self, lines: usize) -> String {
+        let path = self.path("log").join(format!("{}.log", self.node));
+        match std::fs::read_to_string(&path) {
+            Ok(log) => {
+                let all: Vec<&str> = log.lines().collect();
+                all[all.len().saturating_sub(lines)..].join("\n")
+            }
+            Err(e) => format!("(no log at {}: {e})", path.display()),
+        }
     }
 
     /// Sets off (or clears) a memory alarm: `rabbitmqctl
@@ -269,7 +322,7 @@ impl PrivateRedis {
     /// A sentinel watching the primary on `primary` as `name`: it calls
     /// the primary down after 2 s of silence; two sentinels must agree.
     pub async fn start_sentinel(name: &str, primary: u16) -> Self {
-        let port = free_port(21000..24000, &[10000]);
+        let port = free_port(20000..22000, &[10000]);
         let dir = tempfile::tempdir().expect("temp dir");
         let conf = dir.path().join("sentinel.conf");
         let text = format!(
@@ -285,7 +338,7 @@ impl PrivateRedis {
     }
 
     async fn start_with(args: &[&str]) -> Self {
-        let port = free_port(21000..24000, &[10000]);
+        let port = free_port(20000..22000, &[10000]);
         let dir = tempfile::tempdir().expect("temp dir");
         let extra = args.iter().map(|&a| a.to_owned()).collect();
         let redis = Self { port, dir, extra };
