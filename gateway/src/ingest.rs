@@ -12,10 +12,9 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString};
 use sluice_shared::config::RedisErrorPolicy;
-use sluice_shared::envelope::{CONTENT_TYPE, Envelope, headers, unix_millis};
+use sluice_shared::envelope::{Envelope, unix_millis};
+use sluice_shared::message::{DeadReason, MessageHeaders, SourceName, event_properties};
 use tokio::time::timeout_at;
 
 use crate::app::AppState;
@@ -164,24 +163,28 @@ pub async fn dead_letter_unparseable(
     body: &VerifiedBody,
 ) -> Result<Counts, GatewayError> {
     let source = ctx.source.name.as_str();
+    let event_type = EventType::unparseable();
     let envelope = Envelope::raw(
         source,
         id.as_str(),
-        "unparseable",
+        event_type.as_str(),
         ctx.received,
         body.bytes(),
     );
-    let mut table = common_headers(source, ctx.correlation, ctx.received, "unparseable");
-    let now = AMQPValue::LongLongInt(unix_millis(SystemTime::now()));
-    table.insert(headers::REASON.into(), text("unparseable"));
-    table.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(0));
-    table.insert(headers::FIRST_FAILURE_MS.into(), now.clone());
-    table.insert(headers::LAST_FAILURE_MS.into(), now);
+    let routing_key = format!("{source}.{event_type}");
+    let now = unix_millis(SystemTime::now());
+    let headers = MessageHeaders {
+        reason: Some(DeadReason::Unparseable),
+        attempts: Some(0),
+        first_failure_ms: Some(now),
+        last_failure_ms: Some(now),
+        ..event_headers(&ctx.source.name, ctx.correlation, ctx.received, event_type)
+    };
     let message = Outgoing {
         exchange: state.publisher.topology().dead_exchange().into(),
-        routing_key: format!("{source}.unparseable").into(),
+        routing_key: routing_key.into(),
         body: envelope.to_bytes(),
-        properties: properties(id.as_str(), ctx.received, table),
+        properties: event_properties(&id, ctx.received, headers),
     };
     publish(state, ctx, vec![message], &[]).await?;
     tracing::warn!(
@@ -320,57 +323,50 @@ pub fn event_message(
     received: SystemTime,
     event: Event,
 ) -> Outgoing {
-    let event_type = event.event_type.as_str();
     let id = event.id.as_str();
     // The data's pieces are spliced in: a context shared by the request's
     // events was serialised once, and is only copied into each body here.
-    let body = Envelope::json_bytes(source, id, event_type, received, event.data.pieces());
-    let mut table = common_headers(source, &correlation.into(), received, event_type);
-    table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(0));
+    let body = Envelope::json_bytes(
+        source,
+        id,
+        event.event_type.as_str(),
+        received,
+        event.data.pieces(),
+    );
+    let routing_key = format!("{source}.{}", event.event_type);
+    let headers = MessageHeaders {
+        attempt: Some(0),
+        ..event_headers(
+            &SourceName::as_published(source),
+            &correlation.into(),
+            received,
+            event.event_type,
+        )
+    };
     Outgoing {
         exchange: exchange.into(),
-        routing_key: format!("{source}.{event_type}").into(),
+        routing_key: routing_key.into(),
         body,
-        properties: properties(id, received, table),
+        properties: event_properties(&event.id, received, headers),
     }
 }
 
-fn common_headers(
-    source: &str,
+/// The headers every message of a request's events carries.
+fn event_headers(
+    source: &SourceName,
     correlation: &Correlation,
     received: SystemTime,
-    event_type: &str,
-) -> FieldTable {
-    let mut table = FieldTable::default();
-    table.insert(headers::SOURCE.into(), text(source));
-    table.insert(headers::TYPE.into(), text(event_type));
-    table.insert(headers::REQUEST_ID.into(), text(&correlation.request_id));
-    table.insert(headers::COPY.into(), text(&correlation.copy));
-    table.insert(
-        headers::TRACEPARENT.into(),
-        text(&correlation.trace.header_value()),
-    );
-    table.insert(
-        headers::RECEIVED_AT_MS.into(),
-        AMQPValue::LongLongInt(unix_millis(received)),
-    );
-    table
-}
-
-/// Persistent (delivery mode 2) so a broker restart keeps it; the event id as
-/// `message_id` so every consumer sees the stable id.
-fn properties(id: &str, received: SystemTime, table: FieldTable) -> BasicProperties {
-    let seconds = u64::try_from(unix_millis(received) / 1000).unwrap_or(0);
-    BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_message_id(id.into())
-        .with_content_type(CONTENT_TYPE.into())
-        .with_timestamp(seconds)
-        .with_headers(table)
-}
-
-fn text(value: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(value))
+    event_type: EventType,
+) -> MessageHeaders {
+    MessageHeaders {
+        source: Some(source.clone()),
+        event_type: Some(event_type),
+        request_id: Some(correlation.request_id.clone()),
+        copy: Some(correlation.copy.clone()),
+        trace: Some(correlation.trace),
+        received_at_ms: Some(unix_millis(received)),
+        ..MessageHeaders::default()
+    }
 }
 
 #[cfg(test)]

@@ -28,8 +28,8 @@ use futures_util::{FutureExt, StreamExt};
 use lapin::Consumer;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use sluice_shared::envelope::headers;
+use lapin::types::FieldTable;
+use sluice_shared::message::{MessageHeaders, headers};
 use sluice_shared::publish::Outgoing;
 use tokio_util::sync::CancellationToken;
 
@@ -120,7 +120,9 @@ impl Rerouter {
     async fn put_back(&mut self, batch: Vec<Delivery>, shutdown: &CancellationToken) {
         self.publisher.mark_unroutable();
         self.redeclare().await;
-        let tries = batch.iter().map(|d| tries(d.properties.headers().as_ref()));
+        let tries = batch
+            .iter()
+            .map(|d| tries(&MessageHeaders::of(&d.properties)));
         let wait = retry_wait(tries.max().unwrap_or(0));
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -170,19 +172,19 @@ impl Rerouter {
     /// The message to publish for `delivery`: where it belongs, one try more.
     fn home(&self, delivery: &Delivery) -> Outgoing {
         let topology = self.publisher.topology();
-        let headers = delivery.properties.headers().clone().unwrap_or_default();
-        let exchange = match headers.inner().contains_key(headers::REASON) {
+        let mut headers = MessageHeaders::of(&delivery.properties);
+        // A dead copy carries a reason, even one this version cannot read.
+        let dead = headers.reason.is_some() || headers.unreadable.contains(&headers::REASON);
+        let exchange = match dead {
             true => topology.dead_exchange(),
             false => topology.events_exchange(),
         };
-        let next = tries(Some(&headers)).saturating_add(1);
-        let mut headers = headers;
-        headers.insert(headers::REROUTED.into(), AMQPValue::LongLongInt(next));
+        headers.rerouted = Some(tries(&headers).saturating_add(1));
         Outgoing {
             exchange: exchange.into(),
             routing_key: delivery.routing_key.clone(),
             body: delivery.data.clone(),
-            properties: delivery.properties.clone().with_headers(headers),
+            properties: delivery.properties.clone().with_headers(headers.encode()),
         }
     }
 
@@ -204,11 +206,8 @@ impl Rerouter {
 }
 
 /// Earlier tries to put a message back (`x-sluice-rerouted`).
-fn tries(headers: Option<&FieldTable>) -> i64 {
-    match headers.and_then(|h| h.inner().get(headers::REROUTED)) {
-        Some(AMQPValue::LongLongInt(n)) => *n,
-        _ => 0,
-    }
+fn tries(headers: &MessageHeaders) -> i64 {
+    headers.rerouted.unwrap_or(0)
 }
 
 /// No wait the first time; then 250 ms doubling with each try, at most 30 s.
@@ -235,10 +234,10 @@ mod tests {
 
     #[test]
     fn tries_are_read_from_the_rerouted_header() {
-        let mut table = FieldTable::default();
-        assert_eq!(tries(Some(&table)), 0);
-        table.insert(headers::REROUTED.into(), AMQPValue::LongLongInt(3));
-        assert_eq!(tries(Some(&table)), 3);
-        assert_eq!(tries(None), 0);
+        let mut headers = MessageHeaders::default();
+        assert_eq!(tries(&headers), 0);
+        headers.rerouted = Some(3);
+        let read = MessageHeaders::decode(Some(&headers.encode()));
+        assert_eq!(tries(&read), 3);
     }
 }

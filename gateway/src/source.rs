@@ -26,20 +26,7 @@ use crate::signature::{
     StandardSignature, TokenCheck, VerifiedBody,
 };
 
-/// A configured source name (validated by the config: `[a-z0-9_-]{1,64}`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SourceName(String);
-
-impl SourceName {
-    /// A name taken from `[sources.<name>]` (which the config validated), for tools.
-    pub fn from_config_name(name: &str) -> Self {
-        Self(name.to_owned())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+pub use sluice_shared::message::SourceName;
 
 /// A POSTed event that is a verification challenge: its value is echoed.
 #[derive(Debug, Clone)]
@@ -126,7 +113,7 @@ impl Source {
             pointer: config.challenge_pointer.clone(),
         });
         Ok(Self {
-            name: SourceName(name.to_owned()),
+            name: SourceName::from_config_name(name),
             auth,
             extractor: extractor(config),
             limits,

@@ -1,9 +1,6 @@
-//! The CloudEvents 1.0 envelope every event travels in, and the AMQP header
-//! names that ride beside it.
-//!
-//! The body on the queue is the envelope as JSON; the headers repeat what the
-//! worker must read without parsing the body (source, type, attempt, request
-//! id, trace context, time received) and, on the dead queue, why the event died.
+//! The CloudEvents 1.0 envelope every event travels in: the body of every
+//! message on the queue, as JSON. The headers beside it are
+//! [`crate::message`]'s.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,46 +12,6 @@ pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 
 /// What comes between the envelope's other fields and its `data`.
 const DATA_KEY: &[u8] = b",\"data\":";
-
-/// AMQP header names. `x-sluice-` keeps them apart from RabbitMQ's own `x-death`.
-pub mod headers {
-    /// The source's configured name.
-    pub const SOURCE: &str = "x-sluice-source";
-    /// The normalised event type.
-    pub const TYPE: &str = "x-sluice-type";
-    /// Delivery attempts that have failed so far (0 on first publish).
-    pub const ATTEMPT: &str = "x-sluice-attempt";
-    /// The request id, carried into the worker's logs and deliveries.
-    pub const REQUEST_ID: &str = "x-sluice-request-id";
-    /// The W3C trace context of the gateway's publish (see [`crate::trace`]);
-    /// the worker sends a child of it downstream.
-    pub const TRACEPARENT: &str = crate::trace::TRACEPARENT;
-    /// When the gateway received the event, milliseconds since the Unix epoch.
-    pub const RECEIVED_AT_MS: &str = "x-sluice-received-at-ms";
-    /// Dead queue: why the event is there (`rejected`, `attempts_exhausted`, `unparseable`, `no_route`).
-    pub const REASON: &str = "x-sluice-reason";
-    /// Dead queue: the last delivery error, as text.
-    pub const LAST_ERROR: &str = "x-sluice-last-error";
-    /// Dead queue: the last HTTP status downstream answered, if any.
-    pub const LAST_STATUS: &str = "x-sluice-last-status";
-    /// Dead queue: delivery attempts made.
-    pub const ATTEMPTS: &str = "x-sluice-attempts";
-    /// Dead queue: first failure, milliseconds since the Unix epoch.
-    pub const FIRST_FAILURE_MS: &str = "x-sluice-first-failure-ms";
-    /// Dead queue: last failure, milliseconds since the Unix epoch.
-    pub const LAST_FAILURE_MS: &str = "x-sluice-last-failure-ms";
-    /// Replayed from the dead queue: how many times (1 on the first replay).
-    pub const REPLAYED: &str = "x-sluice-replayed";
-    /// Replayed from the dead queue: when, milliseconds since the Unix epoch.
-    pub const REPLAYED_AT_MS: &str = "x-sluice-replayed-at-ms";
-    /// Which publish a message came from: one random id per gateway
-    /// request, kept by retry and replayed copies. Two messages of one event
-    /// with different copies were published twice; the worker delivers the
-    /// first it sees (its copy of record) and drops the other.
-    pub const COPY: &str = "x-sluice-copy";
-    /// Put back from the unroutable queue: how many times (1 the first time).
-    pub const REROUTED: &str = "x-sluice-rerouted";
-}
 
 /// A CloudEvents 1.0 structured-mode event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

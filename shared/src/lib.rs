@@ -20,6 +20,7 @@ pub mod config;
 pub mod envelope;
 pub mod event_key;
 pub mod id_digest;
+pub mod message;
 pub mod publish;
 pub mod runtime;
 pub mod secret;

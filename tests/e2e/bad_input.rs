@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use base64::Engine;
-use sluice_shared::envelope::headers;
+use sluice_shared::message::DeadReason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::broker::Broker;
@@ -192,10 +192,7 @@ async fn every_kind_of_bad_input_gets_its_status_and_nothing_is_published() {
         "each unparseable body is kept once"
     );
     for (message, raw) in dead.iter().zip(&unparseable) {
-        assert_eq!(
-            message.header_str(headers::REASON).as_deref(),
-            Some("unparseable")
-        );
+        assert_eq!(message.headers().reason, Some(DeadReason::Unparseable));
         let kept = message.json()["data_base64"].as_str().map(|b| {
             base64::engine::general_purpose::STANDARD
                 .decode(b)

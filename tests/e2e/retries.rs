@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sluice_shared::envelope::headers;
+use sluice_shared::message::DeadReason;
 
 use crate::support::broker::Broker;
 use crate::support::downstream::Plan;
@@ -61,23 +61,16 @@ async fn a_400_sends_the_event_to_the_dead_queue_at_once_with_its_reasons() {
             .map(|s| s.to_string()),
         Some(id.clone())
     );
-    assert_eq!(
-        message.header_str(headers::REASON).as_deref(),
-        Some("rejected")
-    );
+    assert_eq!(message.headers().reason, Some(DeadReason::Rejected));
     assert_eq!(
         message.routing_key, "whatzme.messages.upsert",
         "the dead copy keeps <source>.<type>"
     );
-    assert_eq!(message.header_int(headers::LAST_STATUS), Some(400));
-    assert_eq!(message.header_int(headers::ATTEMPTS), Some(1));
-    assert!(
-        message
-            .header_str(headers::LAST_ERROR)
-            .is_some_and(|e| !e.is_empty())
-    );
-    assert!(message.header_int(headers::FIRST_FAILURE_MS).is_some());
-    assert!(message.header_int(headers::LAST_FAILURE_MS).is_some());
+    assert_eq!(message.headers().last_status, Some(400));
+    assert_eq!(message.headers().attempts, Some(1));
+    assert!(message.headers().last_error.is_some_and(|e| !e.is_empty()));
+    assert!(message.headers().first_failure_ms.is_some());
+    assert!(message.headers().last_failure_ms.is_some());
     assert_eq!(
         message.json()["id"],
         id,
@@ -113,14 +106,11 @@ async fn an_event_that_always_fails_is_dead_after_the_last_tier() {
     );
     let taken = broker.drain(&topology.dead_queue()).await;
     assert_eq!(
-        taken[0].header_str(headers::REASON).as_deref(),
-        Some("attempts_exhausted")
+        taken[0].headers().reason,
+        Some(DeadReason::AttemptsExhausted)
     );
-    assert_eq!(
-        taken[0].header_int(headers::ATTEMPTS),
-        Some(i64::from(tiers + 1))
-    );
-    assert_eq!(taken[0].header_int(headers::LAST_STATUS), Some(503));
+    assert_eq!(taken[0].headers().attempts, Some(i64::from(tiers + 1)));
+    assert_eq!(taken[0].headers().last_status, Some(503));
     assert!(downstream.delivered_ids().is_empty());
     assert_eq!(broker.total(&topology).await, 0);
     broker.delete(&topology).await;

@@ -114,13 +114,13 @@ impl CopyCheck {
     pub async fn check(&self, event: &SluiceEvent, copy: &str) -> Result<Verdict, CopyCheckError> {
         let copy_key = event_key(
             &format!("{}:copy", self.key_prefix),
-            &event.source,
-            &event.id,
+            event.source.as_str(),
+            event.id.as_str(),
         );
-        let dedup_key = event_key(&self.key_prefix, &event.source, &event.id);
+        let dedup_key = event_key(&self.key_prefix, event.source.as_str(), event.id.as_str());
         let window = self
             .dedup_ttls
-            .get(&event.source)
+            .get(event.source.as_str())
             .copied()
             .unwrap_or(DEFAULT_DEDUP_TTL);
         let mut pipe = redis::pipe();

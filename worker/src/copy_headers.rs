@@ -4,25 +4,13 @@
 //! A copy keeps the original's properties (persistent, `message_id`,
 //! `content_type`, timestamp) and headers, and gains the story of its
 //! failures: the attempt count, the last error and status, the first and last
-//! failure times; a dead copy also says why it died. Pure functions, so the
-//! header arithmetic is unit-tested without a broker.
+//! failure times; a dead copy also says why it died. Pure functions over
+//! [`MessageHeaders`], so the header arithmetic is unit-tested without a broker.
 
 use lapin::BasicProperties;
-use std::collections::BTreeMap;
-
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use sluice_shared::envelope::headers;
+use sluice_shared::message::{DeadReason, MessageHeaders, copy_properties};
 
 use crate::delivery_error::DeliveryError;
-use crate::message::integer;
-use crate::retry::DeadReason;
-
-/// AMQP delivery mode 2: the broker writes the message to disk.
-const PERSISTENT: u8 = 2;
-
-/// Set by a quorum queue on every redelivery: a copy is a new message and
-/// must start counting from zero, or it would reach `x-delivery-limit` early.
-pub(crate) const DELIVERY_COUNT: &str = "x-delivery-count";
 
 /// The last failure, as it is recorded in headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +30,6 @@ impl From<&DeliveryError> for LastFailure {
     }
 }
 
-/// Header names to values, as a copy is being assembled.
-type Headers = BTreeMap<ShortString, AMQPValue>;
-
 /// Properties of the copy parked in a retry tier after `attempts_made` attempts.
 pub fn for_retry(
     original: &BasicProperties,
@@ -52,13 +37,10 @@ pub fn for_retry(
     last: &LastFailure,
     now_ms: i64,
 ) -> BasicProperties {
-    let mut table = copied_headers(original);
-    table.insert(
-        headers::ATTEMPT.into(),
-        AMQPValue::LongLongInt(attempts_made.into()),
-    );
-    record_failure(&mut table, last, now_ms);
-    persistent_copy(original, table)
+    let mut headers = copied_headers(original);
+    headers.attempt = Some(attempts_made.into());
+    record_failure(&mut headers, last, now_ms);
+    copy_properties(original, headers)
 }
 
 /// Properties of the copy published to the dead exchange.
@@ -69,73 +51,40 @@ pub fn for_dead(
     last: &LastFailure,
     now_ms: i64,
 ) -> BasicProperties {
-    let mut table = copied_headers(original);
-    table.insert(headers::REASON.into(), text(reason.as_str()));
-    table.insert(
-        headers::ATTEMPTS.into(),
-        AMQPValue::LongLongInt(attempts_made.into()),
-    );
-    record_failure(&mut table, last, now_ms);
-    persistent_copy(original, table)
+    let mut headers = copied_headers(original);
+    headers.reason = Some(reason);
+    headers.attempts = Some(attempts_made.into());
+    record_failure(&mut headers, last, now_ms);
+    copy_properties(original, headers)
 }
 
-fn copied_headers(original: &BasicProperties) -> Headers {
-    let mut table = original
-        .headers()
-        .as_ref()
-        .map(|table| table.inner().clone())
-        .unwrap_or_default();
-    table.remove(DELIVERY_COUNT);
-    table
-}
-
-fn record_failure(table: &mut Headers, last: &LastFailure, now_ms: i64) {
-    let first = table
-        .get(headers::FIRST_FAILURE_MS)
-        .and_then(integer)
-        .unwrap_or(now_ms);
-    table.insert(
-        headers::FIRST_FAILURE_MS.into(),
-        AMQPValue::LongLongInt(first),
-    );
-    table.insert(
-        headers::LAST_FAILURE_MS.into(),
-        AMQPValue::LongLongInt(now_ms),
-    );
-    table.insert(headers::LAST_ERROR.into(), text(&last.error));
-    match last.status {
-        Some(status) => {
-            table.insert(
-                headers::LAST_STATUS.into(),
-                AMQPValue::LongLongInt(status.into()),
-            );
-        }
-        // A status from an earlier attempt would lie about this one (a timeout).
-        None => {
-            table.remove(headers::LAST_STATUS);
-        }
+/// The original's headers; a copy is a new message, so RabbitMQ's delivery
+/// count starts again (or it would reach `x-delivery-limit` early).
+fn copied_headers(original: &BasicProperties) -> MessageHeaders {
+    MessageHeaders {
+        delivery_count: None,
+        ..MessageHeaders::of(original)
     }
 }
 
-fn persistent_copy(original: &BasicProperties, table: Headers) -> BasicProperties {
-    original
-        .clone()
-        .with_delivery_mode(PERSISTENT)
-        .with_headers(FieldTable::from(table))
-}
-
-fn text(value: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(value))
+fn record_failure(headers: &mut MessageHeaders, last: &LastFailure, now_ms: i64) {
+    headers.first_failure_ms = Some(headers.first_failure_ms.unwrap_or(now_ms));
+    headers.last_failure_ms = Some(now_ms);
+    headers.last_error = Some(last.error.clone());
+    // A status from an earlier attempt would lie about this one (a timeout).
+    headers.last_status = last.status.map(i64::from);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{header_integer, header_text};
+    use lapin::types::{AMQPValue, FieldTable, LongString};
     use sluice_shared::envelope::CONTENT_TYPE;
+    use sluice_shared::message::{PERSISTENT, headers};
 
     fn original(extra: Vec<(&str, AMQPValue)>) -> BasicProperties {
         let mut table = FieldTable::default();
+        let text = |v: &str| AMQPValue::LongString(LongString::from(v));
         table.insert(headers::SOURCE.into(), text("demo"));
         table.insert(headers::TYPE.into(), text("thing"));
         table.insert(headers::ATTEMPT.into(), AMQPValue::LongInt(0));
@@ -157,10 +106,6 @@ mod tests {
         }
     }
 
-    fn table(properties: &BasicProperties) -> FieldTable {
-        properties.headers().clone().unwrap()
-    }
-
     #[test]
     fn a_retry_copy_keeps_the_identity_and_counts_the_attempt() {
         let copy = for_retry(&original(vec![]), 1, &failure(Some(503)), 5_000);
@@ -168,16 +113,14 @@ mod tests {
         assert_eq!(copy.content_type().as_ref().unwrap().as_str(), CONTENT_TYPE);
         assert_eq!(copy.timestamp(), &Some(1_700_000_000));
         assert_eq!(copy.delivery_mode(), &Some(2));
-        let t = table(&copy);
-        assert_eq!(header_text(&t, headers::SOURCE).as_deref(), Some("demo"));
-        assert_eq!(header_integer(&t, headers::ATTEMPT), Some(1));
-        assert_eq!(
-            header_text(&t, headers::LAST_ERROR).as_deref(),
-            Some("HTTP 503")
-        );
-        assert_eq!(header_integer(&t, headers::LAST_STATUS), Some(503));
-        assert_eq!(header_integer(&t, headers::FIRST_FAILURE_MS), Some(5_000));
-        assert_eq!(header_integer(&t, headers::LAST_FAILURE_MS), Some(5_000));
+        let h = MessageHeaders::of(&copy);
+        assert_eq!(h.source.as_ref().map(|s| s.as_str()), Some("demo"));
+        assert_eq!(h.attempt, Some(1));
+        assert_eq!(h.last_error.as_deref(), Some("HTTP 503"));
+        assert_eq!(h.last_status, Some(503));
+        assert_eq!(h.first_failure_ms, Some(5_000));
+        assert_eq!(h.last_failure_ms, Some(5_000));
+        assert_eq!(h.reason, None);
     }
 
     #[test]
@@ -186,27 +129,26 @@ mod tests {
             headers::FIRST_FAILURE_MS,
             AMQPValue::LongLongInt(1_000),
         )]);
-        let t = table(&for_retry(&before, 3, &failure(Some(500)), 9_000));
-        assert_eq!(header_integer(&t, headers::FIRST_FAILURE_MS), Some(1_000));
-        assert_eq!(header_integer(&t, headers::LAST_FAILURE_MS), Some(9_000));
+        let h = MessageHeaders::of(&for_retry(&before, 3, &failure(Some(500)), 9_000));
+        assert_eq!(h.first_failure_ms, Some(1_000));
+        assert_eq!(h.last_failure_ms, Some(9_000));
     }
 
     #[test]
     fn a_failure_without_status_drops_the_stale_one() {
         let before = original(vec![(headers::LAST_STATUS, AMQPValue::LongLongInt(503))]);
-        let t = table(&for_retry(&before, 2, &failure(None), 9_000));
-        assert_eq!(header_integer(&t, headers::LAST_STATUS), None);
-        assert_eq!(
-            header_text(&t, headers::LAST_ERROR).as_deref(),
-            Some("timed out after 10s")
-        );
+        let h = MessageHeaders::of(&for_retry(&before, 2, &failure(None), 9_000));
+        assert_eq!(h.last_status, None);
+        assert_eq!(h.last_error.as_deref(), Some("timed out after 10s"));
     }
 
     #[test]
     fn the_quorum_delivery_count_is_not_copied() {
-        let before = original(vec![(DELIVERY_COUNT, AMQPValue::LongLongInt(4))]);
-        let t = table(&for_retry(&before, 1, &failure(Some(503)), 1));
-        assert!(!t.contains_key(DELIVERY_COUNT));
+        let before = original(vec![(headers::DELIVERY_COUNT, AMQPValue::LongLongInt(4))]);
+        let copy = for_retry(&before, 1, &failure(Some(503)), 1);
+        let table = copy.headers().clone().unwrap_or_default();
+        assert!(!table.inner().contains_key(headers::DELIVERY_COUNT));
+        assert!(table.inner().contains_key(headers::SOURCE));
     }
 
     #[test]
@@ -218,15 +160,12 @@ mod tests {
             &failure(Some(404)),
             7,
         );
-        let t = table(&copy);
-        assert_eq!(
-            header_text(&t, headers::REASON).as_deref(),
-            Some("rejected")
-        );
-        assert_eq!(header_integer(&t, headers::ATTEMPTS), Some(1));
-        assert_eq!(header_integer(&t, headers::LAST_STATUS), Some(404));
-        assert_eq!(header_integer(&t, headers::FIRST_FAILURE_MS), Some(7));
-        assert_eq!(header_text(&t, headers::TYPE).as_deref(), Some("thing"));
+        let h = MessageHeaders::of(&copy);
+        assert_eq!(h.reason, Some(DeadReason::Rejected));
+        assert_eq!(h.attempts, Some(1));
+        assert_eq!(h.last_status, Some(404));
+        assert_eq!(h.first_failure_ms, Some(7));
+        assert_eq!(h.event_type.as_ref().map(|t| t.as_str()), Some("thing"));
     }
 
     #[test]
@@ -241,11 +180,18 @@ mod tests {
             },
             7,
         );
-        let t = table(&copy);
         assert_eq!(
-            header_text(&t, headers::REASON).as_deref(),
-            Some("malformed")
+            MessageHeaders::of(&copy).reason,
+            Some(DeadReason::Malformed)
         );
         assert_eq!(copy.delivery_mode(), &Some(2));
+    }
+
+    #[test]
+    fn an_unreadable_header_of_a_malformed_message_travels_with_its_dead_copy() {
+        let before = original(vec![(headers::ATTEMPT, AMQPValue::Boolean(true))]);
+        let copy = for_dead(&before, DeadReason::Malformed, 0, &failure(None), 7);
+        let table = copy.headers().clone().unwrap_or_default();
+        assert_eq!(table.inner()[headers::ATTEMPT], AMQPValue::Boolean(true));
     }
 }

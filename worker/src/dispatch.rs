@@ -319,7 +319,7 @@ fn age(event: &SluiceEvent) -> Option<Duration> {
 fn delivery_span(event: &SluiceEvent) -> Span {
     tracing::info_span!(
         "delivery",
-        event_id_digest = %id_digest::of(&event.id),
+        event_id_digest = %event.id.log_digest(),
         source = %event.source,
         "type" = %event.event_type,
         route = tracing::field::Empty,

@@ -85,11 +85,12 @@ impl HttpTarget {
         body: &[u8],
         timestamp: i64,
     ) -> Result<HeaderMap, DeliveryError> {
-        let id = HeaderValue::from_str(&event.id).map_err(|_| DeliveryError::Permanent {
-            status: None,
-            error: "the event id cannot be sent as a webhook-id header".into(),
-        })?;
-        let signature = self.key.sign(&event.id, timestamp, body);
+        let id =
+            HeaderValue::from_str(event.id.as_str()).map_err(|_| DeliveryError::Permanent {
+                status: None,
+                error: "the event id cannot be sent as a webhook-id header".into(),
+            })?;
+        let signature = self.key.sign(event.id.as_str(), timestamp, body);
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,

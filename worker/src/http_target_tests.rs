@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap as AxumHeaders, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
+use sluice_shared::message::{EventId, EventType, SourceName};
 use sluice_shared::secret::Secret;
 use sluice_shared::standard_webhooks::SigningKey;
 
@@ -22,9 +23,9 @@ fn key() -> SigningKey {
 
 fn event(id: &str) -> SluiceEvent {
     SluiceEvent {
-        id: id.into(),
-        source: "demo".into(),
-        event_type: "thing".into(),
+        id: EventId::as_published(id),
+        source: SourceName::as_published("demo"),
+        event_type: EventType::as_published("thing"),
         failed_before: 0,
         request_id: Some("req-42".into()),
         copy: None,

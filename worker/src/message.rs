@@ -8,9 +8,8 @@
 //! dead-letters it as `malformed` instead of failing on it.
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use sluice_shared::envelope::headers;
-use sluice_shared::id_digest;
+use lapin::types::ShortString;
+use sluice_shared::message::{EventId, EventType, MessageHeaders, SourceName, headers};
 use sluice_shared::trace::TraceContext;
 
 /// A message as it came off the queue, minus its acknowledgement handle.
@@ -26,9 +25,9 @@ pub struct QueuedMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SluiceEvent {
     /// The event id (`message_id`), also the `webhook-id` downstream.
-    pub id: String,
-    pub source: String,
-    pub event_type: String,
+    pub id: EventId,
+    pub source: SourceName,
+    pub event_type: EventType,
     /// Delivery attempts that failed before this one.
     pub failed_before: u32,
     /// The gateway's request id, carried into logs and `x-request-id`.
@@ -64,31 +63,27 @@ impl SluiceEvent {
             .map(ShortString::as_str)
             .filter(|id| !id.is_empty())
             .ok_or(Malformed::NoMessageId)?;
-        let table = message
-            .properties
-            .headers()
-            .as_ref()
-            .ok_or(Malformed::NoHeaders)?;
-        let text = |name| {
-            header_text(table, name)
-                .filter(|value| !value.is_empty())
-                .ok_or(Malformed::MissingHeader(name))
-        };
-        let failed_before = match table.inner().get(headers::ATTEMPT) {
-            None => 0,
-            Some(value) => integer(value).ok_or(Malformed::NotAnInteger(headers::ATTEMPT))?,
-        };
+        if message.properties.headers().is_none() {
+            return Err(Malformed::NoHeaders);
+        }
+        let headers = MessageHeaders::of(&message.properties);
+        if headers.unreadable.contains(&headers::ATTEMPT) {
+            return Err(Malformed::NotAnInteger(headers::ATTEMPT));
+        }
         Ok(Self {
-            id: id.to_owned(),
-            source: text(headers::SOURCE)?,
-            event_type: text(headers::TYPE)?,
+            id: EventId::as_published(id),
+            source: headers
+                .source
+                .ok_or(Malformed::MissingHeader(headers::SOURCE))?,
+            event_type: headers
+                .event_type
+                .ok_or(Malformed::MissingHeader(headers::TYPE))?,
             // A negative count is nonsense: treat it as no failures so far.
-            failed_before: u32::try_from(failed_before.max(0)).unwrap_or(u32::MAX),
-            request_id: header_text(table, headers::REQUEST_ID).filter(|r| !r.is_empty()),
-            copy: header_text(table, headers::COPY).filter(|c| !c.is_empty()),
-            trace: header_text(table, headers::TRACEPARENT)
-                .and_then(|value| TraceContext::parse(&value)),
-            received_at_ms: header_integer(table, headers::RECEIVED_AT_MS),
+            failed_before: u32::try_from(headers.attempt.unwrap_or(0).max(0)).unwrap_or(u32::MAX),
+            request_id: headers.request_id,
+            copy: headers.copy,
+            trace: headers.trace,
+            received_at_ms: headers.received_at_ms,
         })
     }
 
@@ -99,7 +94,7 @@ impl SluiceEvent {
     pub fn trace_context(&self) -> TraceContext {
         self.trace.unwrap_or_else(|| match &self.request_id {
             Some(request_id) => TraceContext::derived_from(request_id),
-            None => TraceContext::derived_from(&id_digest::of(&self.id).to_string()),
+            None => TraceContext::derived_from(&self.id.log_digest().to_string()),
         })
     }
 
@@ -109,42 +104,11 @@ impl SluiceEvent {
     }
 }
 
-/// A text header, whether sent as a long or a (deprecated) short string.
-pub fn header_text(table: &FieldTable, name: &str) -> Option<String> {
-    match table.inner().get(name)? {
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_owned),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    }
-}
-
-/// An integer header in whatever width the publisher chose (clients differ:
-/// pika sends `l`, Java `I`, lapin what it is given), or digits as text.
-pub fn header_integer(table: &FieldTable, name: &str) -> Option<i64> {
-    integer(table.inner().get(name)?)
-}
-
-/// An integer value of any width, or digits as text.
-pub fn integer(value: &AMQPValue) -> Option<i64> {
-    match value {
-        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongLongInt(n) => Some(*n),
-        AMQPValue::Timestamp(n) => i64::try_from(*n).ok(),
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.trim().parse().ok(),
-        AMQPValue::ShortString(s) => s.as_str().trim().parse().ok(),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lapin::types::LongString;
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    use sluice_shared::id_digest;
 
     fn text(value: &str) -> AMQPValue {
         AMQPValue::LongString(LongString::from(value))
@@ -195,9 +159,9 @@ mod tests {
         assert_eq!(
             event,
             SluiceEvent {
-                id: "evt-1".into(),
-                source: "demo".into(),
-                event_type: "thing".into(),
+                id: EventId::as_published("evt-1"),
+                source: SourceName::as_published("demo"),
+                event_type: EventType::as_published("thing"),
                 failed_before: 2,
                 request_id: Some("req-1".into()),
                 copy: None,
@@ -338,12 +302,5 @@ mod tests {
         assert_ne!(trace, TraceContext::derived_from("16505551234").trace_id());
         let digest = id_digest::of("16505551234").to_string();
         assert_eq!(trace, TraceContext::derived_from(&digest).trace_id());
-    }
-
-    #[test]
-    fn header_integer_reads_timestamps_in_milliseconds() {
-        let headers = table(vec![("t", AMQPValue::LongLongInt(1_700_000_000_000))]);
-        assert_eq!(header_integer(&headers, "t"), Some(1_700_000_000_000));
-        assert_eq!(header_integer(&headers, "missing"), None);
     }
 }

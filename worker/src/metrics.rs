@@ -166,7 +166,7 @@ impl WorkerMetrics {
                 end_to_end.with_label_values(&[route]);
             }
         }
-        for reason in DeadReason::ALL {
+        for reason in DeadReason::BY_WORKER {
             dead.with_label_values(&[reason.as_str()]);
         }
         Ok(Self {

@@ -8,50 +8,12 @@
 //! (longer) tier, never to an earlier one: it asked us to wait at least that
 //! long. An empty list of delays is valid and means "no retries".
 
-use std::fmt;
 use std::time::Duration;
 
+pub use sluice_shared::message::DeadReason;
 use sluice_shared::topology::RetryTier;
 
 use crate::delivery_error::DeliveryError;
-
-/// Why an event ends in the dead queue; the value of its `x-sluice-reason` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadReason {
-    /// The receiver refused it for good (a permanent error).
-    Rejected,
-    /// It failed transiently after the last retry tier.
-    AttemptsExhausted,
-    /// No route matches its source and type.
-    NoRoute,
-    /// It is not a Sluice message (no id, no source or type header).
-    Malformed,
-}
-
-impl DeadReason {
-    /// Every reason, for zeroed metric series.
-    pub const ALL: [Self; 4] = [
-        Self::Rejected,
-        Self::AttemptsExhausted,
-        Self::NoRoute,
-        Self::Malformed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Rejected => "rejected",
-            Self::AttemptsExhausted => "attempts_exhausted",
-            Self::NoRoute => "no_route",
-            Self::Malformed => "malformed",
-        }
-    }
-}
-
-impl fmt::Display for DeadReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What to do with an event whose attempt just failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

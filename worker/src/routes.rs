@@ -8,7 +8,6 @@
 
 use reqwest::{Client, Url};
 use sluice_shared::config::{HandlerKind, RouteConfig};
-use sluice_shared::id_digest;
 use sluice_shared::secret::SecretError;
 use sluice_shared::standard_webhooks::{BadSecret, SigningKey};
 
@@ -101,7 +100,7 @@ impl Route {
             Handler::Http(target) => target.deliver(client, event, body).await,
             Handler::Log => {
                 tracing::info!(
-                    event_id_digest = %id_digest::of(&event.id),
+                    event_id_digest = %event.id.log_digest(),
                     source = %event.source,
                     "type" = %event.event_type,
                     route = %self.name,

@@ -26,13 +26,11 @@ use std::time::{Duration, Instant};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::ShortString;
 use lapin::{Acker, BasicProperties};
+use sluice_shared::message::MessageHeaders;
 use sluice_shared::publish::{ConfirmChannels, Outgoing, PublishError};
 use sluice_shared::topology::Topology;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
-
-use crate::copy_headers::DELIVERY_COUNT;
-use crate::message::header_integer;
 
 /// Limit on sending a publish, on its confirm and on an ack: past it the
 /// broker is treated as unreachable (a publish can hang when the server
@@ -48,10 +46,8 @@ const REQUEUE_MAX: Duration = Duration::from_secs(30);
 /// doubled for each earlier delivery of it (the quorum queue's
 /// `x-delivery-count`), at most [`REQUEUE_MAX`].
 pub fn requeue_delay(properties: &BasicProperties) -> Duration {
-    let earlier = properties
-        .headers()
-        .as_ref()
-        .and_then(|table| header_integer(table, DELIVERY_COUNT))
+    let earlier = MessageHeaders::of(properties)
+        .delivery_count
         .unwrap_or(0)
         .clamp(0, 16);
     let factor = 1u32 << u32::try_from(earlier).unwrap_or(16);
@@ -253,14 +249,13 @@ impl Settler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lapin::types::{AMQPValue, FieldTable};
 
     fn delivered_before(count: Option<i64>) -> BasicProperties {
-        let mut table = FieldTable::default();
-        if let Some(count) = count {
-            table.insert(DELIVERY_COUNT.into(), AMQPValue::LongLongInt(count));
-        }
-        BasicProperties::default().with_headers(table)
+        let headers = MessageHeaders {
+            delivery_count: count,
+            ..MessageHeaders::default()
+        };
+        BasicProperties::default().with_headers(headers.encode())
     }
 
     #[test]

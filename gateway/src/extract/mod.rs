@@ -25,89 +25,7 @@ use crate::signature::VerifiedBody;
 
 pub use data::EventData;
 
-use sha2::{Digest, Sha256};
-use sluice_shared::id_digest::{self, IdDigest};
-
-/// The longest provider id used as is; longer ones are hashed so dedup keys stay small.
-const MAX_ID_LEN: usize = 200;
-/// The longest event type kept; it becomes part of a routing key (255 bytes at most).
-const MAX_TYPE_LEN: usize = 100;
-
-/// A provider's event id, safe for Redis keys and AMQP headers.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct EventId(String);
-
-impl EventId {
-    /// Takes a provider id as is when it is short printable ASCII, else its
-    /// SHA-256: control characters, bidi overrides (U+202E) and other
-    /// non-ASCII text never reach a Redis key, an AMQP header or a log line.
-    pub fn from_provider(raw: &str) -> Self {
-        let printable = raw.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
-        if raw.is_empty() || raw.len() > MAX_ID_LEN || !printable {
-            Self::digest_of(raw.as_bytes())
-        } else {
-            Self(raw.to_owned())
-        }
-    }
-
-    /// The lowercase hex SHA-256 of some bytes.
-    pub fn digest_of(bytes: &[u8]) -> Self {
-        Self(hex::encode(Sha256::digest(bytes)))
-    }
-
-    /// The lowercase hex SHA-256 of an event's data, as it is published.
-    pub fn digest_of_data(data: &EventData) -> Self {
-        let mut hasher = Sha256::new();
-        for piece in data.pieces() {
-            hasher.update(piece);
-        }
-        Self(hex::encode(hasher.finalize()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// What log lines carry instead of the id, which can hold a phone number
-    /// (see [`sluice_shared::id_digest`]).
-    pub fn log_digest(&self) -> IdDigest {
-        id_digest::of(&self.0)
-    }
-}
-
-/// A normalised event type: `[A-Za-z0-9._-]`, other characters become `_`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventType(String);
-
-impl EventType {
-    pub fn normalise(raw: &str) -> Self {
-        let text: String = raw
-            .chars()
-            .take(MAX_TYPE_LEN)
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        if text.is_empty() {
-            Self::unknown()
-        } else {
-            Self(text)
-        }
-    }
-
-    /// The type of an event whose type pointer finds nothing.
-    pub fn unknown() -> Self {
-        Self("unknown".into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+pub use sluice_shared::message::{EventId, EventType};
 
 /// One event out of a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -211,24 +129,5 @@ mod tests {
             (events[0].id.as_str(), events[0].event_type.as_str()),
             ("msg_2", "invoice.paid")
         );
-    }
-
-    #[test]
-    fn types_are_normalised_for_routing_keys() {
-        assert_eq!(
-            EventType::normalise("message read/ok").as_str(),
-            "message_read_ok"
-        );
-        assert_eq!(EventType::normalise("").as_str(), "unknown");
-        assert_eq!(EventType::normalise(&"a".repeat(300)).as_str().len(), 100);
-    }
-
-    #[test]
-    fn long_or_control_ids_are_hashed() {
-        assert_eq!(EventId::from_provider("wamid.X").as_str(), "wamid.X");
-        assert_eq!(EventId::from_provider(&"x".repeat(201)).as_str().len(), 64);
-        assert_eq!(EventId::from_provider("a\nb").as_str().len(), 64);
-        assert_eq!(EventId::from_provider("a\u{202E}b").as_str().len(), 64);
-        assert_eq!(EventId::from_provider("3EB0:read").as_str(), "3EB0:read");
     }
 }

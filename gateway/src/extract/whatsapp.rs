@@ -330,7 +330,7 @@ fn item_event(list: List, item: &Value, data: EventData) -> Event {
         Some(raw) => EventId::from_provider(&raw),
         // No wamid: its content still identifies an identical retry. The data
         // is canonical already: serde_json's maps are sorted (see `content_id`).
-        None => EventId::digest_of_data(&data),
+        None => EventId::digest_of_pieces(data.pieces()),
     };
     Event {
         id,

@@ -15,14 +15,15 @@ mod scale;
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
-use sluice_shared::envelope::{CONTENT_TYPE, Envelope, headers};
+use sluice_shared::envelope::Envelope;
+use sluice_shared::message::{
+    DeadReason, EventId, EventType, MessageHeaders, SourceName, event_properties,
+};
 use sluice_worker::copy_headers::{LastFailure, for_dead};
-use sluice_worker::retry::DeadReason;
 
 use crate::support::TestEnv;
 use crate::support::broker::Broker;
@@ -314,17 +315,14 @@ impl DeadFixture {
 
 /// The properties the gateway gives an event.
 pub fn original(id: &str, source: &str, event_type: &str) -> BasicProperties {
-    let mut table = FieldTable::default();
-    let text = |v: &str| AMQPValue::LongString(LongString::from(v));
-    table.insert(headers::SOURCE.into(), text(source));
-    table.insert(headers::TYPE.into(), text(event_type));
-    table.insert(headers::REQUEST_ID.into(), text(&format!("req-{id}")));
-    table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(0));
-    BasicProperties::default()
-        .with_message_id(id.into())
-        .with_content_type(CONTENT_TYPE.into())
-        .with_delivery_mode(2)
-        .with_headers(table)
+    let headers = MessageHeaders {
+        source: Some(SourceName::from_config_name(source)),
+        event_type: Some(EventType::normalise(event_type)),
+        request_id: Some(format!("req-{id}")),
+        attempt: Some(0),
+        ..MessageHeaders::default()
+    };
+    event_properties(&EventId::from_provider(id), SystemTime::now(), headers)
 }
 
 /// The ids of a peek's JSON answer.

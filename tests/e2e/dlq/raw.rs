@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
-use sluice_shared::envelope::{Envelope, headers};
+use sluice_shared::envelope::Envelope;
+use sluice_shared::message::{EventType, MessageHeaders, PERSISTENT, SourceName, headers};
 
 use super::{DeadFixture, original, peeked_ids};
 use crate::support::broker::Broker;
@@ -28,19 +29,23 @@ fn delivery_limit_properties(fixture: &DeadFixture, id: &str) -> BasicProperties
     death.insert("queue".into(), text(&topology.work_queue()));
     death.insert("exchange".into(), text(&topology.events_exchange()));
     death.insert("time".into(), AMQPValue::Timestamp(DEATH_TIME_S));
-    let mut table = FieldTable::default();
-    table.insert(headers::SOURCE.into(), text("alpha"));
-    table.insert(headers::TYPE.into(), text("message.text"));
-    table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(0));
-    table.insert(
-        "x-death".into(),
+    let mut headers = MessageHeaders {
+        source: Some(SourceName::from_config_name("alpha")),
+        event_type: Some(EventType::normalise("message.text")),
+        attempt: Some(0),
+        ..MessageHeaders::default()
+    };
+    headers.broker_deaths.insert(
+        headers::X_DEATH.into(),
         AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
     );
-    table.insert("x-first-death-reason".into(), text("delivery_limit"));
+    headers
+        .broker_deaths
+        .insert("x-first-death-reason".into(), text("delivery_limit"));
     BasicProperties::default()
         .with_message_id(id.into())
-        .with_delivery_mode(2)
-        .with_headers(table)
+        .with_delivery_mode(PERSISTENT)
+        .with_headers(headers.encode())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +134,7 @@ async fn a_message_that_is_not_a_sluice_envelope_is_shown_and_exported_raw_never
     let copies = broker.drain(&fixture.env.topology().work_queue()).await;
     assert_eq!(copies.len(), 4);
     assert_eq!(
-        copies[3].header("x-death"),
+        copies[3].headers().broker_deaths.get(headers::X_DEATH),
         None,
         "the broker's record is taken off"
     );
@@ -203,7 +208,10 @@ async fn an_event_rabbitmq_dead_lettered_at_the_delivery_limit_reads_as_such_and
         .drain(&work)
         .await;
     assert_eq!(copies.len(), 1);
-    assert_eq!(copies[0].header("x-death"), None);
-    assert_eq!(copies[0].header_int(headers::ATTEMPT), Some(0));
+    assert_eq!(
+        copies[0].headers().broker_deaths.get(headers::X_DEATH),
+        None
+    );
+    assert_eq!(copies[0].headers().attempt, Some(0));
     assert!(fixture.drain_and_delete().await.is_empty());
 }

@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use lapin::options::QueueDeleteOptions;
-use sluice_shared::envelope::headers;
 
 use super::DeadFixture;
 use crate::support::broker::Broker;
@@ -71,19 +70,16 @@ async fn a_replayed_copy_has_its_attempts_reset_and_a_replayed_mark() {
         id.as_str(),
         "the envelope, byte for byte"
     );
-    assert_eq!(copy.header_int(headers::ATTEMPT), Some(0));
-    assert_eq!(copy.header_int(headers::REPLAYED), Some(1));
-    assert!(copy.header_int(headers::REPLAYED_AT_MS).is_some());
+    assert_eq!(copy.headers().attempt, Some(0));
+    assert_eq!(copy.headers().replayed, Some(1));
+    assert!(copy.headers().replayed_at_ms.is_some());
+    assert_eq!(copy.headers().request_id, Some(format!("req-{id}")));
     assert_eq!(
-        copy.header_str(headers::REQUEST_ID),
-        Some(format!("req-{id}"))
-    );
-    assert_eq!(
-        copy.header(headers::REASON),
+        copy.headers().reason,
         None,
         "no dead headers on a live event"
     );
-    assert_eq!(copy.header(headers::LAST_STATUS), None);
+    assert_eq!(copy.headers().last_status, None);
     assert_eq!(*copy.properties.delivery_mode(), Some(2));
 
     let mut rest = fixture.ids.clone();

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, FieldTable, LongString};
 use redis::AsyncCommands;
-use sluice_shared::envelope::headers;
 use sluice_shared::event_key::event_key;
+use sluice_shared::message::{EventId, EventType, MessageHeaders, SourceName, event_properties};
 
 use crate::support::broker::Broker;
 use crate::support::downstream::{Downstream, Plan};
@@ -18,20 +17,22 @@ use crate::support::{RunningWorker, SHARED_REDIS, TestEnv, eventually, metric};
 
 /// A message as the gateway publishes it for event `id` in the request whose copy is `copy`.
 fn message(id: &str, copy: &str) -> (Vec<u8>, BasicProperties) {
-    let text = |v: &str| AMQPValue::LongString(LongString::from(v));
-    let mut table = FieldTable::default();
-    table.insert(headers::SOURCE.into(), text("whatzme"));
-    table.insert(headers::TYPE.into(), text("messages.upsert"));
-    table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(0));
-    table.insert(headers::REQUEST_ID.into(), text(&format!("req-{copy}")));
-    table.insert(headers::COPY.into(), text(copy));
+    let headers = MessageHeaders {
+        source: Some(SourceName::from_config_name("whatzme")),
+        event_type: Some(EventType::normalise("messages.upsert")),
+        attempt: Some(0),
+        request_id: Some(format!("req-{copy}")),
+        copy: Some(copy.to_owned()),
+        ..MessageHeaders::default()
+    };
     let body = format!(
         r#"{{"specversion":"1.0","id":"{id}","source":"sluice/whatzme","type":"messages.upsert","data":{{}}}}"#
     );
-    let properties = BasicProperties::default()
-        .with_message_id(id.into())
-        .with_delivery_mode(2)
-        .with_headers(table);
+    let properties = event_properties(
+        &EventId::from_provider(id),
+        std::time::SystemTime::now(),
+        headers,
+    );
     (body.into_bytes(), properties)
 }
 

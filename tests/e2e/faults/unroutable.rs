@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use lapin::types::FieldTable;
-use sluice_shared::envelope::headers;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::broker::Broker;
@@ -105,7 +104,7 @@ async fn a_binding_deleted_under_load_loses_and_duplicates_nothing_and_is_repair
     for message in broker.drain(&topology.work_queue()).await {
         let id = message.json()["id"].as_str().expect("an id").to_owned();
         *copies.entry(id).or_default() += 1;
-        rerouted += usize::from(message.header_int(headers::REROUTED).is_some());
+        rerouted += usize::from(message.headers().rerouted.is_some());
     }
     let accepted: HashSet<String> = accepted.into_iter().collect();
     let lost: Vec<_> = accepted

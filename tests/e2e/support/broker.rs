@@ -2,8 +2,9 @@
 //! its messages and headers, and deleting a test's topology afterwards.
 
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use sluice_shared::message::MessageHeaders;
 use sluice_shared::topology::Topology;
 
 pub struct Broker {
@@ -20,29 +21,9 @@ pub struct Taken {
 }
 
 impl Taken {
-    pub fn header(&self, name: &str) -> Option<&AMQPValue> {
-        self.properties.headers().as_ref()?.inner().get(name)
-    }
-
-    pub fn header_str(&self, name: &str) -> Option<String> {
-        match self.header(name)? {
-            AMQPValue::LongString(s) => Some(s.to_string()),
-            AMQPValue::ShortString(s) => Some(s.to_string()),
-            _ => None,
-        }
-    }
-
-    pub fn header_int(&self, name: &str) -> Option<i64> {
-        match self.header(name)? {
-            AMQPValue::LongLongInt(n) => Some(*n),
-            AMQPValue::LongInt(n) => Some(i64::from(*n)),
-            AMQPValue::LongUInt(n) => Some(i64::from(*n)),
-            AMQPValue::ShortInt(n) => Some(i64::from(*n)),
-            AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
-            AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
-            AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
-            _ => None,
-        }
+    /// The message's headers, read by the one decoder Sluice uses.
+    pub fn headers(&self) -> MessageHeaders {
+        MessageHeaders::of(&self.properties)
     }
 
     pub fn json(&self) -> serde_json::Value {

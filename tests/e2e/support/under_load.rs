@@ -10,7 +10,6 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use sluice_shared::config::Config;
-use sluice_shared::envelope::headers;
 use sluice_shared::topology::Topology;
 
 use super::broker::{Broker, Taken};
@@ -219,7 +218,7 @@ fn copies_of(messages: &[Taken], place: Place) -> Vec<EventCopy> {
                 .as_ref()
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
-            request_id: m.header_str(headers::REQUEST_ID).unwrap_or_default(),
+            request_id: m.headers().request_id.unwrap_or_default(),
             place,
         })
         .collect()

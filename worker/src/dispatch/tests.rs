@@ -1,4 +1,5 @@
 use super::*;
+use sluice_shared::message::{EventId, EventType, SourceName};
 use std::time::Duration;
 
 fn dispatcher(delays: &[u64]) -> Dispatcher {
@@ -21,9 +22,9 @@ fn dispatcher(delays: &[u64]) -> Dispatcher {
 
 fn event(failed_before: u32) -> SluiceEvent {
     SluiceEvent {
-        id: "evt-1".into(),
-        source: "demo".into(),
-        event_type: "thing".into(),
+        id: EventId::as_published("evt-1"),
+        source: SourceName::as_published("demo"),
+        event_type: EventType::as_published("thing"),
         failed_before,
         request_id: None,
         copy: None,
@@ -102,7 +103,7 @@ fn a_dead_copy_is_routed_by_source_and_type_not_by_the_work_queue_name() {
     );
     assert_eq!(dead_routing_key(&message, None).as_str(), "sluice.work");
     let mut long = event(0);
-    long.event_type = "x".repeat(300);
+    long.event_type = EventType::as_published(&"x".repeat(300));
     assert_eq!(
         dead_routing_key(&message, Some(&long)).as_str(),
         "sluice.work"

@@ -30,9 +30,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use sluice_shared::message::headers::DELIVERY_COUNT;
 
 use super::error::DlqError;
-use super::event::{DELIVERY_COUNT, DeadEvent};
+use super::event::DeadEvent;
 use super::record::table_json;
 
 /// The most messages one confirmation covers (about 1.1 MB of token, within
@@ -207,15 +208,16 @@ mod tests {
     use super::*;
     use lapin::BasicProperties;
     use lapin::types::{AMQPValue, FieldTable, LongString};
+    use sluice_shared::message::headers;
 
     fn dead(id: &str, delivery_count: Option<i64>, failed_ms: i64) -> DeadEvent {
         let mut table = FieldTable::default();
         table.insert(
-            "x-sluice-reason".into(),
+            headers::REASON.into(),
             AMQPValue::LongString(LongString::from("rejected")),
         );
         table.insert(
-            "x-sluice-last-failure-ms".into(),
+            headers::LAST_FAILURE_MS.into(),
             AMQPValue::LongLongInt(failed_ms),
         );
         if let Some(count) = delivery_count {

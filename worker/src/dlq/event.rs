@@ -13,20 +13,8 @@
 //!   headers. They are shown and exported raw, and never replayed.
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable};
-use sluice_shared::envelope::{headers, unix_millis};
-
-use crate::message::{header_integer, header_text, integer};
-
-/// RabbitMQ's dead-lettering record: a list of tables, newest first.
-pub const X_DEATH: &str = "x-death";
-
-/// Set by a quorum queue on each redelivery, so it changes every time a
-/// command reads the message: never part of what identifies one.
-pub const DELIVERY_COUNT: &str = "x-delivery-count";
-
-/// The reason given to a message with neither `x-sluice-reason` nor `x-death`.
-pub const UNKNOWN_REASON: &str = "unknown";
+use sluice_shared::envelope::unix_millis;
+use sluice_shared::message::{DeadReason, MessageHeaders};
 
 /// One dead message, as the operator commands see it.
 #[derive(Debug, Clone)]
@@ -37,9 +25,9 @@ pub struct DeadEvent {
     pub id: Option<String>,
     pub source: Option<String>,
     pub event_type: Option<String>,
-    /// `rejected`, `attempts_exhausted`, `no_route`, `malformed`,
-    /// `unparseable`, `delivery_limit`, ... or `unknown`.
-    pub reason: String,
+    /// Why it died; [`DeadReason::Unknown`] when neither `x-sluice-reason`
+    /// nor `x-death` says.
+    pub reason: DeadReason,
     pub last_error: Option<String>,
     /// The HTTP status downstream last answered, if it answered.
     pub last_status: Option<i64>,
@@ -58,13 +46,6 @@ pub struct DeadEvent {
     pub envelope: Option<serde_json::Value>,
 }
 
-/// The newest entry of an `x-death` list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct BrokerDeath {
-    reason: String,
-    time_ms: Option<i64>,
-}
-
 impl DeadEvent {
     /// Reads whatever is in the message; never fails.
     pub fn read(
@@ -73,33 +54,36 @@ impl DeadEvent {
         properties: BasicProperties,
         body: Vec<u8>,
     ) -> Self {
-        let table = properties.headers().clone().unwrap_or_default();
+        let headers = MessageHeaders::of(&properties);
         let envelope = envelope_of(&body);
         let field = |name: &str| envelope.as_ref()?.get(name)?.as_str().map(str::to_owned);
-        let death = broker_death(&table);
-        let sluice_reason = header_text(&table, headers::REASON).filter(|r| !r.is_empty());
+        let death = headers.broker_death();
         // A broker dead-lettering is more recent than any failure headers a retry copy carried.
-        let broker_time = death.as_ref().filter(|_| sluice_reason.is_none());
+        let broker_time = death.filter(|_| headers.reason.is_none());
         Self {
             position,
             id: non_empty(properties.message_id().as_ref().map(|id| id.to_string()))
                 .or_else(|| field("id")),
-            source: non_empty(header_text(&table, headers::SOURCE)).or_else(|| {
+            source: headers.source.map(String::from).or_else(|| {
                 field("source").and_then(|s| s.strip_prefix("sluice/").map(str::to_owned))
             }),
-            event_type: non_empty(header_text(&table, headers::TYPE)).or_else(|| field("type")),
-            reason: sluice_reason
-                .or_else(|| death.as_ref().map(|d| d.reason.clone()))
-                .unwrap_or_else(|| UNKNOWN_REASON.to_owned()),
-            last_error: header_text(&table, headers::LAST_ERROR),
-            last_status: header_integer(&table, headers::LAST_STATUS),
-            attempts: header_integer(&table, headers::ATTEMPTS),
-            first_failure_ms: header_integer(&table, headers::FIRST_FAILURE_MS),
+            event_type: headers
+                .event_type
+                .map(String::from)
+                .or_else(|| field("type")),
+            reason: headers
+                .reason
+                .or_else(|| death.map(|d| d.reason))
+                .unwrap_or(DeadReason::Unknown),
+            last_error: headers.last_error,
+            last_status: headers.last_status,
+            attempts: headers.attempts,
+            first_failure_ms: headers.first_failure_ms,
             last_failure_ms: broker_time
                 .and_then(|d| d.time_ms)
-                .or_else(|| header_integer(&table, headers::LAST_FAILURE_MS)),
+                .or(headers.last_failure_ms),
             received_ms: field("time").and_then(|t| rfc3339_millis(&t)),
-            replayed: header_integer(&table, headers::REPLAYED).unwrap_or(0),
+            replayed: headers.replayed.unwrap_or(0),
             routing_key: routing_key.to_owned(),
             properties,
             body,
@@ -149,24 +133,6 @@ fn envelope_of(body: &[u8]) -> Option<serde_json::Value> {
     Some(value)
 }
 
-fn broker_death(table: &FieldTable) -> Option<BrokerDeath> {
-    let AMQPValue::FieldArray(list) = table.inner().get(X_DEATH)? else {
-        return None;
-    };
-    let AMQPValue::FieldTable(newest) = list.as_slice().first()? else {
-        return None;
-    };
-    Some(BrokerDeath {
-        reason: header_text(newest, "reason").unwrap_or_else(|| UNKNOWN_REASON.to_owned()),
-        // AMQP timestamps are whole seconds.
-        time_ms: newest
-            .inner()
-            .get("time")
-            .and_then(integer)
-            .and_then(|s| s.checked_mul(1000)),
-    })
-}
-
 fn non_empty(text: Option<String>) -> Option<String> {
     text.filter(|t| !t.is_empty())
 }
@@ -181,10 +147,11 @@ pub fn rfc3339_millis(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lapin::types::{FieldArray, LongString};
+    use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
     use std::time::{Duration, UNIX_EPOCH};
 
     use sluice_shared::envelope::Envelope;
+    use sluice_shared::message::headers;
 
     fn text(value: &str) -> AMQPValue {
         AMQPValue::LongString(LongString::from(value))
@@ -234,7 +201,7 @@ mod tests {
         let event = DeadEvent::read(1, "crm.contact.updated", props, envelope("evt-1"));
         assert_eq!(event.id.as_deref(), Some("evt-1"));
         assert_eq!(event.subject().as_deref(), Some("crm.contact.updated"));
-        assert_eq!(event.reason, "rejected");
+        assert_eq!(event.reason, DeadReason::Rejected);
         assert_eq!(event.last_status, Some(400));
         assert_eq!(event.attempts, Some(1));
         assert_eq!(event.failed_at_ms(), Some(1_700_000_500_000));
@@ -258,14 +225,14 @@ mod tests {
                     AMQPValue::LongLongInt(1_700_000_100_000),
                 ),
                 (
-                    X_DEATH,
+                    headers::X_DEATH,
                     AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
                 ),
             ],
             Some("evt-2"),
         );
         let event = DeadEvent::read(3, "sluice.work", props, envelope("evt-2"));
-        assert_eq!(event.reason, "delivery_limit");
+        assert_eq!(event.reason, DeadReason::DeliveryLimit);
         assert_eq!(event.failed_at_ms(), Some(1_700_000_900_000));
         assert_eq!(event.subject().as_deref(), Some("crm.contact.updated"));
         assert_eq!(event.not_replayable(), None);
@@ -279,7 +246,7 @@ mod tests {
             BasicProperties::default(),
             b"\xffnot json".to_vec(),
         );
-        assert_eq!(event.reason, UNKNOWN_REASON);
+        assert_eq!(event.reason, DeadReason::Unknown);
         assert_eq!(event.id, None);
         assert!(!event.is_envelope());
         assert_eq!(event.not_replayable(), Some("not a Sluice envelope"));

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use sluice_shared::message::{DeadReason, UnknownReason};
+
 use super::event::{DeadEvent, rfc3339_millis};
 use crate::glob::Glob;
 
@@ -28,9 +30,8 @@ pub struct FilterArgs {
     #[arg(long = "type", value_delimiter = ',')]
     #[serde(rename = "type", deserialize_with = "list")]
     pub event_type: Vec<String>,
-    /// Only events dead for these reasons (`rejected`, `attempts_exhausted`,
-    /// `no_route`, `malformed`, `unparseable`, `delivery_limit`, `unknown`).
-    #[arg(long, value_delimiter = ',')]
+    /// Only events dead for these reasons.
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(DeadReason::NAMES))]
     #[serde(deserialize_with = "list")]
     pub reason: Vec<String>,
     /// Only events whose last HTTP status is one of these (`503`, `5xx`, `none`).
@@ -91,6 +92,8 @@ pub enum FilterError {
     Status(String),
     #[error("--since is not before --until: no event could match")]
     EmptyRange,
+    #[error("--reason {0}")]
+    Reason(#[from] UnknownReason),
 }
 
 /// A last-status condition.
@@ -108,7 +111,7 @@ enum StatusMatch {
 pub struct Filter {
     sources: Vec<String>,
     types: Vec<Glob>,
-    reasons: Vec<String>,
+    reasons: Vec<DeadReason>,
     statuses: Vec<StatusMatch>,
     since_ms: Option<i64>,
     until_ms: Option<i64>,
@@ -131,7 +134,10 @@ impl Filter {
                 .iter()
                 .map(|t| Glob::new(t))
                 .collect(),
-            reasons: cleaned(&args.reason),
+            reasons: cleaned(&args.reason)
+                .iter()
+                .map(|r| r.parse())
+                .collect::<Result<_, _>>()?,
             statuses: cleaned(&args.status)
                 .iter()
                 .map(|s| status_match(s))
@@ -268,7 +274,7 @@ mod tests {
         event.id = Some(format!("{source}-{event_type}"));
         event.source = Some(source.into());
         event.event_type = Some(event_type.into());
-        event.reason = "attempts_exhausted".into();
+        event.reason = DeadReason::AttemptsExhausted;
         event.last_status = status;
         event.last_failure_ms = Some(failed_ms);
         event
@@ -424,5 +430,40 @@ mod tests {
         });
         assert!(f.matches(&event("a", "t", None, NOW)));
         assert!(!f.matches(&event("a", "u", None, NOW)));
+    }
+}
+
+#[cfg(test)]
+mod reason_flag_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        filter: FilterArgs,
+    }
+
+    #[test]
+    fn a_misspelt_reason_is_refused_by_the_cli_with_the_valid_names() {
+        let error = Flags::try_parse_from(["dlq", "--reason", "rejectd"])
+            .err()
+            .expect("--reason rejectd is refused");
+        let text = error.to_string();
+        assert!(text.contains("rejectd"), "{text}");
+        assert!(text.contains("attempts_exhausted"), "{text}");
+        let flags = Flags::try_parse_from(["dlq", "--reason", "rejected,delivery_limit"])
+            .expect("valid reasons parse");
+        assert_eq!(flags.filter.reason, ["rejected", "delivery_limit"]);
+    }
+
+    #[test]
+    fn a_misspelt_reason_from_the_http_api_is_an_error_naming_the_valid_ones() {
+        let args: FilterArgs =
+            serde_json::from_value(serde_json::json!({"reason": "rejectd"})).expect("JSON");
+        let error = Filter::parse(&args, 0).expect_err("rejectd is no reason");
+        let text = error.to_string();
+        assert!(text.starts_with("--reason \"rejectd\""), "{text}");
+        assert!(text.contains("no_route"), "{text}");
     }
 }

@@ -89,7 +89,7 @@ fn row(event: &DeadEvent) -> String {
         clip(&id, 28),
         clip(event.source.as_deref().unwrap_or("-"), 10),
         clip(event.event_type.as_deref().unwrap_or("-"), 20),
-        clip(&event.reason, 18),
+        clip(event.reason.as_str(), 18),
         event.last_status.map_or_else(dash, |s| s.to_string()),
         event.attempts.map_or_else(dash, |a| a.to_string()),
         event.failed_at_ms().map_or_else(dash, rfc3339),

@@ -14,7 +14,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{Map, Value, json};
 
 use super::event::DeadEvent;
-use crate::message::integer;
+use sluice_shared::message::integer;
 
 /// The record of `event`; `with_data` includes the payload.
 pub fn record(event: &DeadEvent, with_data: bool) -> Value {
@@ -24,7 +24,7 @@ pub fn record(event: &DeadEvent, with_data: bool) -> Value {
         "id": event.id,
         "source": event.source,
         "type": event.event_type,
-        "reason": event.reason,
+        "reason": event.reason.as_str(),
         "last_error": event.last_error,
         "last_status": event.last_status,
         "attempts": event.attempts,

@@ -11,30 +11,10 @@
 //! ([`sluice_shared::publish`]), and counts as sent only on a plain confirm.
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use sluice_shared::envelope::headers;
+use lapin::types::ShortString;
+use sluice_shared::message::{EventType, MessageHeaders, SourceName, copy_properties};
 
-use super::event::{DELIVERY_COUNT, DeadEvent, X_DEATH};
-
-/// AMQP delivery mode 2: written to disk.
-const PERSISTENT: u8 = 2;
-
-/// Headers that describe a death; a replayed event starts afresh without them.
-const DEATH_HEADERS: [&str; 13] = [
-    headers::REASON,
-    headers::LAST_ERROR,
-    headers::LAST_STATUS,
-    headers::ATTEMPTS,
-    headers::FIRST_FAILURE_MS,
-    headers::LAST_FAILURE_MS,
-    X_DEATH,
-    "x-first-death-exchange",
-    "x-first-death-queue",
-    "x-first-death-reason",
-    "x-last-death-exchange",
-    "x-last-death-queue",
-    "x-last-death-reason",
-];
+use super::event::DeadEvent;
 
 /// The routing key and properties of `event`'s replayed copy, or `None`
 /// when it cannot be replayed (see [`DeadEvent::not_replayable`]).
@@ -47,41 +27,23 @@ pub fn replay_copy(event: &DeadEvent, now_ms: i64) -> Option<(String, BasicPrope
         event.source.as_ref()?,
         event.event_type.as_ref()?,
     );
-    let mut table = event
-        .properties
-        .headers()
-        .as_ref()
-        .map(|t| t.inner().clone())
-        .unwrap_or_default();
-    // DELIVERY_COUNT too: a copy is a new message.
-    for name in DEATH_HEADERS.iter().chain([&DELIVERY_COUNT]) {
-        table.remove(*name);
-    }
-    let text = |value: &str| AMQPValue::LongString(LongString::from(value));
-    table.insert(headers::SOURCE.into(), text(source));
-    table.insert(headers::TYPE.into(), text(event_type));
-    table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(0));
-    table.insert(
-        headers::REPLAYED.into(),
-        AMQPValue::LongLongInt(event.replayed.saturating_add(1)),
-    );
-    table.insert(
-        headers::REPLAYED_AT_MS.into(),
-        AMQPValue::LongLongInt(now_ms),
-    );
-    let properties = event
-        .properties
-        .clone()
-        .with_message_id(ShortString::from(id.as_str()))
-        .with_delivery_mode(PERSISTENT)
-        .with_headers(FieldTable::from(table));
+    let mut headers = MessageHeaders::of(&event.properties);
+    headers.forget_death();
+    headers.source = Some(SourceName::as_published(source));
+    headers.event_type = Some(EventType::as_published(event_type));
+    headers.attempt = Some(0);
+    headers.replayed = Some(event.replayed.saturating_add(1));
+    headers.replayed_at_ms = Some(now_ms);
+    let properties =
+        copy_properties(&event.properties, headers).with_message_id(ShortString::from(id.as_str()));
     Some((format!("{source}.{event_type}"), properties))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{header_integer, header_text};
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    use sluice_shared::message::{PERSISTENT, headers};
 
     fn dead(replayed: Option<i64>) -> DeadEvent {
         let mut table = FieldTable::default();
@@ -92,7 +54,12 @@ mod tests {
         table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(3));
         table.insert(headers::REASON.into(), text("attempts_exhausted"));
         table.insert(headers::LAST_STATUS.into(), AMQPValue::LongLongInt(503));
-        table.insert(DELIVERY_COUNT.into(), AMQPValue::LongLongInt(2));
+        table.insert(headers::DELIVERY_COUNT.into(), AMQPValue::LongLongInt(2));
+        table.insert(
+            headers::X_DEATH.into(),
+            AMQPValue::FieldArray(vec![].into()),
+        );
+        table.insert("x-last-death-reason".into(), text("expired"));
         if let Some(n) = replayed {
             table.insert(headers::REPLAYED.into(), AMQPValue::LongLongInt(n));
         }
@@ -108,15 +75,19 @@ mod tests {
     fn a_replayed_copy_starts_afresh_with_a_mark() {
         let (key, properties) = replay_copy(&dead(None), 42).unwrap();
         assert_eq!(key, "crm.contact.updated");
+        let copy = MessageHeaders::of(&properties);
+        assert_eq!(copy.attempt, Some(0));
+        assert_eq!(copy.replayed, Some(1));
+        assert_eq!(copy.replayed_at_ms, Some(42));
+        assert_eq!(copy.request_id.as_deref(), Some("req-9"));
         let table = properties.headers().clone().unwrap();
-        assert_eq!(header_integer(&table, headers::ATTEMPT), Some(0));
-        assert_eq!(header_integer(&table, headers::REPLAYED), Some(1));
-        assert_eq!(header_integer(&table, headers::REPLAYED_AT_MS), Some(42));
-        assert_eq!(
-            header_text(&table, headers::REQUEST_ID).as_deref(),
-            Some("req-9")
-        );
-        for gone in [headers::REASON, headers::LAST_STATUS, DELIVERY_COUNT] {
+        for gone in [
+            headers::REASON,
+            headers::LAST_STATUS,
+            headers::DELIVERY_COUNT,
+            headers::X_DEATH,
+            "x-last-death-reason",
+        ] {
             assert!(!table.inner().contains_key(gone), "{gone} is removed");
         }
         assert_eq!(*properties.delivery_mode(), Some(PERSISTENT));
@@ -129,8 +100,7 @@ mod tests {
     #[test]
     fn a_second_replay_counts_two() {
         let (_, properties) = replay_copy(&dead(Some(1)), 42).unwrap();
-        let table = properties.headers().clone().unwrap();
-        assert_eq!(header_integer(&table, headers::REPLAYED), Some(2));
+        assert_eq!(MessageHeaders::of(&properties).replayed, Some(2));
     }
 
     #[test]

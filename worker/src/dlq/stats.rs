@@ -57,7 +57,7 @@ impl Stats {
         self.replayed_before += u64::from(event.replayed > 0);
         bump(&mut self.by_source, event.source.as_deref());
         bump(&mut self.by_type, event.event_type.as_deref());
-        bump(&mut self.by_reason, Some(&event.reason));
+        bump(&mut self.by_reason, Some(event.reason.as_str()));
         bump(
             &mut self.by_status,
             event.last_status.map(|s| s.to_string()).as_deref(),
@@ -96,13 +96,14 @@ pub async fn collect(queue: &DeadQueue, filter: &Filter) -> Result<Stats, DlqErr
 mod tests {
     use super::*;
     use lapin::BasicProperties;
+    use sluice_shared::message::DeadReason;
 
     fn event(source: &str, status: Option<i64>, at: i64) -> DeadEvent {
         let body = format!(
             r#"{{"specversion":"1.0","id":"x","source":"sluice/{source}","type":"t.{source}"}}"#
         );
         let mut event = DeadEvent::read(1, "k", BasicProperties::default(), body.into_bytes());
-        event.reason = "attempts_exhausted".into();
+        event.reason = DeadReason::AttemptsExhausted;
         event.last_status = status;
         event.last_failure_ms = Some(at);
         event
