@@ -7,8 +7,8 @@ use base64::Engine;
 use sluice_shared::message::DeadReason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::broker::Broker;
-use crate::support::{RunningGateway, TestEnv, post_signed, signature, upsert_body};
+use sluice_testkit::broker::Broker;
+use sluice_testkit::{RunningGateway, TestEnv, post_signed, signature, upsert_body};
 
 async fn post(url: &str, signature: Option<&str>, body: Vec<u8>) -> (u16, serde_json::Value) {
     let mut request = reqwest::Client::new().post(url).body(body);

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::broker::Broker;
-use crate::support::private::PrivateRabbit;
-use crate::support::{RunningGateway, SHARED_REDIS, TestEnv, eventually, post_signed, upsert_body};
+use sluice_testkit::broker::Broker;
+use sluice_testkit::private::PrivateRabbit;
+use sluice_testkit::{RunningGateway, SHARED_REDIS, TestEnv, eventually, post_signed, upsert_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_gives_503_in_budget_and_the_retry_is_accepted_afterwards() {
@@ -29,7 +29,7 @@ async fn a_broker_outage_gives_503_in_budget_and_the_retry_is_accepted_afterward
     let started = Instant::now();
     let response = client
         .post(&url)
-        .header("X-Signature", crate::support::signature(during.as_bytes()))
+        .header("X-Signature", sluice_testkit::signature(during.as_bytes()))
         .body(during.clone())
         .send()
         .await

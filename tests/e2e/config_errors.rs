@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::TestEnv;
+use sluice_testkit::TestEnv;
 
 fn run_worker(env: &TestEnv, toml: &str) -> (Option<i32>, String) {
     let path = env.dir.path().join("bad.toml");

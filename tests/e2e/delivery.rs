@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::support::downstream::{Downstream, Plan};
-use crate::support::{
+use sluice_testkit::downstream::{Downstream, Plan};
+use sluice_testkit::{
     RunningGateway, RunningWorker, TestEnv, eventually, post_signed, upsert_body,
 };
 

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use sluice_gateway::signature::hex_hmac_sha256;
 
-use crate::support::broker::Broker;
-use crate::support::providers::{WA_SECRET, send, sources_toml};
-use crate::support::{RunningGateway, TestEnv, post_signed};
+use sluice_testkit::broker::Broker;
+use sluice_testkit::providers::{WA_SECRET, send, sources_toml};
+use sluice_testkit::{RunningGateway, TestEnv, post_signed};
 
 /// A WhatzMeAPI status update with `items` statuses and a shared `pad` of `context` bytes.
 fn statuses(env: &TestEnv, items: usize, context: usize) -> String {

@@ -6,8 +6,8 @@ use std::process::Command;
 
 use sluice_shared::id_digest::IdDigester;
 
-use crate::support::TestEnv;
-use crate::support::providers::secret_file;
+use sluice_testkit::TestEnv;
+use sluice_testkit::providers::secret_file;
 
 fn id_digest(env: &TestEnv, toml: &str, ids: &[&str]) -> (Option<i32>, String, String) {
     let path = env.dir.path().join("digest.toml");

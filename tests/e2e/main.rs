@@ -3,8 +3,6 @@
 //! on loopback. Each test has its own queue prefix and Redis key prefix, so
 //! tests never see each other's data. Tests that stop a broker start their own.
 
-mod support;
-
 mod bad_input;
 mod broker_outage;
 mod cluster;
@@ -19,3 +17,11 @@ mod providers;
 mod redis;
 mod retries;
 mod worker_crash;
+
+/// The gateway of a [`sluice_testkit::gateway_process::GatewayProcess`]: this
+/// binary run again with only this test selected serves a gateway.
+#[test]
+#[ignore = "the gateway process of GatewayProcess; does nothing when run otherwise"]
+fn gateway_child_process() {
+    sluice_testkit::gateway_process::serve_if_child();
+}

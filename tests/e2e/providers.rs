@@ -9,11 +9,11 @@ use sluice_gateway::signature::hex_hmac_sha256;
 use sluice_shared::secret::Secret;
 use sluice_shared::standard_webhooks::SigningKey;
 
-use crate::support::broker::Broker;
-use crate::support::providers::{
+use sluice_testkit::broker::Broker;
+use sluice_testkit::providers::{
     NOTMETA_SECRET, TREBLE_TOKEN, WA_SECRET, fixture, secret_file, send, sources_toml,
 };
-use crate::support::{RunningGateway, TestEnv};
+use sluice_testkit::{RunningGateway, TestEnv};
 
 const SW_OLD: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const SW_NEW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -67,7 +67,7 @@ fn notmeta_signature(body: &[u8]) -> Vec<(&'static str, String)> {
 }
 
 fn whatzme_signature(body: &[u8]) -> Vec<(&'static str, String)> {
-    vec![("X-Signature", crate::support::signature(body))]
+    vec![("X-Signature", sluice_testkit::signature(body))]
 }
 
 fn bearer(token: &str) -> Vec<(&'static str, String)> {

@@ -6,9 +6,9 @@ use std::time::Duration;
 use sluice_gateway::dedup::DedupKey;
 use sluice_shared::config::RedisErrorPolicy;
 
-use crate::support::broker::Broker;
-use crate::support::private::PrivateRedis;
-use crate::support::{
+use sluice_testkit::broker::Broker;
+use sluice_testkit::private::PrivateRedis;
+use sluice_testkit::{
     RunningGateway, SHARED_AMQP, SHARED_REDIS, TestEnv, eventually, metric, post_signed,
     upsert_body,
 };
@@ -104,7 +104,7 @@ async fn an_event_pending_elsewhere_gets_503_retry_after_1_and_its_retry_finds_i
         .post(gateway.url("whatzme"))
         .header(
             "X-Signature",
-            crate::support::signature(upsert_body(&id).as_bytes()),
+            sluice_testkit::signature(upsert_body(&id).as_bytes()),
         )
         .body(upsert_body(&id))
         .send()

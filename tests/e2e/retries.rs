@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use sluice_shared::message::DeadReason;
 
-use crate::support::broker::Broker;
-use crate::support::downstream::Plan;
-use crate::support::{OneEvent, eventually, one_event};
+use sluice_testkit::broker::Broker;
+use sluice_testkit::downstream::Plan;
+use sluice_testkit::{OneEvent, eventually, one_event};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_that_fails_twice_arrives_on_the_third_attempt() {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::support::downstream::{Downstream, Plan};
-use crate::support::{RunningGateway, TestEnv, eventually, post_signed, upsert_body};
+use sluice_testkit::downstream::{Downstream, Plan};
+use sluice_testkit::{RunningGateway, TestEnv, eventually, post_signed, upsert_body};
 
 const EVENTS: usize = 300;
 

@@ -21,13 +21,6 @@
 //! a phone number; a line fails if it holds one as text, or inside any
 //! base64 it carries, or holds a fixture's wamid at all.
 
-#[allow(
-    dead_code,
-    reason = "the e2e support module serves many tests; this one uses part of it"
-)]
-#[path = "../e2e/support/mod.rs"]
-mod support;
-
 mod personal;
 
 use std::io::Write;
@@ -41,12 +34,12 @@ use sluice_shared::id_digest::{IdDigestKey, IdDigester};
 use sluice_shared::secret::Secret;
 
 use personal::{personal_values, phone_numbers, phones_in, wamids};
-use support::broker::Broker;
-use support::downstream::{Downstream, Plan};
-use support::providers::{
+use sluice_testkit::broker::Broker;
+use sluice_testkit::downstream::{Downstream, Plan};
+use sluice_testkit::providers::{
     NOTMETA_SECRET, TREBLE_TOKEN, WA_SECRET, WA_VERIFY, fixture, send, sources_toml,
 };
-use support::{
+use sluice_testkit::{
     ROUTE_SECRET, RunningGateway, RunningWorker, SOURCE_SECRET, TestEnv, eventually, signature,
 };
 

@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use serde_json::Value;
 
-use crate::support::providers::fixture;
+use sluice_testkit::providers::fixture;
 
 /// Fixture keys whose values are personal data or message content.
 const PERSONAL_KEYS: &[&str] = &[

@@ -2,21 +2,19 @@
 //! (own ports, queue and key prefixes) and talks raw HTTP/1.1 to it, so a
 //! test controls every byte a hostile client would send.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use sluice_gateway::signature::hmac::hex_hmac_sha256;
 use sluice_shared::config::Config;
 use sluice_shared::secret::Secret;
 use sluice_shared::standard_webhooks::SigningKey;
 use sluice_shared::topology::Topology;
+use sluice_testkit::broker::Broker;
+pub use sluice_testkit::raw_http::{error_code, exchange, free_port, header, read_answer, status};
 
 pub const HMAC_SECRET: &str = "edge-hmac-secret";
 pub const META_SECRET: &str = "edge-meta-secret";
@@ -227,80 +225,13 @@ impl Drop for Gateway {
 }
 
 async fn count_and_delete(topology: &Topology, url: &str) -> (u32, u32) {
-    let connection = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .expect("the test reaches RabbitMQ");
-    let channel = connection.create_channel().await.expect("a channel");
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let mut counts = [0; 2];
-    for (count, queue) in counts
-        .iter_mut()
-        .zip([topology.work_queue(), topology.dead_queue()])
-    {
-        *count = channel
-            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-            .await
-            .expect("the gateway declared its queues")
-            .message_count();
-    }
-    topology
-        .delete(&channel)
-        .await
-        .expect("the test's topology is deleted");
-    (counts[0], counts[1])
-}
-
-pub fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address")
-}
-
-/// Sends `request` whole and reads the answer until the gateway closes (or 5 s).
-pub fn exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return String::new();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    // The gateway may answer and close before reading everything: ignore write errors.
-    let _ = stream.write_all(request);
-    read_answer(&mut stream)
-}
-
-/// Reads whatever arrives until the peer closes or 5 s pass.
-pub fn read_answer(stream: &mut TcpStream) -> String {
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 8192];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => answer.extend_from_slice(&buffer[..n]),
-        }
-    }
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
-/// The status code of a raw answer (0 when there is none).
-pub fn status(answer: &str) -> u16 {
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The `error` field of a raw answer's JSON body, if it has one.
-pub fn error_code(answer: &str) -> Option<String> {
-    let body = answer.split_once("\r\n\r\n")?.1;
-    let json: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
-    json["error"].as_str().map(str::to_owned)
-}
-
-/// A header line `name: value`.
-pub fn header(name: &str, value: &str) -> String {
-    format!("{name}: {value}\r\n")
+    let broker = Broker::connect(url).await;
+    let counts = (
+        broker.count(&topology.work_queue()).await,
+        broker.count(&topology.dead_queue()).await,
+    );
+    broker.delete(topology).await;
+    counts
 }
 
 /// A POST with `headers` (each a full line) and `body`, closing after the answer.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{signature, upsert_body};
+use sluice_testkit::{signature, upsert_body};
 
 /// What the clients saw.
 #[derive(Default)]
@@ -203,7 +203,7 @@ async fn send_until_accepted(
 }
 
 /// Copies delivered per id, from the downstream's record.
-pub fn copies(deliveries: &[crate::support::downstream::Delivered]) -> HashMap<String, usize> {
+pub fn copies(deliveries: &[sluice_testkit::downstream::Delivered]) -> HashMap<String, usize> {
     let mut copies = HashMap::new();
     for delivery in deliveries {
         *copies.entry(delivery.id.clone()).or_insert(0) += 1;

@@ -10,7 +10,7 @@ mod sentinel;
 
 use sluice_shared::config::Config;
 
-use crate::support::{RunningGateway, RunningWorker, TestEnv};
+use sluice_testkit::{RunningGateway, RunningWorker, TestEnv};
 
 /// Two gateways and two workers, as a deployment of several machines runs.
 pub struct Fleet {

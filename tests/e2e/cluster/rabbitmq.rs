@@ -8,10 +8,10 @@ use sluice_shared::config::Config;
 
 use super::Fleet;
 use super::load::{Load, copies};
-use crate::support::broker::Broker;
-use crate::support::cluster::RabbitCluster;
-use crate::support::downstream::{Downstream, Plan};
-use crate::support::{SHARED_REDIS, TestEnv, eventually, metric};
+use sluice_testkit::broker::Broker;
+use sluice_testkit::cluster::RabbitCluster;
+use sluice_testkit::downstream::{Downstream, Plan};
+use sluice_testkit::{SHARED_REDIS, TestEnv, eventually, metric};
 
 /// Steady load before the kill, and after it.
 const BEFORE: Duration = Duration::from_secs(8);

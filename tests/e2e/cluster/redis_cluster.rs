@@ -10,11 +10,11 @@ use sluice_gateway::signature::hex_hmac_sha256;
 use super::load::copies;
 use super::rabbitmq::settle;
 use super::{cluster_config, toml_list};
-use crate::support::broker::Broker;
-use crate::support::cluster::RedisClusterSet;
-use crate::support::downstream::{Downstream, Plan};
-use crate::support::providers::{WA_SECRET, fixture, send, sources_toml};
-use crate::support::{
+use sluice_testkit::broker::Broker;
+use sluice_testkit::cluster::RedisClusterSet;
+use sluice_testkit::downstream::{Downstream, Plan};
+use sluice_testkit::providers::{WA_SECRET, fixture, send, sources_toml};
+use sluice_testkit::{
     RunningGateway, RunningWorker, SHARED_AMQP, SHARED_REDIS, TestEnv, post_signed, upsert_body,
 };
 

@@ -8,10 +8,10 @@ use super::Fleet;
 use super::load::{Load, copies};
 use super::rabbitmq::settle;
 use super::{cluster_config, toml_list};
-use crate::support::broker::Broker;
-use crate::support::cluster::{SENTINEL_MASTER, SentinelSet, cli};
-use crate::support::downstream::{Downstream, Plan};
-use crate::support::{SHARED_AMQP, SHARED_REDIS, TestEnv, eventually, post_signed, upsert_body};
+use sluice_testkit::broker::Broker;
+use sluice_testkit::cluster::{SENTINEL_MASTER, SentinelSet, cli};
+use sluice_testkit::downstream::{Downstream, Plan};
+use sluice_testkit::{SHARED_AMQP, SHARED_REDIS, TestEnv, eventually, post_signed, upsert_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "builds a Redis Sentinel set and kills its primary (about a minute): make cluster"]

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::DeadFixture;
-use crate::support::downstream::{Downstream, Plan};
-use crate::support::{RunningWorker, eventually};
+use sluice_testkit::downstream::{Downstream, Plan};
+use sluice_testkit::{RunningWorker, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_killed_half_way_then_run_again_loses_no_event() {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::DeadFixture;
-use crate::support::downstream::{Downstream, Plan};
-use crate::support::{RunningWorker, eventually};
+use sluice_testkit::downstream::{Downstream, Plan};
+use sluice_testkit::{RunningWorker, eventually};
 
 const TOKEN: &str = "dlq-token-for-tests";
 
@@ -121,7 +121,7 @@ async fn the_http_api_answers_only_with_its_token_and_works_like_the_cli() {
 
 #[tokio::test]
 async fn an_enabled_api_whose_token_is_not_set_stops_the_worker_with_code_64() {
-    let env = crate::support::TestEnv::new("dlq-token");
+    let env = sluice_testkit::TestEnv::new("dlq-token");
     let path = env.dir.path().join("sluice.toml");
     let extra = "[dlq.http]\nenabled = true\ntoken = \"env:SLUICE_E2E_SURELY_UNSET_DLQ_TOKEN\"\n";
     std::fs::write(&path, env.config_toml(extra)).expect("config file");

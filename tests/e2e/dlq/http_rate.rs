@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::http::{DlqHttp, assert_refused};
-use crate::support::broker::Broker;
+use sluice_testkit::broker::Broker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_rate_out_of_range_is_a_json_400_and_replays_nothing() {

@@ -181,7 +181,7 @@ fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn a_prefix_without_a_dead_queue_is_an_error_not_an_empty_queue() {
-    let env = crate::support::TestEnv::new("dlq-missing");
+    let env = sluice_testkit::TestEnv::new("dlq-missing");
     let path = env.dir.path().join("sluice.toml");
     std::fs::write(&path, env.config_toml("")).expect("config file");
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-worker"))

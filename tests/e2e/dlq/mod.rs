@@ -25,8 +25,8 @@ use sluice_shared::message::{
 };
 use sluice_worker::copy_headers::{LastFailure, for_dead};
 
-use crate::support::TestEnv;
-use crate::support::broker::Broker;
+use sluice_testkit::TestEnv;
+use sluice_testkit::broker::Broker;
 
 /// The seeded sources, each with its event type: 100 events make 34/33/33.
 pub const SOURCES: [(&str, &str); 3] = [

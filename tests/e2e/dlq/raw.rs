@@ -10,8 +10,8 @@ use sluice_shared::envelope::Envelope;
 use sluice_shared::message::{EventType, MessageHeaders, PERSISTENT, SourceName, headers};
 
 use super::{DeadFixture, original, peeked_ids};
-use crate::support::broker::Broker;
-use crate::support::eventually;
+use sluice_testkit::broker::Broker;
+use sluice_testkit::eventually;
 
 /// 2026-01-02T00:00:00Z, in whole seconds as AMQP timestamps are.
 const DEATH_TIME_S: u64 = 1_767_312_000;

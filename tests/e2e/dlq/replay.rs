@@ -7,9 +7,9 @@ use std::time::Duration;
 use lapin::options::QueueDeleteOptions;
 
 use super::DeadFixture;
-use crate::support::broker::Broker;
-use crate::support::downstream::{Downstream, Plan};
-use crate::support::{RunningWorker, eventually};
+use sluice_testkit::broker::Broker;
+use sluice_testkit::downstream::{Downstream, Plan};
+use sluice_testkit::{RunningWorker, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_one_source_delivers_exactly_its_events_and_keeps_the_others_dead_in_order() {
@@ -255,7 +255,7 @@ async fn a_replay_past_a_deleted_binding_keeps_its_copies_in_the_unroutable_queu
     let run = fixture.dlq(&["replay", "--json"]).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(run.json()["replayed"], 3);
-    let broker = crate::support::broker::Broker::connect(&fixture.env.amqp_url).await;
+    let broker = sluice_testkit::broker::Broker::connect(&fixture.env.amqp_url).await;
     let kept: Vec<String> = broker
         .drain(&topology.unroutable())
         .await

@@ -10,7 +10,7 @@ use std::io::BufRead;
 use std::time::Instant;
 
 use super::{DeadFixture, SOURCES};
-use crate::support::broker::Broker;
+use sluice_testkit::broker::Broker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_over_many_batches_sees_every_event_and_removes_exactly_what_matched() {

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::support::broker::Broker;
-use crate::support::private::PrivateRabbit;
-use crate::support::{
+use sluice_testkit::broker::Broker;
+use sluice_testkit::private::PrivateRabbit;
+use sluice_testkit::{
     RunningGateway, SHARED_REDIS, TestEnv, eventually, metric, post_signed, upsert_body,
 };
 
@@ -22,7 +22,7 @@ const TEXT_BYTES: usize = 128 * 1024;
 
 /// The resident memory of this process (gateway and test), in bytes.
 fn rss() -> u64 {
-    crate::support::resident_bytes("self").expect("VmRSS")
+    sluice_testkit::resident_bytes("self").expect("VmRSS")
 }
 
 /// A `messages.upsert` whose text is `TEXT_BYTES` long.

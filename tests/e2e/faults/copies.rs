@@ -11,9 +11,9 @@ use redis::AsyncCommands;
 use sluice_shared::event_key::event_key;
 use sluice_shared::message::{EventId, EventType, MessageHeaders, SourceName, event_properties};
 
-use crate::support::broker::Broker;
-use crate::support::downstream::{Downstream, Plan};
-use crate::support::{RunningWorker, SHARED_REDIS, TestEnv, eventually, metric};
+use sluice_testkit::broker::Broker;
+use sluice_testkit::downstream::{Downstream, Plan};
+use sluice_testkit::{RunningWorker, SHARED_REDIS, TestEnv, eventually, metric};
 
 /// A message as the gateway publishes it for event `id` in the request whose copy is `copy`.
 fn message(id: &str, copy: &str) -> (Vec<u8>, BasicProperties) {

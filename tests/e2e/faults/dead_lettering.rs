@@ -5,8 +5,8 @@
 
 use sluice_worker::Worker;
 
-use crate::support::private::{PrivateRabbit, RabbitOptions};
-use crate::support::{RunningWorker, SHARED_REDIS, TestEnv, metric};
+use sluice_testkit::private::{PrivateRabbit, RabbitOptions};
+use sluice_testkit::{RunningWorker, SHARED_REDIS, TestEnv, metric};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_refuses_a_broker_that_would_dead_letter_at_most_once() {

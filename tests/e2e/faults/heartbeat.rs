@@ -5,14 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::proxy::Proxy;
-use crate::support::{RunningGateway, RunningWorker, TestEnv, eventually, ready};
+use sluice_testkit::proxy::Proxy;
+use sluice_testkit::{RunningGateway, RunningWorker, TestEnv, eventually, ready};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_broker_is_noticed_within_thirty_seconds_by_both_binaries() {
     let proxy = Proxy::start(([127, 0, 0, 1], 5672).into()).await;
     let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
-    let env = TestEnv::with_brokers("heartbeat", &url, crate::support::SHARED_REDIS);
+    let env = TestEnv::with_brokers("heartbeat", &url, sluice_testkit::SHARED_REDIS);
     let config = env.config("");
     let gateway = RunningGateway::start(config.clone()).await;
     let worker = RunningWorker::start(config).await;

@@ -1,8 +1,8 @@
 //! Unclean faults: a broker that stops confirming, goes silent or blocks
 //! publishers, a Redis that hangs or turns read-only, a delivery task that
 //! panics. Each test that disturbs a broker starts its own (see
-//! [`crate::support::private`]) or reaches the shared one through a proxy of
-//! its own ([`crate::support::proxy`]).
+//! [`sluice_testkit::private`]) or reaches the shared one through a proxy of
+//! its own ([`sluice_testkit::proxy`]).
 
 mod blocked;
 mod copies;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use sluice_shared::config::RedisErrorPolicy;
 
-use crate::support::private::PrivateRedis;
-use crate::support::proxy::Proxy;
-use crate::support::{
+use sluice_testkit::private::PrivateRedis;
+use sluice_testkit::proxy::Proxy;
+use sluice_testkit::{
     RunningGateway, SHARED_AMQP, TestEnv, eventually, metric, post_signed, upsert_body,
 };
 

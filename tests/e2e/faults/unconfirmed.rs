@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use crate::support::broker::Broker;
-use crate::support::private::PrivateRabbit;
-use crate::support::{
+use sluice_testkit::broker::Broker;
+use sluice_testkit::private::PrivateRabbit;
+use sluice_testkit::{
     RunningGateway, SHARED_REDIS, TestEnv, eventually, metric, post_signed, upsert_body,
 };
 
@@ -47,7 +47,7 @@ async fn a_publish_unconfirmed_at_the_budget_stays_in_flight_and_is_published_on
     for _ in 0..3 {
         let response = client
             .post(&url)
-            .header("X-Signature", crate::support::signature(body.as_bytes()))
+            .header("X-Signature", sluice_testkit::signature(body.as_bytes()))
             .body(body.clone())
             .send()
             .await

@@ -8,8 +8,8 @@ use std::time::Duration;
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::broker::Broker;
-use crate::support::{RunningGateway, TestEnv, eventually, metric, post_signed, upsert_body};
+use sluice_testkit::broker::Broker;
+use sluice_testkit::{RunningGateway, TestEnv, eventually, metric, post_signed, upsert_body};
 
 /// Sends events one after another until `stop`, each retried with the same
 /// body while the answer is not 200 (as providers do); returns the ids

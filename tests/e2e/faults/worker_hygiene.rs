@@ -10,9 +10,9 @@ use lapin::types::FieldTable;
 use sluice_worker::consumer::guard_panics;
 use sluice_worker::settle::Settler;
 
-use crate::support::broker::Broker;
-use crate::support::downstream::{Downstream, Plan};
-use crate::support::{
+use sluice_testkit::broker::Broker;
+use sluice_testkit::downstream::{Downstream, Plan};
+use sluice_testkit::{
     RunningGateway, RunningWorker, SHARED_AMQP, TestEnv, eventually, post_signed, upsert_body,
 };
 
@@ -59,7 +59,7 @@ async fn a_delivery_that_panics_gives_its_message_back() {
         .expect("a connection");
     let copies = sluice_shared::publish::ConfirmChannels::new(connection, 1);
     let settler =
-        Settler::new(copies, crate::support::TestEnv::new("panics").topology()).expect("a name");
+        Settler::new(copies, sluice_testkit::TestEnv::new("panics").topology()).expect("a name");
     let panicked = guard_panics(
         async { panic!("a bug in a delivery") },
         &settler,

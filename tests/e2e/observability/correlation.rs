@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::support::downstream::{Delivered, Downstream, Plan};
-use crate::support::{RunningGateway, RunningWorker, TestEnv, eventually, signature, upsert_body};
+use sluice_testkit::downstream::{Delivered, Downstream, Plan};
+use sluice_testkit::{RunningGateway, RunningWorker, TestEnv, eventually, signature, upsert_body};
 
 const PARENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::scrape::Scrape;
-use crate::support::downstream::Plan;
-use crate::support::{OneEvent, eventually, one_event};
+use sluice_testkit::downstream::Plan;
+use sluice_testkit::{OneEvent, eventually, one_event};
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")

@@ -8,7 +8,7 @@ use serde_json::Value;
 use sluice_shared::config::RedisErrorPolicy;
 
 use super::scrape::Scrape;
-use crate::support::{RunningGateway, RunningWorker, TestEnv, eventually};
+use sluice_testkit::{RunningGateway, RunningWorker, TestEnv, eventually};
 
 async fn get(url: String) -> (u16, Value) {
     let response = reqwest::get(url).await.expect("the admin port answers");

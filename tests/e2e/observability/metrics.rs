@@ -7,9 +7,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::scrape::{Scrape, promtool_check_metrics};
-use crate::support::broker::Broker;
-use crate::support::downstream::{Downstream, Plan};
-use crate::support::{
+use sluice_testkit::broker::Broker;
+use sluice_testkit::downstream::{Downstream, Plan};
+use sluice_testkit::{
     RunningGateway, RunningWorker, TestEnv, eventually, post_signed, upsert_body,
 };
 

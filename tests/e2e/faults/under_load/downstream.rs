@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::downstream::{Attempt, Plan};
-use crate::support::under_load::{Setup, UnderLoad};
+use sluice_testkit::downstream::{Attempt, Plan};
+use sluice_testkit::under_load::{Setup, UnderLoad};
 
 /// How long each downstream fault lasts.
 const FAULT: Duration = Duration::from_secs(6);

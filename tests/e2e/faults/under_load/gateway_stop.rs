@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::ledger::Outcome;
-use crate::support::under_load::{Setup, UnderLoad};
+use sluice_testkit::ledger::Outcome;
+use sluice_testkit::under_load::{Setup, UnderLoad};
 
 const GRACE: Duration = Duration::from_secs(2);
 
@@ -35,7 +35,7 @@ async fn a_gateway_stopped_with_sigterm_under_load_finishes_what_it_accepted() {
 
     stage.gateway.terminate();
     let signalled = Instant::now();
-    let unready = crate::support::eventually(GRACE / 4, || async {
+    let unready = sluice_testkit::eventually(GRACE / 4, || async {
         readyz_status(&client, admin).await == Some(503)
     })
     .await;

@@ -1,5 +1,5 @@
 //! Faults under load, each judged by the ledger
-//! ([`crate::support::ledger`]): a dozen providers send and retry all
+//! ([`sluice_testkit::ledger`]): a dozen providers send and retry all
 //! along while a gateway (in a process of its own), a worker and a
 //! downstream run; once the fault is over and the system settled, nothing
 //! answered 200 may be lost, nothing may be published twice by the gateway,

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::ledger::LoadProfile;
-use crate::support::private::PrivateRabbit;
-use crate::support::proxy::Proxy;
-use crate::support::under_load::{Setup, UnderLoad};
-use crate::support::{SHARED_AMQP, ready};
+use sluice_testkit::ledger::LoadProfile;
+use sluice_testkit::private::PrivateRabbit;
+use sluice_testkit::proxy::Proxy;
+use sluice_testkit::under_load::{Setup, UnderLoad};
+use sluice_testkit::{SHARED_AMQP, ready};
 
 /// A publish whose confirm the silence swallowed ends when the heartbeat
 /// closes the connection, its outcome unknown: its keys stay pending, and a
@@ -66,7 +66,7 @@ async fn the_worker_consumes_again_after_rabbitmq_restarts_under_load() {
     rabbit.boot().await;
     let end = Instant::now();
     let client = reqwest::Client::new();
-    let back = crate::support::eventually(Duration::from_secs(30), || {
+    let back = sluice_testkit::eventually(Duration::from_secs(30), || {
         ready(&client, stage.worker.admin_addr)
     })
     .await;

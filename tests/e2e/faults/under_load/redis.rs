@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::eventually;
-use crate::support::private::PrivateRedis;
-use crate::support::proxy::Proxy;
-use crate::support::under_load::{Setup, UnderLoad};
+use sluice_testkit::eventually;
+use sluice_testkit::private::PrivateRedis;
+use sluice_testkit::proxy::Proxy;
+use sluice_testkit::under_load::{Setup, UnderLoad};
 
 fn through(proxy: &Proxy, name: &'static str) -> Setup {
     Setup {

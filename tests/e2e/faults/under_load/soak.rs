@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::private::PrivateRabbit;
-use crate::support::under_load::{Setup, UnderLoad};
+use sluice_testkit::private::PrivateRabbit;
+use sluice_testkit::under_load::{Setup, UnderLoad};
 
 const OUTAGE: Duration = Duration::from_secs(270);
 /// The gateway's resident memory may grow this much through the outage.

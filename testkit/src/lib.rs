@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod private;
 pub mod providers;
 pub mod proxy;
+pub mod raw_http;
 pub mod under_load;
 
 use std::net::SocketAddr;

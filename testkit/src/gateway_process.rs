@@ -1,8 +1,8 @@
 //! A gateway in a process of its own, so that a test can read the gateway's
 //! own resident memory (nothing of the test's in it) and stop it with a real
-//! SIGTERM. The process is this test binary run again with one test
-//! selected, [`serves_a_gateway_when_started_as_a_child_process`], which
-//! does what `sluice-gateway`'s `main` does: load the config (file, then
+//! SIGTERM. The process is the running test binary run again with one test
+//! selected, [`CHILD_TEST`], which must call [`serve_if_child`]: that does
+//! what `sluice-gateway`'s `main` does: load the config (file, then
 //! `SLUICE_*` overrides), start logging, serve until SIGTERM. (The worker
 //! crate's tests cannot name the gateway's binary: Cargo only builds and
 //! names a test's own package's binaries.)
@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 const CONFIG_VAR: &str = "SLUICE_E2E_GATEWAY_CONFIG";
 /// Where the child writes `<public address> <admin address>` once bound.
 const ADDRS_VAR: &str = "SLUICE_E2E_GATEWAY_ADDRS";
-/// The child's test, as the harness names it.
-const CHILD_TEST: &str =
-    "support::gateway_process::serves_a_gateway_when_started_as_a_child_process";
+/// The test, at the root of the test binary, that calls [`serve_if_child`]:
+/// `#[test] #[ignore] fn gateway_child_process() { serve_if_child() }`.
+pub const CHILD_TEST: &str = "gateway_child_process";
 
 pub struct GatewayProcess {
     child: Child,
@@ -135,9 +135,7 @@ impl GatewayProcess {
 
 /// The child's side: serves a gateway when [`GatewayProcess`] started this
 /// binary for it, and does nothing in any other run.
-#[test]
-#[ignore = "the gateway process of GatewayProcess; does nothing when run otherwise"]
-fn serves_a_gateway_when_started_as_a_child_process() {
+pub fn serve_if_child() {
     let (Some(config), Some(addrs)) = (std::env::var_os(CONFIG_VAR), std::env::var_os(ADDRS_VAR))
     else {
         return;
