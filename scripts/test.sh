@@ -17,6 +17,9 @@ bash scripts/deps.sh
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
+step "the repository stands alone (scripts/check-standalone.sh)"
+bash scripts/check-standalone.sh
+
 # Licences, bans and sources of every dependency, against deny.toml (see
 # docs/supply-chain.md; advisories are not checked: no advisory database can be
 # fetched here). cargo-deny is pinned and installed when missing or another
