@@ -262,3 +262,6 @@ impl Readiness for GatewayReadiness {
         ])
     }
 }
+
+#[cfg(test)]
+mod tests;
