@@ -31,11 +31,6 @@ use crate::signature::{
 pub struct SourceName(String);
 
 impl SourceName {
-    /// A name taken from `[sources.<name>]` (which the config validated), for tools.
-    pub fn from_config_name(name: &str) -> Self {
-        Self(name.to_owned())
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }
