@@ -1,4 +1,4 @@
-//! Every way a request to the public port can end other than 200, mapped to
+//! Every way a request to the public router can end other than 200, mapped to
 //! a status, a JSON body and a metric outcome in exactly one place (and the
 //! 200 of accepted events).
 
