@@ -7,11 +7,13 @@ use std::time::SystemTime;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sluice_gateway::correlation::{Correlation, REQUEST_ID_HEADER};
 use sluice_gateway::extract::Extracted;
 use sluice_gateway::extract::whatsapp::WhatsAppExtractor;
 use sluice_gateway::ingest::event_message;
 use sluice_gateway::signature::{Authenticator, HmacSignature, Scheme, hex_hmac_sha256};
 use sluice_shared::config::DigestEncoding;
+use sluice_shared::message::SourceName;
 use sluice_shared::secret::Secret;
 
 const SECRET: &str = "bench-secret";
@@ -50,6 +52,9 @@ fn signed(body: &str) -> (HeaderMap, Bytes) {
 
 fn benches(c: &mut Criterion) {
     let auth = meta_auth();
+    // Each message's correlation as a request with `X-Request-Id: req-1` gets it.
+    let mut ids = HeaderMap::new();
+    ids.insert(REQUEST_ID_HEADER, HeaderValue::from_static("req-1"));
     for size in [1, 1000] {
         let (headers, body) = signed(&batch(size));
         let mut group = c.benchmark_group(format!("batch of {size}"));
@@ -74,8 +79,8 @@ fn benches(c: &mut Criterion) {
                     .map(|e| {
                         event_message(
                             "sluice.events".into(),
-                            "whatsapp",
-                            "req-1",
+                            &SourceName::from_config_name("whatsapp"),
+                            &Correlation::from_headers(&ids),
                             SystemTime::now(),
                             e,
                         )

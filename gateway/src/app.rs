@@ -1,5 +1,5 @@
 //! Start-up: [`Gateway::build`] turns a config into bound listeners and live
-//! clients; [`Gateway::run_until_stopped`] serves until told to stop, then
+//! clients ([`router`] routes the public port); [`Gateway::run_until_stopped`] serves until told to stop, then
 //! turns unready for `shutdown_grace`, closes the port, drains in-flight
 //! requests and closes the AMQP connection. The public port
 //! is served by [`crate::listener`] (limits, TLS); the admin port serves
@@ -9,45 +9,27 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
 use sluice_shared::admin::{self, Check, Readiness};
-use sluice_shared::config::{Config, ConfigError, GatewayConfig, RedisErrorPolicy};
+use sluice_shared::config::{Config, ConfigError, RedisErrorPolicy};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::dedup::DedupStore;
-use crate::limits::LoadLimits;
 use crate::listener::tls::{ReloadableTls, TlsError};
 use crate::listener::{self, PublicPort};
-use crate::log_budget::LogBudget;
 use crate::metrics::GatewayMetrics;
 use crate::publisher::{self, ConfirmedPublisher};
 use crate::source::Sources;
-use crate::webhook;
+use crate::state::AppState;
+use crate::{handshake, webhook};
 
 /// How often Redis is pinged for `sluice_gateway_redis_up` between requests.
 const REDIS_PROBE_PERIOD: Duration = Duration::from_secs(5);
-
-/// What every request handler shares.
-pub struct AppState {
-    pub config: GatewayConfig,
-    pub sources: Sources,
-    pub dedup: DedupStore,
-    pub publisher: ConfirmedPublisher,
-    pub metrics: GatewayMetrics,
-    /// The caps on requests in flight, body memory and heavy work.
-    pub limits: LoadLimits,
-    /// Caps the refusal lines logged a second (a flood would flood the log).
-    pub refusal_log: LogBudget,
-    /// When the last "Redis down, dedup bypassed" warning was logged (ms).
-    pub redis_warned_at: AtomicU64,
-    /// Set on the stop signal: `/readyz` answers 503 from then on.
-    pub draining: AtomicBool,
-}
 
 /// Why the gateway cannot start. Config problems exit 64.
 #[derive(Debug, thiserror::Error)]
@@ -96,23 +78,8 @@ impl Gateway {
         };
         let listener = bind(config.gateway.listen).await?;
         let admin_listener = bind(config.gateway.admin_listen).await?;
-        let limits = &config.gateway.limits;
-        let limits = LoadLimits::new(
-            limits.max_requests_in_flight,
-            limits.max_body_memory,
-            limits.offload_body_bytes,
-        );
-        let state = Arc::new(AppState {
-            limits,
-            config: config.gateway,
-            sources,
-            dedup,
-            publisher,
-            metrics,
-            refusal_log: LogBudget::default(),
-            redis_warned_at: AtomicU64::new(0),
-            draining: AtomicBool::new(false),
-        });
+        let state = AppState::new(config.gateway, sources, dedup, publisher, metrics);
+        let state = Arc::new(state);
         Ok(Self {
             listener,
             admin_listener,
@@ -135,21 +102,16 @@ impl Gateway {
             .unwrap_or_else(|_| unreachable!("a bound listener has an address"))
     }
 
-    /// The public router, for tests that call it without a server.
-    pub fn router(&self) -> Router {
-        router(self.state.clone())
-    }
-
     /// Serves until `shutdown`, then stops in three steps: `/readyz`
     /// answers 503 for `gateway.shutdown_grace` while requests are still
     /// served (the load balancer takes the replica out); the public port
     /// closes; requests in flight get up to `ack_budget` to finish. Then the
     /// AMQP connection and the admin port close.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let probe = self.state.dedup.clone();
+        let probe = self.state.ingestor.dedup().clone();
         tokio::spawn(probe.probe_every(REDIS_PROBE_PERIOD, self.background.clone()));
         tokio::spawn(crate::reroute::run(
-            self.state.publisher.clone(),
+            self.state.ingestor.publisher().clone(),
             self.state.metrics.clone(),
             self.background.clone(),
         ));
@@ -188,7 +150,7 @@ impl Gateway {
         };
         listener::serve(self.listener, port, close_port).await;
         self.background.cancel();
-        self.state.publisher.close().await;
+        self.state.ingestor.publisher().close().await;
         admin_stop.cancel();
         let _ = admin_task.await;
         tracing::info!("gateway stopped");
@@ -215,11 +177,14 @@ async fn close_after_grace(
     close_port.cancel();
 }
 
-fn router(state: Arc<AppState>) -> Router {
+/// The public port's routes: `POST` and `GET /webhooks/{source}`, a JSON
+/// 405 and 404 for anything else. The router tests call it on a state built
+/// without brokers.
+pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(
             "/webhooks/{source}",
-            post(webhook::receive).get(webhook::handshake),
+            post(webhook::receive).get(handshake::handshake),
         )
         .method_not_allowed_fallback(webhook::method_not_allowed)
         .fallback(webhook::not_found)
@@ -251,7 +216,10 @@ struct GatewayReadiness(Arc<AppState>);
 
 impl Readiness for GatewayReadiness {
     async fn check(&self) -> BTreeMap<&'static str, Check> {
-        let redis = match (self.0.dedup.ping().await, self.0.config.on_redis_error) {
+        let redis = match (
+            self.0.ingestor.dedup().ping().await,
+            self.0.config.on_redis_error,
+        ) {
             (Ok(()), _) => Check::Ok,
             // The policy keeps accepting without Redis: stay in the load
             // balancer, and say so.
@@ -263,16 +231,17 @@ impl Readiness for GatewayReadiness {
             }
         };
         // A session exists only once the topology is declared on it.
-        let (rabbitmq, topology) = if let Some(why) = self.0.publisher.blocked() {
+        let publisher = self.0.ingestor.publisher();
+        let (rabbitmq, topology) = if let Some(why) = publisher.blocked() {
             (
                 Err(format!(
                     "RabbitMQ blocks publishing ({why}): webhooks are answered 503"
                 )),
                 Ok(()),
             )
-        } else if let Some(why) = self.0.publisher.routing_broken() {
+        } else if let Some(why) = publisher.routing_broken() {
             (Ok(()), Err(why))
-        } else if self.0.publisher.is_connected() {
+        } else if publisher.is_connected() {
             (Ok(()), Ok(()))
         } else {
             (
@@ -293,3 +262,6 @@ impl Readiness for GatewayReadiness {
         ])
     }
 }
+
+#[cfg(test)]
+mod tests;

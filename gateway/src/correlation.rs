@@ -48,17 +48,6 @@ impl Correlation {
     }
 }
 
-/// A bare request id (a tool publishing without a request): its trace is derived from it.
-impl From<&str> for Correlation {
-    fn from(request_id: &str) -> Self {
-        Self {
-            request_id: request_id.to_owned(),
-            trace: TraceContext::derived_from(request_id),
-            copy: new_copy(),
-        }
-    }
-}
-
 fn new_copy() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }

@@ -1,18 +1,21 @@
-//! Every way a webhook request can end other than 200, mapped to a status and
-//! a JSON body in exactly one place.
+//! Every way a request to the public router can end other than 200, mapped to
+//! a status, a JSON body and a metric outcome in exactly one place (and the
+//! 200 of accepted events).
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde_json::json;
 
-use crate::dedup::DedupError;
 use crate::extract::FanOutError;
-use crate::publisher::PublishError;
+use crate::ingest::{Counts, IngestError, Unavailable};
 use crate::signature::SignatureError;
+use crate::source::HandshakeError;
+
+/// How webhooks are sent: what a request to another path or method is told.
+const HOW_TO_SEND: &str = "webhooks are sent as POST /webhooks/{source}";
 
 /// A request that was not (fully) accepted.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +23,16 @@ pub enum GatewayError {
     /// 404: no source of that name is configured.
     #[error("no source named in the URL is configured")]
     UnknownSource,
+    /// 404 `not_found`: a path other than `/webhooks/{source}`.
+    #[error("{HOW_TO_SEND}")]
+    NoRoute,
+    /// 405 `method_not_allowed`: a method other than POST (or GET) on a webhook path.
+    #[error("{HOW_TO_SEND}")]
+    MethodNotAllowed,
+    /// A GET handshake refused: 405 `method_not_allowed` for a source without
+    /// one, else 403 `forbidden` (wrong mode or token, no challenge).
+    #[error("{}", handshake_message(.0))]
+    Handshake(HandshakeError),
     /// 413: the body is over `gateway.body_limit`.
     #[error("the body is over the limit of {limit} bytes")]
     TooLarge { limit: usize },
@@ -42,9 +55,13 @@ pub enum GatewayError {
     /// the other copy's publish then fails the event would be lost.
     #[error("{} event(s) are being published by another request", .0.in_flight)]
     InFlight(Counts),
-    /// 503: not durable within the budget; the provider should retry.
-    #[error("not accepted: {0}")]
-    Unavailable(#[from] Unavailable),
+    /// 503 with `Retry-After: retry_after`: not durable within the budget;
+    /// the provider should retry.
+    #[error("not accepted: {cause}")]
+    Unavailable {
+        cause: Unavailable,
+        retry_after: Duration,
+    },
     /// 503 with `Retry-After: 1`: a load cap is reached; shed at once.
     #[error("the gateway is at its limit of {0}; retry in a second")]
     Overloaded(Overload),
@@ -95,41 +112,25 @@ fn whole_seconds(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
 }
 
-/// Why events could not be made durable.
-#[derive(Debug, thiserror::Error)]
-pub enum Unavailable {
-    #[error("publish failed: {0}")]
-    Publish(#[from] PublishError),
-    #[error("the ack budget of {0:?} ran out")]
-    Budget(Duration),
-    #[error("deduplication unavailable and on_redis_error = reject: {0}")]
-    Redis(#[from] DedupError),
+/// A refused handshake's message: why, and what Meta's handshake looks like.
+fn handshake_message(refusal: &HandshakeError) -> String {
+    match refusal {
+        HandshakeError::NotSupported => format!("{refusal}: {HOW_TO_SEND}"),
+        _ => format!(
+            "{refusal}: Meta's handshake is GET /webhooks/{{source}}?hub.mode=subscribe\
+             &hub.verify_token=<the source's verify_token>&hub.challenge=<text to echo>"
+        ),
+    }
 }
 
-/// What happened to a request's events.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub accepted: usize,
-    pub duplicates: usize,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub in_flight: usize,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub dead_lettered: usize,
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
-impl Counts {
-    /// The metric outcome of a request that was answered 200.
-    pub fn outcome(&self) -> &'static str {
-        if self.dead_lettered > 0 {
-            "dead_lettered"
-        } else if self.accepted == 0 && self.duplicates > 0 {
-            "duplicate"
-        } else {
-            "accepted"
+/// The ingest core's refusals, answered as its error says.
+impl From<IngestError> for GatewayError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::InFlight(counts) => Self::InFlight(counts),
+            IngestError::Unavailable { cause, retry_after } => {
+                Self::Unavailable { cause, retry_after }
+            }
         }
     }
 }
@@ -139,6 +140,11 @@ impl GatewayError {
     pub fn outcome(&self) -> &'static str {
         match self {
             Self::UnknownSource => "unknown_source",
+            Self::NoRoute => "not_found",
+            Self::MethodNotAllowed | Self::Handshake(HandshakeError::NotSupported) => {
+                "method_not_allowed"
+            }
+            Self::Handshake(_) => "forbidden",
             Self::TooLarge { .. } => "too_large",
             Self::FanOut(FanOutError::TooManyEvents { .. }) => "too_many_events",
             Self::FanOut(FanOutError::TooManyBytes { .. }) => "fan_out_too_large",
@@ -146,7 +152,7 @@ impl GatewayError {
             Self::BodyRead => "bad_request",
             Self::Signature(_) => "invalid_signature",
             Self::InFlight(_) => "in_flight",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable { .. } => "unavailable",
             Self::Overloaded(_) => "overloaded",
             Self::HeadersTooLarge(_) => "headers_too_large",
             Self::ForbiddenAddress => "forbidden",
@@ -157,6 +163,11 @@ impl GatewayError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::UnknownSource => (StatusCode::NOT_FOUND, "unknown_source"),
+            Self::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed | Self::Handshake(HandshakeError::NotSupported) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+            Self::Handshake(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::FanOut(FanOutError::TooManyEvents { .. }) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "too_many_events")
@@ -168,7 +179,7 @@ impl GatewayError {
             Self::BodyRead => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Signature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             Self::InFlight(_) => (StatusCode::SERVICE_UNAVAILABLE, "in_flight"),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::HeadersTooLarge(_) => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -180,8 +191,8 @@ impl GatewayError {
     }
 
     /// The raw HTTP/1.1 answer to a connection shed before hyper serves it:
-    /// the status, JSON body and `Retry-After` that [`Self::into_response_with`]
-    /// gives a shed request, written out by hand.
+    /// the status, JSON body and `Retry-After` that [`IntoResponse`] gives a
+    /// shed request, written out by hand.
     pub fn shed_connection_answer() -> Vec<u8> {
         let error = Self::Overloaded(Overload::Connections);
         let (status, code) = error.status_and_code();
@@ -193,9 +204,12 @@ impl GatewayError {
         )
         .into_bytes()
     }
+}
 
-    /// The answer, with `Retry-After` (seconds) where a retry is the way out.
-    pub fn into_response_with(self, retry_after: Duration) -> Response {
+/// The answer: `{"error": code, "message": what went wrong and what to do}`,
+/// with `Retry-After` (seconds) where a retry is the way out.
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let mut body = json!({"error": code, "message": self.to_string()});
         let retry = match &self {
@@ -207,7 +221,7 @@ impl GatewayError {
                 }
                 Some(1)
             }
-            Self::Unavailable(_) => Some(retry_after.as_secs().max(1)),
+            Self::Unavailable { retry_after, .. } => Some(retry_after.as_secs().max(1)),
             Self::Overloaded(_) => Some(1),
             Self::RateLimited(wait) => Some(whole_seconds(*wait)),
             _ => None,
@@ -238,7 +252,7 @@ mod tests {
     use super::*;
 
     async fn answer(error: GatewayError) -> (u16, serde_json::Value) {
-        let response = error.into_response_with(Duration::from_secs(5));
+        let response = error.into_response();
         let status = response.status().as_u16();
         let body = axum::body::to_bytes(response.into_body(), 4096)
             .await

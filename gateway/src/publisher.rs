@@ -105,7 +105,25 @@ impl ConfirmedPublisher {
         metrics: GatewayMetrics,
         shutdown: CancellationToken,
     ) -> Result<Self, OpenError> {
-        let inner = Arc::new(Inner {
+        let publisher = Self::unconnected(config, channel_count, metrics);
+        let inner = &publisher.0;
+        match open_session(inner).await {
+            Ok(session) => drop(inner.install(Some(Arc::new(session)))),
+            Err(OpenError::Topology(e)) => return Err(OpenError::Topology(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "RabbitMQ unavailable at start; retrying in the background")
+            }
+        }
+        tokio::spawn(supervise(inner.clone(), shutdown));
+        Ok(publisher)
+    }
+
+    /// A publisher with no connection and no supervisor, made without any
+    /// I/O: every publish fails [`PublishError::NotConnected`] (503). What
+    /// [`Self::start`] begins with; a gateway state built without RabbitMQ
+    /// (the router tests) keeps it so.
+    pub fn unconnected(config: &AmqpConfig, channel_count: usize, metrics: GatewayMetrics) -> Self {
+        Self(Arc::new(Inner {
             config: config.clone(),
             topology: Topology::new(config),
             channel_count,
@@ -115,16 +133,7 @@ impl ConfirmedPublisher {
             last_unroutable: std::sync::Mutex::new(None),
             unroutable: Notify::new(),
             metrics,
-        });
-        match open_session(&inner).await {
-            Ok(session) => drop(inner.install(Some(Arc::new(session)))),
-            Err(OpenError::Topology(e)) => return Err(OpenError::Topology(e)),
-            Err(e) => {
-                tracing::warn!(error = %e, "RabbitMQ unavailable at start; retrying in the background")
-            }
-        }
-        tokio::spawn(supervise(inner.clone(), shutdown));
-        Ok(Self(inner))
+        }))
     }
 
     pub fn is_connected(&self) -> bool {

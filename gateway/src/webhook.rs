@@ -4,45 +4,39 @@
 //! (`allow_ips`) → signature headers (before any body byte is read) → head
 //! size → rate limit → read (bounded in size, time and shared memory) →
 //! verify and extract (on a blocking thread for large bodies) → ingest
-//! (dedup, publish, confirm) → answer. Everything that can refuse a request
+//! ([`crate::ingest`]: dedup, publish, confirm) → answer ([`crate::error`]
+//! for every refusal). Everything that can refuse a request
 //! without its body does so before the body is read. The whole request runs
 //! against one deadline, request start plus `gateway.ack_budget`. Each
 //! request runs in a `webhook` span (`source`, `request_id`, `trace_id`, see
 //! [`crate::correlation`]) and ends in one line with its outcome.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-use tokio::time::Instant;
-
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
+use sluice_shared::config::{GatewayConfig, LimitsConfig};
+use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
-use sluice_shared::config::LimitsConfig;
-use tokio::time::timeout_at;
-
 use crate::admission;
-use crate::app::AppState;
+use crate::body::{declared_length, read_body};
 use crate::correlation::Correlation;
-use crate::error::{Counts, GatewayError, Overload, Unavailable, accepted_response};
+use crate::error::{GatewayError, Overload, accepted_response};
 use crate::extract::Extracted;
-use crate::ingest::{RequestContext, dead_letter_unparseable, ingest_events};
-use crate::limits::{BodyReservation, LoadLimits};
+use crate::ingest::{Counts, RequestContext, Unavailable};
 use crate::log_budget::LogBudget;
 use crate::metrics::UNKNOWN_SOURCE;
 use crate::signature::{Presented, VerifiedBody};
-use crate::source::HandshakeError;
 use crate::source::Source;
+use crate::state::AppState;
 
 pub use crate::correlation::REQUEST_ID_HEADER;
 
@@ -83,8 +77,7 @@ pub async fn receive(
     if let Err(GatewayError::Overloaded(cap)) = &result {
         state.metrics.shed.with_label_values(&[cap.label()]).inc();
     }
-    let (outcome, mut response) =
-        span.in_scope(|| answer(result, state.config.retry_after, &state.refusal_log));
+    let (outcome, mut response) = span.in_scope(|| answer(result, &state.refusal_log));
     state
         .metrics
         .requests
@@ -104,7 +97,6 @@ pub async fn receive(
 /// The answer and its metric outcome, with the request's last log line.
 fn answer(
     result: Result<Answer, GatewayError>,
-    retry_after: Duration,
     refusal_log: &LogBudget,
 ) -> (&'static str, Response) {
     match result {
@@ -122,7 +114,7 @@ fn answer(
         }
         Err(error) => {
             log_refusal(&error, refusal_log);
-            (error.outcome(), error.into_response_with(retry_after))
+            (error.outcome(), error.into_response())
         }
     }
 }
@@ -174,18 +166,20 @@ async fn handle(
         received: SystemTime::now(),
         deadline,
     };
-    match extracted {
+    let ingestor = &state.ingestor;
+    let counts = match extracted {
         Extracted::Events(events) => match source.challenge_answer(&events) {
-            Some(value) => Ok(Answer::Challenge(value)),
-            None => ingest_events(state, &ctx, events)
-                .await
-                .map(Answer::Accepted),
+            Some(value) => return Ok(Answer::Challenge(value)),
+            None => ingestor.ingest(&ctx, events).await?,
         },
-        Extracted::Unparseable { id } => dead_letter_unparseable(state, &ctx, id, &verified)
-            .await
-            .map(Answer::Accepted),
-        Extracted::Refused(refusal) => Err(refusal.into()),
-    }
+        Extracted::Unparseable { id } => {
+            ingestor
+                .dead_letter_unparseable(&ctx, id, &verified)
+                .await?
+        }
+        Extracted::Refused(refusal) => return Err(refusal.into()),
+    };
+    Ok(Answer::Accepted(counts))
 }
 
 /// Every check that needs no body, cheapest first; returns the presented signature.
@@ -207,7 +201,7 @@ fn admit(
 
 /// Whether the client (the peer, or whom a trusted proxy names) may reach
 /// `source`; without a peer (the router called directly) there is no address to refuse.
-fn client_allowed(
+pub fn client_allowed(
     state: &AppState,
     source: &Source,
     peer: Option<IpAddr>,
@@ -268,7 +262,7 @@ async fn verify_and_extract(
     if small {
         return work();
     }
-    let budget = || GatewayError::from(Unavailable::Budget(state.config.ack_budget));
+    let budget = || out_of_budget(&state.config);
     let turn = timeout_at(deadline, state.limits.heavy_turn())
         .await
         .map_err(|_| budget())?;
@@ -294,62 +288,8 @@ enum Answer {
     Challenge(String),
 }
 
-/// `GET /webhooks/{source}`: Meta's subscription handshake.
-pub async fn handshake(
-    State(state): State<Arc<AppState>>,
-    source: Result<Path<String>, PathRejection>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Response {
-    let source = source.map(|Path(name)| name).unwrap_or_default();
-    // A query string that does not decode holds no hub.* parameters: refused below.
-    let query = query.map(|Query(q)| q).unwrap_or_default();
-    let Some(found) = state.sources.get(&source) else {
-        state
-            .metrics
-            .requests
-            .with_label_values(&[UNKNOWN_SOURCE, "unknown_source"])
-            .inc();
-        return GatewayError::UnknownSource.into_response_with(state.config.retry_after);
-    };
-    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
-    if !client_allowed(&state, found, peer, &headers) {
-        state
-            .metrics
-            .requests
-            .with_label_values(&[source.as_str(), "forbidden"])
-            .inc();
-        return GatewayError::ForbiddenAddress.into_response_with(state.config.retry_after);
-    }
-    let param = |key: &str| query.get(key).map(String::as_str);
-    let result = found.handshake(
-        param("hub.mode"),
-        param("hub.verify_token"),
-        param("hub.challenge"),
-    );
-    let (outcome, response) = match result {
-        Ok(challenge) => ("handshake", text_response(challenge)),
-        Err(HandshakeError::NotSupported) => ("bad_request", method_not_allowed().await),
-        Err(refusal) => {
-            tracing::info!(source = %source, reason = %refusal, "handshake refused");
-            let body = serde_json::json!({"error": "forbidden", "message": refusal.to_string()});
-            (
-                "forbidden",
-                (StatusCode::FORBIDDEN, axum::Json(body)).into_response(),
-            )
-        }
-    };
-    state
-        .metrics
-        .requests
-        .with_label_values(&[source.as_str(), outcome])
-        .inc();
-    response
-}
-
 /// A raw text answer (a challenge echo), never sniffed as HTML.
-fn text_response(text: String) -> Response {
+pub fn text_response(text: String) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -360,67 +300,6 @@ fn text_response(text: String) -> Response {
         .into_response()
 }
 
-/// Reads the body without ever holding more than `limit` bytes, waiting
-/// past `deadline`, or taking more than the shared body budget has left.
-/// The reservation is held until the request is answered.
-async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-    deadline: Instant,
-    limits: &LoadLimits,
-) -> Result<(Bytes, BodyReservation), GatewayError> {
-    let declared = declared_length(headers);
-    if declared.is_some_and(|n| n > limit) {
-        return Err(GatewayError::TooLarge { limit });
-    }
-    let mut held = limits.body_reservation();
-    // The chunks are kept as they arrive and joined once at the end: memory
-    // follows the bytes received, never the size a client declares, and a
-    // body that came in one chunk is never copied.
-    let read = async {
-        let mut chunks: Vec<Bytes> = Vec::new();
-        let mut total = 0usize;
-        let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| GatewayError::BodyRead)?;
-            total += chunk.len();
-            if total > limit {
-                return Err(GatewayError::TooLarge { limit });
-            }
-            if !held.grow(chunk.len()) {
-                return Err(GatewayError::Overloaded(Overload::BodyMemory));
-            }
-            chunks.push(chunk);
-        }
-        Ok(join(chunks, total))
-    };
-    let bytes = tokio::time::timeout_at(deadline, read)
-        .await
-        .map_err(|_| GatewayError::BodyTimeout)??;
-    Ok((bytes, held))
-}
-
-/// The body length a request declares, if it does.
-fn declared_length(headers: &HeaderMap) -> Option<usize> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-}
-
-/// One buffer of `total` bytes from `chunks`, copying only when there are several.
-fn join(mut chunks: Vec<Bytes>, total: usize) -> Bytes {
-    if chunks.len() <= 1 {
-        return chunks.pop().unwrap_or_default();
-    }
-    let mut joined = BytesMut::with_capacity(total);
-    for chunk in &chunks {
-        joined.extend_from_slice(chunk);
-    }
-    joined.freeze()
-}
-
 /// Client mistakes are routine (info); failing to make events durable is ours (warn).
 /// At most 20 lines a second ([`crate::log_budget`]); `skipped` says how
 /// many refusals since the last line went unlogged (the metrics count them all).
@@ -429,7 +308,7 @@ fn log_refusal(error: &GatewayError, budget: &LogBudget) {
         return;
     };
     match error {
-        GatewayError::Unavailable(cause) => {
+        GatewayError::Unavailable { cause, .. } => {
             tracing::warn!(error = %cause, skipped, "answered 503")
         }
         GatewayError::Overloaded(cap) => {
@@ -446,21 +325,20 @@ fn log_refusal(error: &GatewayError, budget: &LogBudget) {
     }
 }
 
+/// The 503 of a request whose verifying or extracting outlasted the ack budget.
+fn out_of_budget(config: &GatewayConfig) -> GatewayError {
+    GatewayError::Unavailable {
+        cause: Unavailable::Budget(config.ack_budget),
+        retry_after: config.retry_after,
+    }
+}
+
 /// 404 for any other path, as JSON like every other answer.
-pub async fn not_found() -> Response {
-    plain_error(StatusCode::NOT_FOUND, "not_found")
+pub async fn not_found() -> GatewayError {
+    GatewayError::NoRoute
 }
 
 /// 405 for another method on a webhook path.
-pub async fn method_not_allowed() -> Response {
-    plain_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
-}
-
-fn plain_error(status: StatusCode, code: &str) -> Response {
-    let message = "webhooks are sent as POST /webhooks/{source}";
-    (
-        status,
-        axum::Json(serde_json::json!({"error": code, "message": message})),
-    )
-        .into_response()
+pub async fn method_not_allowed() -> GatewayError {
+    GatewayError::MethodNotAllowed
 }

@@ -1,21 +1,24 @@
-//! The floor: exactly the gateway's I/O for one event, without HTTP. Redis
-//! dedup claim (the gateway's one `EVAL` per request), a persistent mandatory publish
-//! with confirm into the same quorum queue through the gateway's own
-//! publisher, then `SET done XX EX`. The gateway can approach this rate, never
-//! beat it, so every report states how close it came.
+//! The floor: the gateway's own ingest core ([`Ingestor`]) on one event at a
+//! time, without HTTP: the dedup claim (one `EVAL`), a persistent mandatory
+//! publish with confirm into the same quorum queue, `SET done XX EX`, the
+//! metrics and the per-event log line, exactly as a request runs them. The
+//! gateway can approach this rate, never beat it, so every report states
+//! how close it came.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use axum::http::HeaderMap;
 use serde_json::Value;
+use sluice_gateway::correlation::Correlation;
 use sluice_gateway::dedup::DedupStore;
 use sluice_gateway::extract::{Event, EventData, EventId, EventType};
-use sluice_gateway::ingest::event_message;
+use sluice_gateway::ingest::{Ingestor, Policy, RequestContext};
 use sluice_gateway::metrics::GatewayMetrics;
 use sluice_gateway::publisher::ConfirmedPublisher;
-use sluice_gateway::source::SourceName;
+use sluice_gateway::source::{Source, Sources};
 use sluice_shared::config::Config;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -34,19 +37,27 @@ pub async fn run(
     limit: Duration,
     label: &str,
 ) -> anyhow::Result<RunStats> {
-    let dedup = DedupStore::new(&config.redis).context("redis.url")?;
+    // The gateway's sources (their secrets resolved, as at its start): the
+    // core takes the source's name and dedup window from them.
+    let sources = Sources::from_config(&config.gateway, &config.sources)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(
+        sources.get(source).is_some(),
+        "no source {source} in the config: pass one of its [sources.*] names with --source"
+    );
     let metrics = GatewayMetrics::new().context("metrics")?;
+    let dedup = DedupStore::new(&config.redis)
+        .context("redis.url")?
+        .with_metrics(metrics.clone());
     let stop = CancellationToken::new();
     let channels = config.gateway.publisher_channels;
-    let publisher = ConfirmedPublisher::start(&config.amqp, channels, metrics, stop.clone())
-        .await
-        .context("RabbitMQ")?;
-    let window = config
-        .sources
-        .get(source)
-        .map(|s| s.dedup_ttl)
-        .unwrap_or(Duration::from_secs(604_800));
-    let source = SourceName::from_config_name(source);
+    let publisher =
+        ConfirmedPublisher::start(&config.amqp, channels, metrics.clone(), stop.clone())
+            .await
+            .context("RabbitMQ")?;
+    let policy = Policy::from_config(&config.gateway);
+    let ingestor = Ingestor::new(dedup, publisher, metrics, policy);
+    let sources = Arc::new(sources);
     // The closed loop's request body, parsed once: each event gets a copy
     // with its own id, so both modes publish messages of one size.
     let template: Arc<Value> =
@@ -60,28 +71,24 @@ pub async fn run(
     let deadline = started + limit;
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (dedup, publisher, next, source, template) = (
-            dedup.clone(),
-            publisher.clone(),
+        let (ingestor, sources, next, template) = (
+            ingestor.clone(),
+            sources.clone(),
             next.clone(),
-            source.clone(),
             template.clone(),
         );
-        let run_id = run_id.to_owned();
+        let (source, run_id) = (source.to_owned(), run_id.to_owned());
+        let budget = config.gateway.ack_budget;
         tasks.push(tokio::spawn(async move {
             let mut stats = RunStats::new("floor");
+            let Some(source) = sources.get(&source) else {
+                return stats;
+            };
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let t0 = Instant::now();
-                let ok = one_event(
-                    &dedup,
-                    &publisher,
-                    &source,
-                    &template,
-                    &format!("{run_id}-floor-{i}"),
-                    window,
-                )
-                .await;
+                let id = format!("{run_id}-floor-{i}");
+                let ok = one_event(&ingestor, source, &template, &id, budget).await;
                 stats.record(
                     t0.elapsed(),
                     Some(if ok { 200 } else { 503 }),
@@ -98,18 +105,19 @@ pub async fn run(
         }
     }
     total.elapsed = started.elapsed();
-    publisher.close().await;
+    ingestor.publisher().close().await;
     stop.cancel();
     Ok(total)
 }
 
+/// One event through the core, as one request of the closed loop: no
+/// `X-Request-Id` or `traceparent`, the ack budget from its start.
 async fn one_event(
-    dedup: &DedupStore,
-    publisher: &ConfirmedPublisher,
-    source: &SourceName,
+    ingestor: &Ingestor,
+    source: &Source,
     template: &Value,
     id: &str,
-    window: Duration,
+    budget: Duration,
 ) -> bool {
     let mut data = template.clone();
     if let Some(slot) = data.pointer_mut(ID_POINTER) {
@@ -120,14 +128,12 @@ async fn one_event(
         event_type: EventType::normalise("messages.upsert"),
         data: EventData::from_value(&data),
     };
-    let keys = [dedup.key(source, &event.id)];
-    if dedup.claim(&keys).await.is_err() {
-        return false;
-    }
-    let exchange = publisher.topology().events_exchange();
-    let message = event_message(exchange, source.as_str(), id, SystemTime::now(), event);
-    if publisher.publish_all(vec![message]).await.is_err() {
-        return false;
-    }
-    dedup.mark_done(&keys, window).await.is_ok()
+    let correlation = Correlation::from_headers(&HeaderMap::new());
+    let ctx = RequestContext {
+        source,
+        correlation: &correlation,
+        received: SystemTime::now(),
+        deadline: Instant::now() + budget,
+    };
+    ingestor.ingest(&ctx, vec![event]).await.is_ok()
 }

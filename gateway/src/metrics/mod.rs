@@ -34,6 +34,7 @@ pub const REQUEST_OUTCOMES: &[&str] = &[
     "handshake",
     "invalid_signature",
     "forbidden",
+    "method_not_allowed",
     "bad_request",
     "too_large",
     "too_many_events",

@@ -4,6 +4,7 @@ use serde_json::json;
 use sluice_shared::config::Config;
 
 use super::*;
+use crate::correlation::Correlation;
 use crate::ingest::event_message;
 use crate::signature::tests_support::verified;
 
@@ -51,12 +52,19 @@ fn the_size_counted_is_the_size_published() {
         panic!("4 MB of messages are within 16 MiB");
     };
     let counted: usize = events.iter().map(|e| e.envelope_len("shop")).sum();
+    let correlation = Correlation::from_headers(&HeaderMap::new());
     let published: usize = events
         .into_iter()
         .map(|e| {
-            event_message("x".into(), "shop", "req", SystemTime::now(), e)
-                .body
-                .len()
+            event_message(
+                "x".into(),
+                &SourceName::from_config_name("shop"),
+                &correlation,
+                SystemTime::now(),
+                e,
+            )
+            .body
+            .len()
         })
         .sum();
     assert_eq!(counted, published);
