@@ -82,7 +82,7 @@ pub enum Claim {
     New,
     /// `done`: published before, inside the window.
     Duplicate,
-    /// `pending` by another request right now: answer 503 with `Retry-After: 1`, the retry settles it.
+    /// `pending` by another request right now: answer 503 with `Retry-After: 1`, the retry finds it decided.
     InFlight,
 }
 

@@ -1,5 +1,5 @@
 //! The ingest core: an [`Ingestor`] deduplicates a request's events in
-//! Redis, publishes them with confirms and settles their dedup keys, and
+//! Redis, publishes them with confirms and marks their dedup keys done (or frees them), and
 //! answers with counts or an [`IngestError`]. No HTTP here: [`crate::webhook`]
 //! calls it and [`crate::error`] turns its errors into answers; the load
 //! generator's floor calls it too.
@@ -78,7 +78,7 @@ pub struct RequestContext<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// Another request is publishing some of these events right now; the
-    /// others were published. Retry in a second: the retry settles it.
+    /// others were published. Retry in a second: the retry finds it decided.
     #[error("{} event(s) are being published by another request", .0.in_flight)]
     InFlight(Counts),
     /// Not durable within the budget; retry after `retry_after`.

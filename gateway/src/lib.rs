@@ -7,7 +7,7 @@
 //! - [`source`] and [`signature`]: which provider, and is it really them;
 //! - [`extract`]: one body becomes events with ids and types;
 //! - [`ingest`]: the core, no HTTP: [`dedup`] in Redis, then [`publisher`]
-//!   with confirms (a publish unconfirmed at the ack budget settles later:
+//!   with confirms (a publish unconfirmed at the ack budget is decided later:
 //!   [`unconfirmed`]);
 //! - [`error`]: every non-200 answer, in one place.
 //!

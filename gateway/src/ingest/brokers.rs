@@ -45,7 +45,7 @@ impl Ingestor {
     /// store the events frees the keys held for them; one that leaves it
     /// unknown (the connection died after the send) leaves them to expire; a
     /// publish still unconfirmed at the deadline goes on in the background and
-    /// settles them later ([`crate::unconfirmed`]).
+    /// decides their keys later ([`crate::unconfirmed`]).
     pub(super) async fn publish(
         &self,
         ctx: &RequestContext<'_>,
