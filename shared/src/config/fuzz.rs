@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 
-use super::Config;
+use super::{Config, ConfigError, SCHEME_KEYS, SchemeKind};
 
 /// Keys of every table, with the value kinds they take and some they do not.
 const KEYS: &[(&str, &str)] = &[
@@ -30,6 +30,12 @@ const KEYS: &[(&str, &str)] = &[
     ("sources.s", "rate_limit"),
     ("sources.s", "allow_ips"),
     ("sources.s", "tolerance"),
+    ("sources.s", "header"),
+    ("sources.s", "prefix"),
+    ("sources.s", "encoding"),
+    ("sources.s", "verify_token"),
+    ("sources.s", "tokens"),
+    ("sources.s", "token_header"),
     ("dlq.http", "enabled"),
 ];
 
@@ -47,6 +53,12 @@ fn value() -> impl Strategy<Value = String> {
         Just("{ per_second = 1e308, burst = 4294967295 }".to_owned()),
         Just("[\"env:\", \"file:/nonexistent\"]".to_owned()),
         Just("[\"hmac-sha256\", \"md5\"]".to_owned()),
+        Just("\"token\"".to_owned()),
+        Just("\"standard-webhooks\"".to_owned()),
+        Just("\"whatsapp-cloud\"".to_owned()),
+        Just("\"X Bad Header\"".to_owned()),
+        Just("\"env:SLUICE_FUZZ_UNSET\"".to_owned()),
+        Just("\"https://exa mple/\"".to_owned()),
     ]
 }
 
@@ -67,6 +79,33 @@ proptest! {
         }
         if let Err(error) = Config::from_toml(&text) {
             prop_assert!(!error.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn fuzz_a_key_foreign_to_the_scheme_never_loads_whatever_its_value(
+        scheme in 0..SchemeKind::ALL.len(),
+        key in 0..SCHEME_KEYS.len(),
+        value in value(),
+    ) {
+        let scheme = SchemeKind::ALL[scheme];
+        let (key, readers) = SCHEME_KEYS[key];
+        prop_assume!(!readers.contains(&scheme));
+        let required = match scheme {
+            SchemeKind::Token => "tokens = [\"env:T\"]",
+            SchemeKind::WhatsappCloud => "secrets = [\"env:S\"]\nverify_token = \"env:V\"",
+            SchemeKind::HmacSha256 | SchemeKind::StandardWebhooks => "secrets = [\"env:S\"]",
+        };
+        prop_assume!(!required.contains(&format!("{key} =")));
+        let text = format!("[sources.s]\nscheme = \"{scheme}\"\n{key} = {value}\n{required}\n");
+        match Config::from_toml(&text) {
+            Ok(_) => prop_assert!(false, "{} loaded", text),
+            // Refused for its scheme (by name), or its value refused for its type.
+            Err(ConfigError::Invalid { key: named, .. }) => {
+                prop_assert_eq!(named, format!("sources.s.{key}"));
+            }
+            Err(ConfigError::Load(error)) => prop_assert!(!error.to_string().is_empty()),
+            Err(other) => prop_assert!(false, "{}", other),
         }
     }
 }
