@@ -182,8 +182,7 @@ fn management_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<U
     };
     parse_http_url(&text).map(Some).map_err(|problem| {
         serde::de::Error::custom(format!(
-            "{problem}: give the management API's http:// or https:// address, \
-             e.g. http://127.0.0.1:15672"
+            "{problem}: give the management API's address, e.g. http://127.0.0.1:15672"
         ))
     })
 }

@@ -2,8 +2,8 @@
 //!
 //! Layers, later wins: built-in defaults, the TOML file, then the environment
 //! (`SLUICE_GATEWAY__ACK_BUDGET=1s` sets `gateway.ack_budget`; `__` nests).
-//! Unknown keys are errors, so a typo never silently falls back to a default,
-//! and so is a source key its scheme does not read.
+//! Unknown keys are errors, so a typo never silently falls back to a default;
+//! so is a key of a source whose scheme does not read it.
 //!
 //! [`Config::load`] reads and checks everything once, before a process
 //! serves, and hands over parsed values: durations, [`RetryDelays`], header

@@ -94,7 +94,7 @@ impl RouteFile {
                 let url = self
                     .url
                     .as_deref()
-                    .ok_or_else(|| "no url".to_owned())
+                    .ok_or_else(|| "none given".to_owned())
                     .and_then(parse_http_url)
                     .map_err(|problem| {
                         ConfigError::invalid(
@@ -131,7 +131,7 @@ impl RouteFile {
 /// Parses an `http://` or `https://` URL; the problem otherwise, without the URL.
 pub(super) fn parse_http_url(text: &str) -> Result<Url, String> {
     if !(text.starts_with("http://") || text.starts_with("https://")) {
-        return Err("it does not start with http:// or https://".into());
+        return Err("not an http:// or https:// URL".into());
     }
     Url::parse(text).map_err(|e| format!("not a valid URL: {e}"))
 }

@@ -246,22 +246,45 @@ impl SourceFile {
             if readers.contains(&scheme) {
                 continue;
             }
-            let readers: Vec<&str> = readers.iter().map(|s| s.as_str()).collect();
-            let own = match scheme.own_keys().as_slice() {
-                [] => "no key besides those every source takes".to_owned(),
-                keys => format!("{} besides the keys every source takes", keys.join(", ")),
-            };
             return Err(ConfigError::invalid(
                 key(field),
-                format!(
-                    "scheme {scheme} does not read `{field}` (only {} does), so it would be \
-                     ignored: remove it, or set the scheme that uses it. Scheme {scheme} takes {own} \
-                     (docs/configuration.md, \"[sources.<name>]\")",
-                    readers.join(" and ")
-                ),
+                foreign_key(scheme, field, readers),
             ));
         }
         Ok(())
+    }
+}
+
+/// Why `field`, which only `readers` read, is refused on a `scheme` source.
+fn foreign_key(scheme: SchemeKind, field: &str, readers: &[SchemeKind]) -> String {
+    let readers: Vec<&str> = readers.iter().map(|s| s.as_str()).collect();
+    let readers = match readers.as_slice() {
+        [one] => format!("only {one} does"),
+        _ => format!("only {} do", listed(&readers)),
+    };
+    let own = match scheme.own_keys().as_slice() {
+        [] => "no key besides those every source takes".to_owned(),
+        keys => {
+            let keys: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+            format!("{} besides the keys every source takes", listed(&keys))
+        }
+    };
+    format!(
+        "scheme {scheme} does not read `{field}` ({readers}), so it would be ignored: remove \
+         it, or set the scheme that uses it. Scheme {scheme} takes {own} \
+         (docs/configuration.md, \"[sources.<name>]\")"
+    )
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn listed(items: &[impl AsRef<str>]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.as_ref().to_owned(),
+        [rest @ .., last] => {
+            let rest: Vec<&str> = rest.iter().map(AsRef::as_ref).collect();
+            format!("{} and {}", rest.join(", "), last.as_ref())
+        }
     }
 }
 

@@ -91,7 +91,7 @@ fn a_tolerance_on_an_hmac_source_is_refused_naming_the_key_the_source_and_what_t
     assert!(error.contains("only standard-webhooks does"), "{error}");
     assert!(error.contains("remove it"), "says what to do: {error}");
     assert!(
-        error.contains("secrets, header, prefix, encoding"),
+        error.contains("takes `secrets`, `header`, `prefix` and `encoding` besides"),
         "lists what the scheme takes: {error}"
     );
 }
