@@ -49,13 +49,6 @@ pub struct SourceConfig {
     pub allow_ips: Vec<IpNet>,
 }
 
-impl SourceConfig {
-    /// The `scheme` key's value.
-    pub fn kind(&self) -> SchemeKind {
-        self.scheme.kind()
-    }
-}
-
 /// The signature scheme of a source, with the keys only it takes.
 #[derive(Debug, Clone)]
 pub enum SourceScheme {
@@ -72,6 +65,7 @@ pub enum SourceScheme {
 }
 
 impl SourceScheme {
+    /// The `scheme` key's value.
     pub fn kind(&self) -> SchemeKind {
         match self {
             Self::HmacSha256(_) => SchemeKind::HmacSha256,
