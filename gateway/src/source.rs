@@ -10,10 +10,10 @@ use axum::http::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use serde_json::Value;
 use sluice_shared::config::{
-    ConfigError, DigestEncoding, ExtractorKind, GatewayConfig, SchemeKind, SourceConfig,
+    ConfigError, ConfigSecret, DigestEncoding, ExtractorKind, GatewayConfig, SourceConfig,
+    SourceScheme, TokenConfig,
 };
-use sluice_shared::secret::{Secret, SecretRef};
-use sluice_shared::standard_webhooks::SigningKey;
+use sluice_shared::secret::Secret;
 
 use ipnet::IpNet;
 
@@ -85,32 +85,26 @@ pub enum HandshakeError {
 }
 
 impl Source {
+    /// The source `name` as the config loader checked it; reads its secrets
+    /// (the loader left them as references, for the gateway alone to read).
     pub fn from_config(
         name: &str,
         config: &SourceConfig,
         limits: FanOutLimits,
     ) -> Result<Self, ConfigError> {
-        let secrets = resolve_all(name, "secrets", &config.secrets)?;
-        let tokens = resolve_all(name, "tokens", &config.tokens)?;
-        let verify_token = match &config.verify_token {
-            Some(reference) => Some(SecretDigests::new(&[resolve(
-                name,
-                "verify_token",
-                reference,
-            )?])),
-            None => None,
-        };
-        let token = (!tokens.is_empty())
-            .then(|| header(name, "token_header", &config.token_header))
-            .transpose()?
-            .map(|h| TokenCheck::new(h, config.token_format, &tokens));
         let auth = Authenticator {
-            scheme: scheme(name, config, &secrets)?,
-            token,
+            scheme: scheme(&config.scheme)?,
+            token: config.tokens.as_ref().map(token_check).transpose()?,
         };
-        let challenge = config.challenge_type.as_ref().map(|t| Challenge {
-            event_type: t.clone(),
-            pointer: config.challenge_pointer.clone(),
+        let verify_token = match &config.scheme {
+            SourceScheme::WhatsappCloud(meta) => {
+                Some(SecretDigests::new(&[meta.verify_token.resolve()?]))
+            }
+            _ => None,
+        };
+        let challenge = config.challenge.as_ref().map(|c| Challenge {
+            event_type: c.event_type.clone(),
+            pointer: c.pointer.clone(),
         });
         Ok(Self {
             name: SourceName::from_config_name(name),
@@ -211,35 +205,40 @@ impl Source {
     }
 }
 
-fn scheme(name: &str, config: &SourceConfig, secrets: &[Secret]) -> Result<Scheme, ConfigError> {
-    Ok(match config.scheme {
-        SchemeKind::HmacSha256 => Scheme::Hmac(HmacSignature::new(
-            header(name, "header", &config.header)?,
-            config.prefix.clone(),
-            config.encoding,
-            secrets,
+fn scheme(config: &SourceScheme) -> Result<Scheme, ConfigError> {
+    Ok(match config {
+        SourceScheme::HmacSha256(hmac) => Scheme::Hmac(HmacSignature::new(
+            hmac.header.clone(),
+            hmac.prefix.clone(),
+            hmac.encoding,
+            &resolve_all(&hmac.secrets)?,
         )),
         // Meta signs with the app secret: `X-Hub-Signature-256: sha256=<hex>`.
-        SchemeKind::WhatsappCloud => Scheme::Hmac(HmacSignature::new(
+        SourceScheme::WhatsappCloud(meta) => Scheme::Hmac(HmacSignature::new(
             HeaderName::from_static("x-hub-signature-256"),
             Some("sha256=".into()),
             DigestEncoding::Hex,
-            secrets,
+            &resolve_all(&meta.secrets)?,
         )),
-        SchemeKind::StandardWebhooks => {
-            let keys = secrets
+        SourceScheme::StandardWebhooks(standard) => {
+            let keys = standard
+                .secrets
                 .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    SigningKey::from_secret(s).map_err(|e| {
-                        ConfigError::invalid(format!("sources.{name}.secrets[{i}]"), e.to_string())
-                    })
-                })
+                .map(ConfigSecret::signing_key)
                 .collect::<Result<Vec<_>, _>>()?;
-            Scheme::Standard(StandardSignature::new(keys, config.tolerance))
+            Scheme::Standard(StandardSignature::new(keys, standard.tolerance))
         }
-        SchemeKind::Token => Scheme::TokenOnly,
+        SourceScheme::Token => Scheme::TokenOnly,
     })
+}
+
+fn token_check(tokens: &TokenConfig) -> Result<TokenCheck, ConfigError> {
+    let secrets = resolve_all(&tokens.tokens)?;
+    Ok(TokenCheck::new(
+        tokens.header.clone(),
+        tokens.format,
+        &secrets,
+    ))
 }
 
 fn extractor(config: &SourceConfig) -> Extractor {
@@ -250,7 +249,7 @@ fn extractor(config: &SourceConfig) -> Extractor {
         item_id_suffix_pointer: config.item_id_suffix_pointer.clone(),
         type_pointer: config.type_pointer.clone(),
     };
-    match config.extractor() {
+    match config.extractor {
         ExtractorKind::Json => Extractor::Json(json),
         ExtractorKind::WhatsappCloud => Extractor::WhatsApp(WhatsAppExtractor),
         ExtractorKind::StandardWebhooks => Extractor::StandardWebhooks(JsonExtractor {
@@ -260,28 +259,8 @@ fn extractor(config: &SourceConfig) -> Extractor {
     }
 }
 
-fn header(name: &str, field: &str, value: &str) -> Result<HeaderName, ConfigError> {
-    HeaderName::try_from(value).map_err(|_| {
-        ConfigError::invalid(format!("sources.{name}.{field}"), "not a valid header name")
-    })
-}
-
-fn resolve(name: &str, field: &str, reference: &SecretRef) -> Result<Secret, ConfigError> {
-    reference
-        .resolve()
-        .map_err(|e| ConfigError::invalid(format!("sources.{name}.{field}"), e.to_string()))
-}
-
-fn resolve_all(
-    name: &str,
-    field: &str,
-    references: &[SecretRef],
-) -> Result<Vec<Secret>, ConfigError> {
-    references
-        .iter()
-        .enumerate()
-        .map(|(i, r)| resolve(name, &format!("{field}[{i}]"), r))
-        .collect()
+fn resolve_all(secrets: &[ConfigSecret]) -> Result<Vec<Secret>, ConfigError> {
+    secrets.iter().map(ConfigSecret::resolve).collect()
 }
 
 /// All configured sources by name.

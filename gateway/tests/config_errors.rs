@@ -53,6 +53,25 @@ fn an_unknown_scheme_stops_the_gateway_and_lists_the_known_ones() {
 }
 
 #[test]
+fn a_key_of_another_scheme_stops_the_gateway_naming_the_key_and_the_source() {
+    let (code, stderr) = run_gateway(&format!("{SOURCE}tolerance = \"5m\"\n"));
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("config key `sources.whatzme.tolerance`"),
+        "names the key and the source: {stderr}"
+    );
+    assert!(
+        stderr.contains("scheme hmac-sha256 does not read `tolerance`")
+            && stderr.contains("remove it"),
+        "says why and what to do: {stderr}"
+    );
+    assert!(
+        !stderr.contains("SLUICE_TEST_SURELY_UNSET_SECRET"),
+        "refused before any secret is read: {stderr}"
+    );
+}
+
+#[test]
 fn a_config_file_that_does_not_exist_is_named() {
     let output = Command::new(env!("CARGO_BIN_EXE_sluice-gateway"))
         .args(["--config", "/nonexistent/sluice.toml"])

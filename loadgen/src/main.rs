@@ -175,11 +175,12 @@ fn prepare(
         .get(&load.source)
         .with_context(|| format!("no source {} in the config", load.source))?;
     let secret = source
-        .secrets
+        .scheme
+        .secrets()
         .first()
         .context("the source has no secret")?
         .resolve()
-        .map_err(|e| anyhow::anyhow!("sources.{}.secrets[0]: {e}", load.source))?;
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let plan = Plan {
         kind: load.kind,
         count: load.count,

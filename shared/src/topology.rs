@@ -30,13 +30,13 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ExchangeKind};
 
-use crate::config::AmqpConfig;
+use crate::config::{AmqpConfig, RetryDelays};
 
 /// Names and arguments of every exchange and queue Sluice uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     prefix: String,
-    retry_delays: Vec<Duration>,
+    retry_delays: RetryDelays,
     delivery_limit: u32,
     /// `x-quorum-initial-group-size`, if declared (see [`AmqpConfig::quorum_group_size`]).
     group_size: Option<u32>,
@@ -354,7 +354,8 @@ mod tests {
     fn names_follow_the_prefix() {
         let topology = Topology::new(&AmqpConfig {
             prefix: "t1".into(),
-            retry_delays: vec![Duration::from_secs(1), Duration::from_secs(300)],
+            retry_delays: RetryDelays::new(vec![Duration::from_secs(1), Duration::from_secs(300)])
+                .expect("growing"),
             ..AmqpConfig::default()
         });
         assert_eq!(topology.work_queue(), "t1.work");

@@ -42,3 +42,19 @@ fn an_unknown_handler_stops_the_worker_with_code_64() {
         "{stderr}"
     );
 }
+
+#[test]
+fn retry_delays_that_do_not_grow_stop_the_worker_with_code_64() {
+    let env = TestEnv::new("cfg");
+    let toml = env.config_toml_retrying(r#"["5s", "1s"]"#, "");
+    let (code, stderr) = run_worker(&env, &toml);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("amqp.retry_delays"),
+        "names the key: {stderr}"
+    );
+    assert!(
+        stderr.contains("delay 1 (1s) is not longer than the one before it (5s)"),
+        "says which delay: {stderr}"
+    );
+}

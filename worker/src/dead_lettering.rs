@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use lapin::uri::AMQPUri;
+use reqwest::Url;
 use serde::Deserialize;
 use sluice_shared::config::AmqpConfig;
 
@@ -70,7 +71,7 @@ pub async fn check(
 /// The flag's state, `None` when the broker does not list it, or why the
 /// API could not say.
 async fn feature_flag(
-    base: &str,
+    base: &Url,
     amqp_url: &str,
     client: &reqwest::Client,
     limit: Duration,
@@ -79,7 +80,7 @@ async fn feature_flag(
         .parse()
         .map_err(|_| "amqp.url cannot be read for its user".to_owned())?;
     let user = &uri.authority.userinfo;
-    let url = format!("{}/api/feature-flags", base.trim_end_matches('/'));
+    let url = format!("{}/api/feature-flags", base.as_str().trim_end_matches('/'));
     let response = client
         .get(&url)
         .basic_auth(&user.username, Some(&user.password))
@@ -120,7 +121,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_api_is_unverified_not_a_refusal() {
         let config = AmqpConfig {
-            management_url: Some("http://127.0.0.1:1".into()),
+            management_url: Some(Url::parse("http://127.0.0.1:1").expect("a URL")),
             connect_timeout: Duration::from_millis(500),
             ..AmqpConfig::default()
         };

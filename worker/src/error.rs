@@ -2,7 +2,7 @@
 //!
 //! Each variant's message names what to fix. [`StartError::exit_code`] keeps
 //! the process's exit status honest: 64 when the configuration (a route's
-//! secret or URL, the retry delays) is at fault, 1 for everything else.
+//! secret, the dlq token) is at fault, 1 for everything else.
 
 use std::net::SocketAddr;
 
@@ -10,17 +10,13 @@ use sluice_shared::config::{ConfigError, EXIT_BAD_CONFIG};
 
 use crate::broker::SessionError;
 use crate::dead_lettering::AtMostOnce;
-use crate::routes::RouteError;
 
 /// Why [`crate::Worker::build`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// A setting the worker cannot use (exit 64).
+    /// A setting the worker cannot use, a route's secret among them (exit 64).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A route that cannot deliver: its secret or URL (exit 64).
-    #[error(transparent)]
-    Route(#[from] RouteError),
     #[error("cannot register the worker's metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot build the HTTP client: {0}")]
@@ -42,7 +38,7 @@ impl StartError {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Config(_) | Self::Route(_) => EXIT_BAD_CONFIG,
+            Self::Config(_) => EXIT_BAD_CONFIG,
             _ => 1,
         }
     }

@@ -175,13 +175,14 @@ fn labelled_queues(topology: &Topology) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_shared::config::AmqpConfig;
+    use sluice_shared::config::{AmqpConfig, RetryDelays};
 
     #[test]
     fn labels_are_the_queue_names_without_the_prefix() {
         let topology = Topology::new(&AmqpConfig {
             prefix: "t1".into(),
-            retry_delays: vec![Duration::from_secs(1), Duration::from_secs(120)],
+            retry_delays: RetryDelays::new(vec![Duration::from_secs(1), Duration::from_secs(120)])
+                .expect("growing"),
             ..AmqpConfig::default()
         });
         let labels: Vec<_> = labelled_queues(&topology)

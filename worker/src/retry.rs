@@ -24,22 +24,6 @@ pub enum Decision {
     Dead { reason: DeadReason },
 }
 
-/// Retry delays that make no sense.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RetryPolicyError {
-    #[error("retry delay {index} is 0, which would retry at once in a loop")]
-    ZeroDelay { index: usize },
-    #[error(
-        "retry delays must grow: delay {index} ({delay:?}) is not longer than the one before it \
-         ({previous:?}); list them shortest first, each once"
-    )]
-    NotIncreasing {
-        index: usize,
-        delay: Duration,
-        previous: Duration,
-    },
-}
-
 /// Tiered exponential backoff over the retry queues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -47,24 +31,12 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Accepts tiers whose delays are above zero and strictly increasing
-    /// (equal delays would also be one queue declared twice).
-    pub fn new(tiers: Vec<RetryTier>) -> Result<Self, RetryPolicyError> {
-        for (index, tier) in tiers.iter().enumerate() {
-            if tier.delay.is_zero() {
-                return Err(RetryPolicyError::ZeroDelay { index });
-            }
-            if let Some(previous) = index.checked_sub(1).and_then(|i| tiers.get(i))
-                && previous.delay >= tier.delay
-            {
-                return Err(RetryPolicyError::NotIncreasing {
-                    index,
-                    delay: tier.delay,
-                    previous: previous.delay,
-                });
-            }
-        }
-        Ok(Self { tiers })
+    /// A policy over `tiers`, as [`sluice_shared::topology::Topology::retry_tiers`]
+    /// gives them: their delays are `amqp.retry_delays`, which the config
+    /// loader accepted only above zero and strictly growing
+    /// ([`sluice_shared::config::RetryDelays`]).
+    pub fn new(tiers: Vec<RetryTier>) -> Self {
+        Self { tiers }
     }
 
     /// The tier a [`Decision::Retry`] names.
@@ -125,7 +97,7 @@ mod tests {
     }
 
     fn default_policy() -> RetryPolicy {
-        RetryPolicy::new(tiers(&[1, 5, 25, 120, 600, 3600])).unwrap()
+        RetryPolicy::new(tiers(&[1, 5, 25, 120, 600, 3600]))
     }
 
     fn transient(retry_after: Option<u64>) -> DeliveryError {
@@ -244,7 +216,7 @@ mod tests {
 
     #[test]
     fn no_delays_means_dead_at_the_first_transient_failure() {
-        let policy = RetryPolicy::new(Vec::new()).unwrap();
+        let policy = RetryPolicy::new(Vec::new());
         assert_eq!(policy.max_attempts(), 1);
         assert_eq!(policy.decide(0, &transient(None)), EXHAUSTED);
         assert_eq!(policy.decide(0, &transient(Some(3))), EXHAUSTED);
@@ -258,33 +230,12 @@ mod tests {
 
     #[test]
     fn a_single_tier_allows_two_attempts() {
-        let policy = RetryPolicy::new(tiers(&[30])).unwrap();
+        let policy = RetryPolicy::new(tiers(&[30]));
         assert_eq!(
             policy.decide(0, &transient(Some(90))),
             Decision::Retry { tier: 0 }
         );
         assert_eq!(policy.decide(1, &transient(None)), EXHAUSTED);
-    }
-
-    #[test]
-    fn delays_that_do_not_grow_are_refused() {
-        assert_eq!(
-            RetryPolicy::new(tiers(&[5, 1])),
-            Err(RetryPolicyError::NotIncreasing {
-                index: 1,
-                delay: Duration::from_secs(1),
-                previous: Duration::from_secs(5)
-            })
-        );
-        assert!(RetryPolicy::new(tiers(&[5, 5])).is_err());
-    }
-
-    #[test]
-    fn a_zero_delay_is_refused() {
-        assert_eq!(
-            RetryPolicy::new(tiers(&[0, 5])),
-            Err(RetryPolicyError::ZeroDelay { index: 0 })
-        );
     }
 
     #[test]

@@ -1,31 +1,19 @@
 //! Routes: which handler delivers an event, chosen by its source and type.
 //!
 //! `config.routes` in order, first match wins, each route a list of globs
-//! over `<source>.<type>`. Built once at start-up, when every `http` route's
-//! secret is resolved and decoded and its URL parsed: a route that cannot
-//! deliver stops the worker before it takes a single message, with the
-//! config key at fault in the error.
+//! over `<source>.<type>`. Built once at start-up from the routes the config
+//! loader checked (an `http` route's URL comes parsed), when every `http`
+//! route's secret is read and decoded: a route that cannot deliver stops the
+//! worker before it takes a single message, with the config key at fault in
+//! the error.
 
-use reqwest::{Client, Url};
-use sluice_shared::config::{HandlerKind, RouteConfig};
-use sluice_shared::secret::SecretError;
-use sluice_shared::standard_webhooks::{BadSecret, SigningKey};
+use reqwest::Client;
+use sluice_shared::config::{ConfigError, RouteConfig, RouteHandler};
 
 use crate::delivery_error::DeliveryError;
 use crate::glob::Glob;
 use crate::http_target::HttpTarget;
 use crate::message::SluiceEvent;
-
-/// A route that cannot be built; `key` is the config key at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum RouteError {
-    #[error("config key `{key}`: {source}")]
-    Secret { key: String, source: SecretError },
-    #[error("config key `{key}`: {source}")]
-    BadSecret { key: String, source: BadSecret },
-    #[error("config key `{key}`: {problem}")]
-    Invalid { key: String, problem: String },
-}
 
 /// What delivering means for a route.
 #[derive(Debug, Clone)]
@@ -52,12 +40,12 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds every route, resolving secrets from the environment or files.
-    pub fn from_config(configs: &[RouteConfig]) -> Result<Self, RouteError> {
+    /// Builds every route, resolving secrets from the environment or files;
+    /// an error names the route's key (`routes[0] (crm).secret`).
+    pub fn from_config(configs: &[RouteConfig]) -> Result<Self, ConfigError> {
         let routes = configs
             .iter()
-            .enumerate()
-            .map(|(index, config)| Route::from_config(index, config))
+            .map(Route::from_config)
             .collect::<Result<_, _>>()?;
         Ok(Self { routes })
     }
@@ -76,11 +64,14 @@ impl RouteTable {
 }
 
 impl Route {
-    fn from_config(index: usize, config: &RouteConfig) -> Result<Self, RouteError> {
-        let key = |field: &str| format!("routes[{index}] ({}).{field}", config.name);
-        let handler = match config.handler {
-            HandlerKind::Log => Handler::Log,
-            HandlerKind::Http => Handler::Http(http_target(config, key)?),
+    fn from_config(config: &RouteConfig) -> Result<Self, ConfigError> {
+        let handler = match &config.handler {
+            RouteHandler::Log => Handler::Log,
+            RouteHandler::Http(http) => Handler::Http(HttpTarget::new(
+                http.url.clone(),
+                http.secret.signing_key()?,
+                config.timeout,
+            )),
         };
         Ok(Self {
             name: config.name.clone(),
@@ -112,41 +103,12 @@ impl Route {
     }
 }
 
-fn http_target(
-    config: &RouteConfig,
-    key: impl Fn(&str) -> String,
-) -> Result<HttpTarget, RouteError> {
-    let invalid = |field: &str, problem: &str| RouteError::Invalid {
-        key: key(field),
-        problem: problem.to_owned(),
-    };
-    let url = config
-        .url
-        .as_deref()
-        .ok_or_else(|| invalid("url", "the http handler needs a url"))?;
-    let url = Url::parse(url).map_err(|e| invalid("url", &format!("not a valid URL: {e}")))?;
-    let secret = config
-        .secret
-        .as_ref()
-        .ok_or_else(|| invalid("secret", "the http handler needs a whsec_ secret"))?
-        .resolve()
-        .map_err(|source| RouteError::Secret {
-            key: key("secret"),
-            source,
-        })?;
-    let signing_key = SigningKey::from_secret(&secret).map_err(|source| RouteError::BadSecret {
-        key: key("secret"),
-        source,
-    })?;
-    Ok(HttpTarget::new(url, signing_key, config.timeout))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use sluice_shared::config::Config;
 
-    fn table(toml: &str) -> Result<RouteTable, RouteError> {
+    fn table(toml: &str) -> Result<RouteTable, ConfigError> {
         RouteTable::from_config(&Config::from_toml(toml).unwrap().routes)
     }
 
@@ -208,7 +170,7 @@ mod tests {
         ))
         .unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, RouteError::BadSecret { .. }), "{text}");
+        assert!(matches!(err, ConfigError::BadSecret { .. }), "{text}");
         assert!(text.contains("routes[0] (crm).secret"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
     }

@@ -5,10 +5,13 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use url::Url;
 
-use super::ConfigError;
 use super::cluster::RedisMode;
+use super::durations::RetryDelays;
+use super::route::parse_http_url;
+use super::{ConfigError, is_name};
 use crate::amqp::AmqpNodes;
 use crate::secret::SecretRef;
 
@@ -92,8 +95,7 @@ pub struct AmqpConfig {
     /// Every exchange and queue name starts with this.
     pub prefix: String,
     /// Delays of the retry tiers, in order; an event is dead after the last.
-    #[serde(deserialize_with = "durations")]
-    pub retry_delays: Vec<Duration>,
+    pub retry_delays: RetryDelays,
     /// `x-delivery-limit` of the work queue: a message that crashes workers
     /// this many times goes to the dead queue instead of looping.
     pub delivery_limit: u32,
@@ -110,7 +112,8 @@ pub struct AmqpConfig {
     /// checks at start that at-least-once dead-lettering is in force (the
     /// `stream_queue` feature flag); signs in as `url`'s user. Unset: not
     /// checked (the worker says so at start).
-    pub management_url: Option<String>,
+    #[serde(deserialize_with = "management_url")]
+    pub management_url: Option<Url>,
 }
 
 impl Default for AmqpConfig {
@@ -121,10 +124,7 @@ impl Default for AmqpConfig {
             quorum_initial_group_size: 3,
             nodes: AmqpNodes::default(),
             prefix: "sluice".into(),
-            retry_delays: [1, 5, 25, 120, 600, 3600]
-                .into_iter()
-                .map(Duration::from_secs)
-                .collect(),
+            retry_delays: RetryDelays::default(),
             delivery_limit: 10,
             connect_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_secs(10),
@@ -160,21 +160,31 @@ pub(super) fn validate_amqp(amqp: &AmqpConfig) -> Result<(), ConfigError> {
              10s notices a silent broker within 20s",
         ));
     }
-    if let Some(url) = &amqp.management_url
-        && !(url.starts_with("http://") || url.starts_with("https://"))
-    {
+    if amqp.delivery_limit == 0 {
         return Err(ConfigError::invalid(
-            "amqp.management_url",
-            "must be the management API's http:// or https:// address, e.g. http://127.0.0.1:15672",
+            "amqp.delivery_limit",
+            "must be at least 1",
+        ));
+    }
+    if !is_name(&amqp.prefix, ".") {
+        return Err(ConfigError::invalid(
+            "amqp.prefix",
+            "use letters, digits, '-', '_' and '.' only",
         ));
     }
     Ok(())
 }
 
-/// A list of durations written as `["1s", "5s", "2m"]`.
-fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
-    let list = Vec::<humantime_serde::Serde<Duration>>::deserialize(deserializer)?;
-    Ok(list.into_iter().map(|d| d.into_inner()).collect())
+/// `amqp.management_url`, parsed once as it is read.
+fn management_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Url>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    parse_http_url(&text).map(Some).map_err(|problem| {
+        serde::de::Error::custom(format!(
+            "{problem}: give the management API's address, e.g. http://127.0.0.1:15672"
+        ))
+    })
 }
 
 /// Reads a URL written as `env:NAME` or `file:/path`; leaves any other value as it is.

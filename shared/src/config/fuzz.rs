@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 
-use super::Config;
+use super::{Config, ConfigError, SCHEME_KEYS, SchemeKind};
 
 /// Keys of every table, with the value kinds they take and some they do not.
 const KEYS: &[(&str, &str)] = &[
@@ -30,6 +30,12 @@ const KEYS: &[(&str, &str)] = &[
     ("sources.s", "rate_limit"),
     ("sources.s", "allow_ips"),
     ("sources.s", "tolerance"),
+    ("sources.s", "header"),
+    ("sources.s", "prefix"),
+    ("sources.s", "encoding"),
+    ("sources.s", "verify_token"),
+    ("sources.s", "tokens"),
+    ("sources.s", "token_header"),
     ("dlq.http", "enabled"),
 ];
 
@@ -47,6 +53,12 @@ fn value() -> impl Strategy<Value = String> {
         Just("{ per_second = 1e308, burst = 4294967295 }".to_owned()),
         Just("[\"env:\", \"file:/nonexistent\"]".to_owned()),
         Just("[\"hmac-sha256\", \"md5\"]".to_owned()),
+        Just("\"token\"".to_owned()),
+        Just("\"standard-webhooks\"".to_owned()),
+        Just("\"whatsapp-cloud\"".to_owned()),
+        Just("\"X Bad Header\"".to_owned()),
+        Just("\"env:SLUICE_FUZZ_UNSET\"".to_owned()),
+        Just("\"https://exa mple/\"".to_owned()),
     ]
 }
 
@@ -69,4 +81,43 @@ proptest! {
             prop_assert!(!error.to_string().is_empty());
         }
     }
+
+    #[test]
+    fn fuzz_a_key_foreign_to_the_scheme_never_loads_whatever_its_value(
+        (scheme, key) in proptest::sample::select(foreign_keys()),
+        value in value(),
+    ) {
+        let text = format!("[sources.s]\nscheme = \"{scheme}\"\n{key} = {value}\n{}\n", required(scheme));
+        match Config::from_toml(&text) {
+            Ok(_) => prop_assert!(false, "{} loaded", text),
+            // Refused for its scheme (by name), or its value refused for its type.
+            Err(ConfigError::Invalid { key: named, .. }) => {
+                prop_assert_eq!(named, format!("sources.s.{key}"));
+            }
+            Err(ConfigError::Load(error)) => prop_assert!(!error.to_string().is_empty()),
+            Err(other) => prop_assert!(false, "{}", other),
+        }
+    }
+}
+
+/// The keys a source of `scheme` needs, and nothing else.
+fn required(scheme: SchemeKind) -> &'static str {
+    match scheme {
+        SchemeKind::Token => "tokens = [\"env:T\"]",
+        SchemeKind::WhatsappCloud => "secrets = [\"env:S\"]\nverify_token = \"env:V\"",
+        SchemeKind::HmacSha256 | SchemeKind::StandardWebhooks => "secrets = [\"env:S\"]",
+    }
+}
+
+/// Every scheme with each key of [`SCHEME_KEYS`] it does not read.
+fn foreign_keys() -> Vec<(SchemeKind, &'static str)> {
+    SchemeKind::ALL
+        .into_iter()
+        .flat_map(|scheme| {
+            SCHEME_KEYS
+                .iter()
+                .filter(move |(_, readers)| !readers.contains(&scheme))
+                .map(move |(key, _)| (scheme, *key))
+        })
+        .collect()
 }

@@ -1,38 +1,48 @@
-//! `[[routes]]`: where the worker delivers events.
+//! `[[routes]]`: where the worker delivers events, read from the file's form
+//! into a [`RouteConfig`] whose handler holds what it needs, parsed.
 
 use std::time::Duration;
 
 use serde::Deserialize;
+use url::Url;
 
+use super::secrets::ConfigSecret;
 use super::{ConfigError, is_name};
 use crate::secret::SecretRef;
 
 /// Where the worker delivers events that match.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct RouteConfig {
     /// Names the route in logs and metrics.
     pub name: String,
     /// Globs over `<source>.<type>`, e.g. `whatzme.*` or `whatsapp.message.*`.
-    #[serde(rename = "match")]
     pub patterns: Vec<String>,
     /// What delivering means.
-    pub handler: HandlerKind,
-    /// Where the `http` handler POSTs.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// `whsec_...` secret the `http` handler signs with (Standard Webhooks).
-    #[serde(default)]
-    pub secret: Option<SecretRef>,
+    pub handler: RouteHandler,
     /// Limit on one delivery attempt.
-    #[serde(default = "default_delivery_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
 
-fn default_delivery_timeout() -> Duration {
-    Duration::from_secs(10)
+/// What delivering means, with what it needs.
+#[derive(Debug, Clone)]
+pub enum RouteHandler {
+    /// POST the CloudEvents envelope, signed.
+    Http(HttpRoute),
+    /// Log the event's id and type (never its data) and acknowledge.
+    Log,
 }
 
+/// `handler = "http"`: where to POST and what to sign with.
+#[derive(Debug, Clone)]
+pub struct HttpRoute {
+    /// An `http://` or `https://` URL.
+    pub url: Url,
+    /// The `whsec_...` secret deliveries are signed with (Standard
+    /// Webhooks); the worker reads it at start ([`ConfigSecret::signing_key`]).
+    pub secret: ConfigSecret,
+}
+
+/// The `handler` key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HandlerKind {
@@ -42,39 +52,130 @@ pub enum HandlerKind {
     Log,
 }
 
-pub(super) fn validate(index: usize, route: &RouteConfig) -> Result<(), ConfigError> {
-    let key = |field: &str| format!("routes[{index}] ({}).{field}", route.name);
-    if !is_name(&route.name, "") {
-        return Err(ConfigError::invalid(
-            key("name"),
-            "1 to 64 of a-z, 0-9, '-' and '_'",
-        ));
-    }
-    if route.patterns.is_empty() {
-        return Err(ConfigError::invalid(
-            key("match"),
-            "list at least one glob, e.g. \"whatzme.*\"",
-        ));
-    }
-    if route.handler == HandlerKind::Http {
-        match &route.url {
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {}
-            _ => {
-                return Err(ConfigError::invalid(
-                    key("url"),
-                    "the http handler needs an http:// or https:// URL",
-                ));
-            }
-        }
-        if route.secret.is_none() {
+/// A route as the file writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RouteFile {
+    name: String,
+    #[serde(rename = "match")]
+    patterns: Vec<String>,
+    handler: HandlerKind,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    secret: Option<SecretRef>,
+    #[serde(default = "default_delivery_timeout", with = "humantime_serde")]
+    timeout: Duration,
+}
+
+fn default_delivery_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl RouteFile {
+    /// Checks the route at `index` and gives its handler what it needs.
+    pub(super) fn into_config(mut self, index: usize) -> Result<RouteConfig, ConfigError> {
+        let key = |field: &str| format!("routes[{index}] ({}).{field}", self.name);
+        if !is_name(&self.name, "") {
             return Err(ConfigError::invalid(
-                key("secret"),
-                "the http handler signs every delivery: set secret = \"env:NAME\" (a whsec_ secret)",
+                key("name"),
+                "1 to 64 of a-z, 0-9, '-' and '_'",
             ));
         }
+        if self.patterns.is_empty() {
+            return Err(ConfigError::invalid(
+                key("match"),
+                "list at least one glob, e.g. \"whatzme.*\"",
+            ));
+        }
+        let handler = match self.handler {
+            HandlerKind::Log => RouteHandler::Log,
+            HandlerKind::Http => {
+                let url = self
+                    .url
+                    .as_deref()
+                    .ok_or_else(|| "none given".to_owned())
+                    .and_then(parse_http_url)
+                    .map_err(|problem| {
+                        ConfigError::invalid(
+                            key("url"),
+                            format!(
+                                "the http handler needs an http:// or https:// URL ({problem})"
+                            ),
+                        )
+                    })?;
+                let secret = self.secret.take().ok_or_else(|| {
+                    ConfigError::invalid(
+                        key("secret"),
+                        "the http handler signs every delivery: set secret = \"env:NAME\" (a whsec_ secret)",
+                    )
+                })?;
+                RouteHandler::Http(HttpRoute {
+                    url,
+                    secret: ConfigSecret::new(key("secret"), secret),
+                })
+            }
+        };
+        if self.timeout.is_zero() {
+            return Err(ConfigError::invalid(key("timeout"), "must be above 0"));
+        }
+        Ok(RouteConfig {
+            name: self.name,
+            patterns: self.patterns,
+            handler,
+            timeout: self.timeout,
+        })
     }
-    if route.timeout.is_zero() {
-        return Err(ConfigError::invalid(key("timeout"), "must be above 0"));
+}
+
+/// Parses an `http://` or `https://` URL; the problem otherwise, without the URL.
+pub(super) fn parse_http_url(text: &str) -> Result<Url, String> {
+    if !(text.starts_with("http://") || text.starts_with("https://")) {
+        return Err("not an http:// or https:// URL".into());
     }
-    Ok(())
+    Url::parse(text).map_err(|e| format!("not a valid URL: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, RouteHandler};
+
+    fn route(handler: &str) -> String {
+        format!("[[routes]]\nname = \"crm\"\nmatch = [\"*\"]\n{handler}")
+    }
+
+    #[test]
+    fn an_http_route_holds_its_url_parsed_and_its_secret_named() {
+        let config = Config::from_toml(&route(
+            "handler = \"http\"\nurl = \"https://crm.example/hook?x=1\"\nsecret = \"env:CRM\"",
+        ))
+        .expect("loads");
+        let RouteHandler::Http(http) = &config.routes[0].handler else {
+            panic!("an http route: {:?}", config.routes[0].handler);
+        };
+        assert_eq!(http.url.host_str(), Some("crm.example"));
+        assert_eq!(http.url.query(), Some("x=1"));
+        assert_eq!(http.secret.key(), "routes[0] (crm).secret");
+    }
+
+    #[test]
+    fn an_http_route_without_a_usable_url_names_the_key() {
+        for url in [
+            "",
+            "url = \"ftp://x/\"",
+            "url = \"http://exa mple/\"",
+            "url = \"http://\"",
+        ] {
+            let text = route(&format!("handler = \"http\"\nsecret = \"env:CRM\"\n{url}"));
+            let error = Config::from_toml(&text).expect_err(url).to_string();
+            assert!(error.contains("routes[0] (crm).url"), "{url}: {error}");
+            assert!(error.contains("http:// or https://"), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_log_route_needs_no_url() {
+        let config = Config::from_toml(&route("handler = \"log\"")).expect("loads");
+        assert!(matches!(config.routes[0].handler, RouteHandler::Log));
+    }
 }

@@ -1,125 +1,145 @@
 //! `[sources.<name>]`: a provider endpoint, how it authenticates and how its
-//! requests become events.
+//! requests become events, as the loader hands it over: one variant per
+//! scheme, holding only that scheme's settings, parsed.
 
+use std::fmt;
 use std::time::Duration;
 
+use axum::http::HeaderName;
+use ipnet::IpNet;
 use serde::Deserialize;
 
-use ipnet::IpNet;
-
-use super::edge::{RateLimitConfig, validate_rate_limit};
-use super::{ConfigError, is_name};
-use crate::secret::SecretRef;
+use super::edge::RateLimitConfig;
+use super::secrets::ConfigSecret;
 
 /// One provider endpoint, `POST /webhooks/{name}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct SourceConfig {
-    /// How requests are authenticated.
-    pub scheme: SchemeKind,
-    /// Active signing secrets; two during a rotation. Each `env:NAME` or
-    /// `file:/path`. Not used by the `token` scheme.
-    #[serde(default)]
-    pub secrets: Vec<SecretRef>,
-    /// Header carrying the signature (`hmac-sha256`).
-    #[serde(default = "default_signature_header")]
-    pub header: String,
-    /// Text before the digest in the header, e.g. `sha256=` (`hmac-sha256`).
-    #[serde(default)]
-    pub prefix: Option<String>,
-    /// How the digest is written (`hmac-sha256`).
-    #[serde(default)]
-    pub encoding: DigestEncoding,
-    /// The token Meta's GET handshake must present (`whatsapp-cloud`).
-    #[serde(default)]
-    pub verify_token: Option<SecretRef>,
-    /// Largest distance between `webhook-timestamp` and now, either way
-    /// (`standard-webhooks`): older or newer messages are replays or forgeries.
-    #[serde(default = "default_tolerance", with = "humantime_serde")]
-    pub tolerance: Duration,
-    /// Shared tokens: the whole check of the `token` scheme, and an extra
-    /// check when set with a signature scheme. Two during a rotation.
-    #[serde(default)]
-    pub tokens: Vec<SecretRef>,
-    /// Header carrying the token.
-    #[serde(default = "default_token_header")]
-    pub token_header: String,
-    /// How the token is written in its header.
-    #[serde(default)]
-    pub token_format: TokenFormat,
-    /// How one request becomes events; defaults to the scheme's own
-    /// (`whatsapp-cloud`, `standard-webhooks`), else `json`.
-    #[serde(default)]
-    pub extractor: Option<ExtractorKind>,
+    /// How requests are signed, with that scheme's settings.
+    pub scheme: SourceScheme,
+    /// Shared tokens: the whole check of the `token` scheme (always set
+    /// there), and an extra check when set with a signature scheme.
+    pub tokens: Option<TokenConfig>,
+    /// How one request becomes events: the configured one, else the scheme's
+    /// own (`whatsapp-cloud`, `standard-webhooks`), else `json`.
+    pub extractor: ExtractorKind,
     /// JSON pointer to the event id in the body (`json`); without one, or
     /// when it points at nothing, the id is the SHA-256 of the body.
-    #[serde(default)]
     pub id_pointer: Option<String>,
     /// JSON pointer to an array whose items become one event each (`json`),
     /// e.g. `/statuses`; a body without it is one event as usual.
-    #[serde(default)]
     pub items_pointer: Option<String>,
     /// JSON pointer to an item's id, relative to the item (e.g. `/id`).
-    #[serde(default)]
     pub item_id_pointer: Option<String>,
     /// JSON pointer, relative to the item, to text appended to its id after
     /// `:` (e.g. `/status`, so each status of one message is its own event).
-    #[serde(default)]
     pub item_id_suffix_pointer: Option<String>,
     /// JSON pointer to the event type in the body (`json`, `standard-webhooks`).
-    #[serde(default)]
     pub type_pointer: Option<String>,
-    /// An event type that is a verification challenge, answered and never
-    /// published (NotMeta: `webhook.verified`).
-    #[serde(default)]
-    pub challenge_type: Option<String>,
-    /// Where a challenge event carries the value to echo.
-    #[serde(default = "default_challenge_pointer")]
-    pub challenge_pointer: String,
+    /// An event that is a verification challenge, answered and never
+    /// published (`challenge_type`, `challenge_pointer`).
+    pub challenge: Option<ChallengeConfig>,
     /// How long an event id is remembered; Meta retries for up to 7 days.
-    #[serde(default = "default_dedup_ttl", with = "humantime_serde")]
     pub dedup_ttl: Duration,
     /// Events per second (and burst) this source may send; past it 429 with
     /// `Retry-After`. None: no limit.
-    #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
     /// Client addresses (CIDR blocks) allowed to POST; others get 403.
     /// Empty: any address. Behind a proxy, set `gateway.trusted_proxies`.
-    #[serde(default)]
     pub allow_ips: Vec<IpNet>,
 }
 
-impl SourceConfig {
-    /// The extractor in force: the configured one, else the scheme's own.
-    pub fn extractor(&self) -> ExtractorKind {
-        self.extractor.unwrap_or(match self.scheme {
-            SchemeKind::WhatsappCloud => ExtractorKind::WhatsappCloud,
-            SchemeKind::StandardWebhooks => ExtractorKind::StandardWebhooks,
-            SchemeKind::HmacSha256 | SchemeKind::Token => ExtractorKind::Json,
-        })
+/// The signature scheme of a source, with the keys only it takes.
+#[derive(Debug, Clone)]
+pub enum SourceScheme {
+    /// `hmac-sha256`: HMAC-SHA256 of the raw body in a configurable header.
+    HmacSha256(HmacScheme),
+    /// `whatsapp-cloud`: Meta's `X-Hub-Signature-256: sha256=<hex>` with the
+    /// app secret, plus the GET handshake.
+    WhatsappCloud(WhatsappCloudScheme),
+    /// `standard-webhooks`: `webhook-id`/`webhook-timestamp`/`webhook-signature`
+    /// over `id.timestamp.body`.
+    StandardWebhooks(StandardWebhooksScheme),
+    /// `token`: only a shared token in a header ([`SourceConfig::tokens`]).
+    Token,
+}
+
+impl SourceScheme {
+    /// The `scheme` key's value.
+    pub fn kind(&self) -> SchemeKind {
+        match self {
+            Self::HmacSha256(_) => SchemeKind::HmacSha256,
+            Self::WhatsappCloud(_) => SchemeKind::WhatsappCloud,
+            Self::StandardWebhooks(_) => SchemeKind::StandardWebhooks,
+            Self::Token => SchemeKind::Token,
+        }
+    }
+
+    /// The signing secrets (`secrets`); none for `token`.
+    pub fn secrets(&self) -> &[ConfigSecret] {
+        match self {
+            Self::HmacSha256(HmacScheme { secrets, .. })
+            | Self::WhatsappCloud(WhatsappCloudScheme { secrets, .. })
+            | Self::StandardWebhooks(StandardWebhooksScheme { secrets, .. }) => secrets,
+            Self::Token => &[],
+        }
     }
 }
 
-fn default_signature_header() -> String {
-    "X-Signature".into()
+/// `scheme = "hmac-sha256"`.
+#[derive(Debug, Clone)]
+pub struct HmacScheme {
+    /// Active signing secrets, at least one; two during a rotation.
+    pub secrets: Vec<ConfigSecret>,
+    /// Header carrying the signature (`header`, default `X-Signature`).
+    pub header: HeaderName,
+    /// Text before the digest in the header, e.g. `sha256=`.
+    pub prefix: Option<String>,
+    /// How the digest is written.
+    pub encoding: DigestEncoding,
 }
 
-fn default_token_header() -> String {
-    "Authorization".into()
+/// `scheme = "whatsapp-cloud"`.
+#[derive(Debug, Clone)]
+pub struct WhatsappCloudScheme {
+    /// The Meta app's secrets, at least one.
+    pub secrets: Vec<ConfigSecret>,
+    /// The token Meta's GET handshake must present.
+    pub verify_token: ConfigSecret,
 }
 
-fn default_tolerance() -> Duration {
-    Duration::from_secs(300)
+/// `scheme = "standard-webhooks"`.
+#[derive(Debug, Clone)]
+pub struct StandardWebhooksScheme {
+    /// `whsec_...` secrets, at least one; decoded by
+    /// [`ConfigSecret::signing_key`] when the gateway reads them.
+    pub secrets: Vec<ConfigSecret>,
+    /// Largest distance between `webhook-timestamp` and now, either way
+    /// (above 0): older or newer messages are replays or forgeries.
+    pub tolerance: Duration,
 }
 
-fn default_challenge_pointer() -> String {
-    "/data/challenge".into()
+/// `tokens`, `token_header`, `token_format`: a shared token in a header.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// The active tokens, at least one; two during a rotation.
+    pub tokens: Vec<ConfigSecret>,
+    /// Header carrying the token (`token_header`, default `Authorization`).
+    pub header: HeaderName,
+    /// How the token is written in its header.
+    pub format: TokenFormat,
 }
 
-fn default_dedup_ttl() -> Duration {
-    Duration::from_secs(7 * 24 * 3600)
+/// A verification challenge: the event type, and where its value is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeConfig {
+    /// `challenge_type` (NotMeta: `webhook.verified`).
+    pub event_type: String,
+    /// `challenge_pointer`: the JSON pointer to the value to echo.
+    pub pointer: String,
 }
 
+/// The `scheme` key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SchemeKind {
@@ -131,6 +151,32 @@ pub enum SchemeKind {
     StandardWebhooks,
     /// Only a shared token in a header, for providers that sign nothing.
     Token,
+}
+
+impl SchemeKind {
+    /// Every scheme.
+    pub const ALL: [Self; 4] = [
+        Self::HmacSha256,
+        Self::WhatsappCloud,
+        Self::StandardWebhooks,
+        Self::Token,
+    ];
+
+    /// The value as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HmacSha256 => "hmac-sha256",
+            Self::WhatsappCloud => "whatsapp-cloud",
+            Self::StandardWebhooks => "standard-webhooks",
+            Self::Token => "token",
+        }
+    }
+}
+
+impl fmt::Display for SchemeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -162,79 +208,4 @@ pub enum ExtractorKind {
     WhatsappCloud,
     /// One event; id from `webhook-id`.
     StandardWebhooks,
-}
-
-pub(super) fn validate(name: &str, source: &SourceConfig) -> Result<(), ConfigError> {
-    let key = |field: &str| format!("sources.{name}.{field}");
-    if !is_name(name, "") {
-        return Err(ConfigError::invalid(
-            format!("sources.{name}"),
-            "a source name is 1 to 64 of a-z, 0-9, '-' and '_' (it appears in URLs and routing keys)",
-        ));
-    }
-    let needs_secrets = source.scheme != SchemeKind::Token;
-    if needs_secrets && source.secrets.is_empty() {
-        return Err(ConfigError::invalid(
-            key("secrets"),
-            "list at least one secret",
-        ));
-    }
-    if source.scheme == SchemeKind::Token && source.tokens.is_empty() {
-        return Err(ConfigError::invalid(
-            key("tokens"),
-            "the token scheme needs at least one token",
-        ));
-    }
-    if source.scheme == SchemeKind::WhatsappCloud && source.verify_token.is_none() {
-        return Err(ConfigError::invalid(
-            key("verify_token"),
-            "Meta's subscription handshake needs it: verify_token = \"env:NAME\"",
-        ));
-    }
-    for (field, header) in [
-        ("header", &source.header),
-        ("token_header", &source.token_header),
-    ] {
-        if axum::http::HeaderName::try_from(header.as_str()).is_err() {
-            return Err(ConfigError::invalid(
-                key(field),
-                "must be a valid HTTP header name",
-            ));
-        }
-    }
-    let pointers = [
-        ("items_pointer", source.items_pointer.as_deref()),
-        ("id_pointer", source.id_pointer.as_deref()),
-        ("item_id_pointer", source.item_id_pointer.as_deref()),
-        (
-            "item_id_suffix_pointer",
-            source.item_id_suffix_pointer.as_deref(),
-        ),
-        ("type_pointer", source.type_pointer.as_deref()),
-        ("challenge_pointer", Some(source.challenge_pointer.as_str())),
-    ];
-    for (field, pointer) in pointers {
-        if let Some(p) = pointer
-            && !p.is_empty()
-            && !p.starts_with('/')
-        {
-            return Err(ConfigError::invalid(
-                key(field),
-                "a JSON pointer starts with '/', e.g. \"/messages/0/key/id\"",
-            ));
-        }
-    }
-    if source.tolerance.is_zero() {
-        return Err(ConfigError::invalid(key("tolerance"), "must be above 0"));
-    }
-    if let Some(limit) = &source.rate_limit {
-        validate_rate_limit(name, limit)?;
-    }
-    if source.dedup_ttl < Duration::from_secs(1) {
-        return Err(ConfigError::invalid(
-            key("dedup_ttl"),
-            "must be at least 1s",
-        ));
-    }
-    Ok(())
 }

@@ -17,7 +17,8 @@ async fn the_worker_refuses_a_broker_that_would_dead_letter_at_most_once() {
     .await;
     let env = TestEnv::with_brokers("atmostonce", &rabbit.url(), SHARED_REDIS);
     let mut config = env.config("");
-    config.amqp.management_url = Some(rabbit.management_url());
+    let management = reqwest::Url::parse(&rabbit.management_url()).expect("the management URL");
+    config.amqp.management_url = Some(management);
 
     let refused = Worker::build(config.clone()).await.err().expect("refused");
     let message = refused.to_string();

@@ -13,7 +13,7 @@ fn dispatcher(delays: &[u64]) -> Dispatcher {
     Dispatcher::new(
         RouteTable::default(),
         Client::new(),
-        RetryPolicy::new(tiers).unwrap(),
+        RetryPolicy::new(tiers),
         WorkerMetrics::new(std::iter::empty()).unwrap(),
         crate::copies::CopyCheck::new(&sluice_shared::config::Config::from_toml("").unwrap())
             .unwrap(),

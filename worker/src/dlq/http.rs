@@ -57,16 +57,10 @@ pub struct DlqApi {
 impl DlqApi {
     /// `None` unless `dlq.http.enabled`; resolves the token (a config error if it cannot).
     pub fn from_config(config: &Config) -> Result<Option<Self>, ConfigError> {
-        let http = &config.dlq.http;
-        if !http.enabled {
+        let Some(http) = &config.dlq.http else {
             return Ok(None);
-        }
-        let reference = http.token.as_ref().ok_or_else(|| {
-            ConfigError::invalid("dlq.http.token", "required when dlq.http.enabled is true")
-        })?;
-        let token = reference
-            .resolve()
-            .map_err(|e| ConfigError::invalid("dlq.http.token", e.to_string()))?;
+        };
+        let token = http.token.resolve()?;
         Ok(Some(Self {
             amqp: Arc::new(config.amqp.clone()),
             scan_batch: config.dlq.scan_batch,
