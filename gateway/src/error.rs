@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::extract::FanOutError;
-use crate::ingest::{Counts, IngestError, Unavailable};
+use crate::ingest::{Counts, IngestError};
 use crate::signature::SignatureError;
 use crate::source::HandshakeError;
 
@@ -50,18 +50,12 @@ pub enum GatewayError {
     /// 401: authentication failed.
     #[error(transparent)]
     Signature(#[from] SignatureError),
-    /// 503 with `Retry-After: 1`: another request is publishing some of these
-    /// events right now. Not a 4xx: some providers never retry a 4xx, and if
-    /// the other copy's publish then fails the event would be lost.
-    #[error("{} event(s) are being published by another request", .0.in_flight)]
-    InFlight(Counts),
-    /// 503 with `Retry-After: retry_after`: not durable within the budget;
-    /// the provider should retry.
-    #[error("not accepted: {cause}")]
-    Unavailable {
-        cause: Unavailable,
-        retry_after: Duration,
-    },
+    /// 503 from the ingest core. In flight elsewhere: `Retry-After: 1`, not
+    /// a 4xx (some providers never retry a 4xx, and if the other copy's
+    /// publish then fails the event would be lost). Not durable within the
+    /// budget: `Retry-After: retry_after`.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
     /// 503 with `Retry-After: 1`: a load cap is reached; shed at once.
     #[error("the gateway is at its limit of {0}; retry in a second")]
     Overloaded(Overload),
@@ -124,17 +118,6 @@ fn handshake_message(refusal: &HandshakeError) -> String {
 }
 
 /// The ingest core's refusals, answered as its error says.
-impl From<IngestError> for GatewayError {
-    fn from(error: IngestError) -> Self {
-        match error {
-            IngestError::InFlight(counts) => Self::InFlight(counts),
-            IngestError::Unavailable { cause, retry_after } => {
-                Self::Unavailable { cause, retry_after }
-            }
-        }
-    }
-}
-
 impl GatewayError {
     /// The metric outcome word for this answer.
     pub fn outcome(&self) -> &'static str {
@@ -151,8 +134,8 @@ impl GatewayError {
             Self::BodyTimeout => "timeout",
             Self::BodyRead => "bad_request",
             Self::Signature(_) => "invalid_signature",
-            Self::InFlight(_) => "in_flight",
-            Self::Unavailable { .. } => "unavailable",
+            Self::Ingest(IngestError::InFlight(_)) => "in_flight",
+            Self::Ingest(IngestError::Unavailable { .. }) => "unavailable",
             Self::Overloaded(_) => "overloaded",
             Self::HeadersTooLarge(_) => "headers_too_large",
             Self::ForbiddenAddress => "forbidden",
@@ -178,8 +161,12 @@ impl GatewayError {
             Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::BodyRead => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Signature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
-            Self::InFlight(_) => (StatusCode::SERVICE_UNAVAILABLE, "in_flight"),
-            Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Ingest(IngestError::InFlight(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "in_flight")
+            }
+            Self::Ingest(IngestError::Unavailable { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::HeadersTooLarge(_) => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -213,7 +200,7 @@ impl IntoResponse for GatewayError {
         let (status, code) = self.status_and_code();
         let mut body = json!({"error": code, "message": self.to_string()});
         let retry = match &self {
-            Self::InFlight(counts) => {
+            Self::Ingest(IngestError::InFlight(counts)) => {
                 if let (Some(obj), Ok(serde_json::Value::Object(extra))) =
                     (body.as_object_mut(), serde_json::to_value(counts))
                 {
@@ -221,7 +208,9 @@ impl IntoResponse for GatewayError {
                 }
                 Some(1)
             }
-            Self::Unavailable { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+            Self::Ingest(IngestError::Unavailable { retry_after, .. }) => {
+                Some(retry_after.as_secs().max(1))
+            }
             Self::Overloaded(_) => Some(1),
             Self::RateLimited(wait) => Some(whole_seconds(*wait)),
             _ => None,

@@ -31,7 +31,7 @@ use crate::body::{declared_length, read_body};
 use crate::correlation::Correlation;
 use crate::error::{GatewayError, Overload, accepted_response};
 use crate::extract::Extracted;
-use crate::ingest::{Counts, RequestContext, Unavailable};
+use crate::ingest::{Counts, IngestError, RequestContext, Unavailable};
 use crate::log_budget::LogBudget;
 use crate::metrics::UNKNOWN_SOURCE;
 use crate::signature::{Presented, VerifiedBody};
@@ -308,13 +308,13 @@ fn log_refusal(error: &GatewayError, budget: &LogBudget) {
         return;
     };
     match error {
-        GatewayError::Unavailable { cause, .. } => {
+        GatewayError::Ingest(IngestError::Unavailable { cause, .. }) => {
             tracing::warn!(error = %cause, skipped, "answered 503")
         }
         GatewayError::Overloaded(cap) => {
             tracing::info!(cap = cap.label(), skipped, "shed: answered 503")
         }
-        GatewayError::InFlight(counts) => {
+        GatewayError::Ingest(IngestError::InFlight(counts)) => {
             tracing::info!(
                 in_flight = counts.in_flight,
                 skipped,
@@ -327,10 +327,10 @@ fn log_refusal(error: &GatewayError, budget: &LogBudget) {
 
 /// The 503 of a request whose verifying or extracting outlasted the ack budget.
 fn out_of_budget(config: &GatewayConfig) -> GatewayError {
-    GatewayError::Unavailable {
+    GatewayError::Ingest(IngestError::Unavailable {
         cause: Unavailable::Budget(config.ack_budget),
         retry_after: config.retry_after,
-    }
+    })
 }
 
 /// 404 for any other path, as JSON like every other answer.
