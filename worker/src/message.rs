@@ -34,6 +34,9 @@ pub struct SluiceEvent {
     pub request_id: Option<String>,
     /// The publish the message came from (`x-sluice-copy`; see [`crate::copies`]).
     pub copy: Option<String>,
+    /// The one route this message is for (`x-sluice-route`), if it names one;
+    /// a message without it is matched against every route.
+    pub route: Option<String>,
     /// The gateway's trace context; each attempt sends a child of it.
     pub trace: Option<TraceContext>,
     /// When the gateway received the event (ms since the Unix epoch).
@@ -82,6 +85,7 @@ impl SluiceEvent {
             failed_before: u32::try_from(headers.attempt.unwrap_or(0).max(0)).unwrap_or(u32::MAX),
             request_id: headers.request_id,
             copy: headers.copy,
+            route: headers.route,
             trace: headers.trace,
             received_at_ms: headers.received_at_ms,
         })
@@ -165,6 +169,7 @@ mod tests {
                 failed_before: 2,
                 request_id: Some("req-1".into()),
                 copy: None,
+                route: None,
                 trace: None,
                 received_at_ms: None,
             }
