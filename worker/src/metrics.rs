@@ -297,6 +297,22 @@ mod tests {
             text.contains(r#"sluice_worker_deliveries_total{outcome="delivered",route="none"} 0"#)
         );
         assert!(text.contains("sluice_worker_broker_connected 0"));
+        assert!(text.contains(r#"sluice_worker_route_copies_total{route="crm"} 0"#));
+        assert!(
+            !text.contains(r#"sluice_worker_route_copies_total{route="none"}"#),
+            "no route makes no route copy"
+        );
+    }
+
+    #[test]
+    fn route_copies_count_per_route() {
+        let metrics = WorkerMetrics::new(["crm", "audit"].into_iter()).unwrap();
+        metrics.record_route_copy("crm");
+        metrics.record_route_copy("crm");
+        metrics.record_route_copy("audit");
+        let text = render(&metrics);
+        assert!(text.contains(r#"sluice_worker_route_copies_total{route="crm"} 2"#));
+        assert!(text.contains(r#"sluice_worker_route_copies_total{route="audit"} 1"#));
     }
 
     #[test]
