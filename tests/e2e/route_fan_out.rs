@@ -305,6 +305,15 @@ async fn dlq_filters_by_route_and_a_replay_reaches_only_its_route() {
     assert!(text.contains(r#""route":"billing""#), "{text}");
     assert!(!text.contains(r#""route":"crm""#), "{text}");
 
+    let (code, out, err) = dlq(&config_path, &["stats", "--json"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        stats["by_route"],
+        serde_json::json!({"billing": 1, "crm": 1}),
+        "{stats}"
+    );
+
     billing.set_plan(Plan::Succeed);
     crm.set_plan(Plan::Succeed);
     let (code, out, err) = dlq(&config_path, &["replay", "--route", "billing", "--json"]).await;
