@@ -54,6 +54,10 @@ pub enum Malformed {
     MissingHeader(&'static str),
     #[error("the {0} header is not an integer")]
     NotAnInteger(&'static str),
+    /// Delivering it to every route instead could give routes that already
+    /// took the event a second copy.
+    #[error("the {0} header is present but is not a route name (non-empty text)")]
+    BadRoute(&'static str),
 }
 
 impl SluiceEvent {
@@ -72,6 +76,9 @@ impl SluiceEvent {
         let headers = MessageHeaders::of(&message.properties);
         if headers.unreadable.contains(&headers::ATTEMPT) {
             return Err(Malformed::NotAnInteger(headers::ATTEMPT));
+        }
+        if headers.unreadable.contains(&headers::ROUTE) {
+            return Err(Malformed::BadRoute(headers::ROUTE));
         }
         Ok(Self {
             id: EventId::as_published(id),
@@ -219,6 +226,22 @@ mod tests {
             SluiceEvent::read(&message(Some("e"), Some(headers))),
             Err(Malformed::NotAnInteger(headers::ATTEMPT))
         );
+    }
+
+    #[test]
+    fn a_route_header_names_the_route_and_an_unreadable_one_is_malformed() {
+        let mut named = sluice_headers(None);
+        named.insert(headers::ROUTE.into(), text("crm"));
+        let event = SluiceEvent::read(&message(Some("e"), Some(named))).unwrap();
+        assert_eq!(event.route.as_deref(), Some("crm"));
+        for bad in [text(""), AMQPValue::LongLongInt(3)] {
+            let mut sent = sluice_headers(None);
+            sent.insert(headers::ROUTE.into(), bad);
+            assert_eq!(
+                SluiceEvent::read(&message(Some("e"), Some(sent))),
+                Err(Malformed::BadRoute(headers::ROUTE))
+            );
+        }
     }
 
     #[test]
