@@ -345,3 +345,94 @@ async fn dlq_filters_by_route_and_a_replay_reaches_only_its_route() {
     assert_eq!(broker.total(&topology).await, 0);
     broker.delete(&topology).await;
 }
+
+/// A message as a route copy of event `id` for `route` looks.
+fn route_copy(id: &str, route: &str) -> (Vec<u8>, lapin::BasicProperties) {
+    use sluice_shared::message::{EventId, EventType, MessageHeaders, SourceName};
+    let headers = MessageHeaders {
+        source: Some(SourceName::from_config_name("whatzme")),
+        event_type: Some(EventType::normalise("messages.upsert")),
+        attempt: Some(0),
+        copy: Some(format!("copy-{id}")),
+        route: Some(route.to_owned()),
+        ..MessageHeaders::default()
+    };
+    let body = format!(
+        r#"{{"specversion":"1.0","id":"{id}","source":"sluice/whatzme","type":"messages.upsert","data":{{}}}}"#
+    );
+    let properties = sluice_shared::message::event_properties(
+        &EventId::from_provider(id),
+        std::time::SystemTime::now(),
+        headers,
+    );
+    (body.into_bytes(), properties)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_naming_a_route_goes_to_it_alone_and_one_naming_a_gone_route_is_dead_as_no_route()
+{
+    let env = TestEnv::new("fanout-named");
+    let named = Downstream::start(Plan::Succeed).await;
+    let other = Downstream::start(Plan::Succeed).await;
+    let routes = [
+        route(&env, "named", r#"["*"]"#, &named, ""),
+        route(&env, "other", r#"["*"]"#, &other, ""),
+    ]
+    .concat();
+    let worker = RunningWorker::start(env.config(&routes)).await;
+    let broker = Broker::connect(&env.amqp_url).await;
+    let topology = env.topology();
+    let for_named = format!("{}-named", env.prefix);
+    let for_gone = format!("{}-gone", env.prefix);
+    for (id, route) in [(&for_named, "named"), (&for_gone, "gone")] {
+        let (body, properties) = route_copy(id, route);
+        broker
+            .channel()
+            .basic_publish(
+                "".into(),
+                topology.work_queue().as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("sent");
+    }
+    let settled = eventually(Duration::from_secs(20), || async {
+        named.delivered_ids().contains(&for_named)
+            && broker.count(&topology.dead_queue()).await == 1
+    })
+    .await;
+    assert!(settled, "one delivered to its route, one dead");
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(named.attempts(&for_named), 1);
+    assert_eq!(
+        other.attempts(&for_named),
+        0,
+        "a named route's copy is not fanned out"
+    );
+    assert_eq!(
+        (named.attempts(&for_gone), other.attempts(&for_gone)),
+        (0, 0)
+    );
+    worker.stop().await;
+
+    let dead = broker.drain(&topology.dead_queue()).await;
+    assert_eq!(dead.len(), 1);
+    let headers = dead[0].headers();
+    assert_eq!(headers.reason, Some(DeadReason::NoRoute));
+    assert_eq!(
+        headers.route.as_deref(),
+        Some("gone"),
+        "kept, to replay once restored"
+    );
+    let error = headers.last_error.unwrap_or_default();
+    assert!(
+        error.contains("`gone`") && error.contains("restore"),
+        "{error}"
+    );
+    assert_eq!(broker.total(&topology).await, 0);
+    broker.delete(&topology).await;
+}
