@@ -5,6 +5,7 @@
 //!                                             |  worker: retry            \ delivery limit hit
 //!                                             v                            v
 //!                     {p}.retry.<delay> (quorum, TTL) --expired--> {p}.work
+//! worker: one copy per route of an event several routes take --> {p}.work
 //! worker / gateway: dead --> {p}.dead (topic) --#--> {p}.dead (quorum)
 //!
 //! {p}.events, {p}.dead --unroutable (alternate exchange)--> {p}.unroutable (fanout)

@@ -16,6 +16,7 @@ mod observability;
 mod providers;
 mod redis;
 mod retries;
+mod route_fan_out;
 mod worker_crash;
 
 /// The gateway of a [`sluice_testkit::gateway_process::GatewayProcess`]: this

@@ -1,5 +1,5 @@
-//! The properties of the copies a failed event becomes: one for a retry tier,
-//! one for the dead queue.
+//! The properties of the copies an event becomes: one per route when it
+//! fans out, one for a retry tier, one for the dead queue.
 //!
 //! A copy keeps the original's properties (persistent, `message_id`,
 //! `content_type`, timestamp) and headers, and gains the story of its
@@ -28,6 +28,15 @@ impl From<&DeliveryError> for LastFailure {
             status: error.status(),
         }
     }
+}
+
+/// Properties of `route`'s copy of an event that several routes take: the
+/// original's, naming the route (`x-sluice-route`), so the worker delivers
+/// it to that route only, and its retry and dead copies keep the name.
+pub fn for_route(original: &BasicProperties, route: &str) -> BasicProperties {
+    let mut headers = copied_headers(original);
+    headers.route = Some(route.to_owned());
+    copy_properties(original, headers)
 }
 
 /// Properties of the copy parked in a retry tier after `attempts_made` attempts.
@@ -149,6 +158,23 @@ mod tests {
         let table = copy.headers().clone().unwrap_or_default();
         assert!(!table.inner().contains_key(headers::DELIVERY_COUNT));
         assert!(table.inner().contains_key(headers::SOURCE));
+    }
+
+    #[test]
+    fn a_route_copy_names_its_route_keeps_the_rest_and_its_later_copies_keep_the_name() {
+        let before = original(vec![(headers::DELIVERY_COUNT, AMQPValue::LongLongInt(2))]);
+        let copy = for_route(&before, "crm");
+        assert_eq!(copy.message_id().as_ref().unwrap().as_str(), "evt-1");
+        assert_eq!(copy.delivery_mode(), &Some(PERSISTENT));
+        let h = MessageHeaders::of(&copy);
+        assert_eq!(h.route.as_deref(), Some("crm"));
+        assert_eq!(h.attempt, Some(0));
+        assert_eq!(h.source.as_ref().map(|s| s.as_str()), Some("demo"));
+        assert_eq!(h.delivery_count, None, "a route copy is a new message");
+        let retry = for_retry(&copy, 1, &failure(Some(503)), 5);
+        assert_eq!(MessageHeaders::of(&retry).route.as_deref(), Some("crm"));
+        let dead = for_dead(&retry, DeadReason::Rejected, 2, &failure(Some(400)), 6);
+        assert_eq!(MessageHeaders::of(&dead).route.as_deref(), Some("crm"));
     }
 
     #[test]

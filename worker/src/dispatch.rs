@@ -1,7 +1,11 @@
 //! One message, from the work queue to its outcome.
 //!
-//! read the event → find its route → one delivery attempt → decide (done,
-//! retry tier, dead) → settle. Every step that can go wrong ends in a
+//! read the event → find its routes → one delivery attempt → decide (done,
+//! retry tier, dead) → settle. An event that several routes take is not
+//! attempted: one copy per route, each naming its route
+//! (`x-sluice-route`), goes back to the work queue, and the original is
+//! acked once all are confirmed; a message naming a route is delivered to
+//! that route only. Every step that can go wrong ends in a
 //! decision about the message, never in a panic: a message that is not a
 //! Sluice message is dead-lettered as `malformed`, one without a route as
 //! `no_route`. Each event is handled in a span carrying its id's digest
@@ -18,6 +22,7 @@ use lapin::types::ShortString;
 use reqwest::Client;
 use sluice_shared::envelope::unix_millis;
 use sluice_shared::id_digest;
+use sluice_shared::message::headers;
 use sluice_shared::topology::RetryTier;
 use tracing::{Instrument, Span};
 
@@ -27,7 +32,7 @@ use crate::delivery_error::DeliveryError;
 use crate::message::{Malformed, QueuedMessage, SluiceEvent};
 use crate::metrics::{NO_ROUTE, Outcome, WorkerMetrics};
 use crate::retry::{DeadReason, Decision, RetryPolicy};
-use crate::routes::RouteTable;
+use crate::routes::{Route, RouteTable};
 use crate::settle::{Destination, SettleError, Settler, requeue_delay};
 
 /// What happens to a message once its attempt (if any) is over.
@@ -111,25 +116,36 @@ impl Dispatcher {
         message: &QueuedMessage,
         event: &SluiceEvent,
     ) {
-        if self.second_copy(event).await {
+        // A route's copy was made after its original passed the check.
+        if event.route.is_none() && self.second_copy(event).await {
             if let Err(e) = settler.ack(acker).await {
                 tracing::warn!(error = %e, "could not drop a second copy; RabbitMQ redelivers it");
             }
             return;
         }
         let subject = event.subject();
-        let Some(route) = self.routes.find(&subject) else {
-            let verdict = Verdict::Dead {
-                reason: DeadReason::NoRoute,
-                attempts: event.failed_before,
-                last: LastFailure {
-                    error: format!("no route matches {subject}"),
-                    status: None,
-                },
-            };
-            return self
-                .settle(settler, acker, message, Some(event), NO_ROUTE, verdict)
-                .await;
+        let route = match &event.route {
+            Some(name) => match self.routes.named(name) {
+                Some(route) => route,
+                None => {
+                    let error = format!(
+                        "the message is for route `{name}` (its {} header), which the config \
+                         does not have; restore the route, then replay it",
+                        headers::ROUTE
+                    );
+                    return self.no_route(settler, acker, message, event, error).await;
+                }
+            },
+            None => match self.routes.matching(&subject).as_slice() {
+                [] => {
+                    let error = format!("no route matches {subject}");
+                    return self.no_route(settler, acker, message, event, error).await;
+                }
+                [route] => *route,
+                several => {
+                    return self.fan_out(settler, acker, message, several).await;
+                }
+            },
         };
         Span::current().record("route", route.name.as_str());
         let started = Instant::now();
@@ -138,6 +154,67 @@ impl Dispatcher {
         let verdict = self.verdict(event, result);
         self.settle(settler, acker, message, Some(event), &route.name, verdict)
             .await;
+    }
+
+    /// Dead-letters an event no configured route takes, as `no_route`.
+    async fn no_route(
+        &self,
+        settler: &Settler,
+        acker: &Acker,
+        message: &QueuedMessage,
+        event: &SluiceEvent,
+        error: String,
+    ) {
+        let verdict = Verdict::Dead {
+            reason: DeadReason::NoRoute,
+            attempts: event.failed_before,
+            last: LastFailure {
+                error,
+                status: None,
+            },
+        };
+        self.settle(settler, acker, message, Some(event), NO_ROUTE, verdict)
+            .await;
+    }
+
+    /// Puts one copy per route back on the work queue, each naming its
+    /// route, and acks the original once every copy is confirmed: from then
+    /// on each route's copy has its own attempts, retry tiers and dead record.
+    async fn fan_out(
+        &self,
+        settler: &Settler,
+        acker: &Acker,
+        message: &QueuedMessage,
+        routes: &[&Route],
+    ) {
+        let copies = routes
+            .iter()
+            .map(|route| copy_headers::for_route(&message.properties, &route.name))
+            .collect();
+        let wait = requeue_delay(&message.properties);
+        let moved = settler
+            .move_all(acker, Destination::WorkQueue, &message.body, copies, wait)
+            .await;
+        match moved {
+            Ok(()) => {
+                for route in routes {
+                    self.metrics.record_route_copy(&route.name);
+                }
+                tracing::info!(
+                    outcome = "fanned_out",
+                    routes = routes.len(),
+                    "event copied to each matching route"
+                );
+            }
+            Err(error) => {
+                self.metrics.record_settle_failure();
+                tracing::warn!(
+                    error = %error,
+                    outcome = "fanned_out",
+                    "could not copy the event to its routes; RabbitMQ will deliver it again"
+                );
+            }
+        }
     }
 
     /// Whether the message is a second copy of an event another copy of
@@ -234,7 +311,11 @@ impl Dispatcher {
         route: &str,
         verdict: Verdict,
     ) {
-        let (outcome, settled) = carry_out(settler, acker, message, event, &verdict).await;
+        // A route's retry and dead copies name it, so they come back to it
+        // alone and `dlq --route` finds them; `none` is no route.
+        let route_name = (route != NO_ROUTE).then_some(route);
+        let (outcome, settled) =
+            carry_out(settler, acker, message, event, route_name, &verdict).await;
         match settled {
             Ok(()) => {
                 self.metrics.record_outcome(route, outcome);
@@ -267,9 +348,14 @@ async fn carry_out(
     acker: &Acker,
     message: &QueuedMessage,
     event: Option<&SluiceEvent>,
+    route: Option<&str>,
     verdict: &Verdict,
 ) -> (Outcome, Result<(), SettleError>) {
     let now_ms = unix_millis(SystemTime::now());
+    let named = route
+        .filter(|_| !matches!(verdict, Verdict::Delivered))
+        .map(|route| copy_headers::for_route(&message.properties, route));
+    let original = named.as_ref().unwrap_or(&message.properties);
     match verdict {
         Verdict::Delivered => (Outcome::Delivered, settler.ack(acker).await),
         Verdict::Retry {
@@ -277,7 +363,7 @@ async fn carry_out(
             attempts,
             last,
         } => {
-            let properties = copy_headers::for_retry(&message.properties, *attempts, last, now_ms);
+            let properties = copy_headers::for_retry(original, *attempts, last, now_ms);
             let destination = Destination::RetryQueue(&tier.queue);
             let wait = requeue_delay(&message.properties);
             let moved = settler.move_to(acker, destination, &message.body, properties, wait);
@@ -288,8 +374,7 @@ async fn carry_out(
             attempts,
             last,
         } => {
-            let properties =
-                copy_headers::for_dead(&message.properties, *reason, *attempts, last, now_ms);
+            let properties = copy_headers::for_dead(original, *reason, *attempts, last, now_ms);
             let key = dead_routing_key(message, event);
             let wait = requeue_delay(&message.properties);
             let destination = Destination::Dead(&key);

@@ -29,6 +29,7 @@ fn event(id: &str) -> SluiceEvent {
         failed_before: 0,
         request_id: Some("req-42".into()),
         copy: None,
+        route: None,
         trace: sluice_shared::trace::TraceContext::parse(
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ),

@@ -34,6 +34,9 @@ pub struct SluiceEvent {
     pub request_id: Option<String>,
     /// The publish the message came from (`x-sluice-copy`; see [`crate::copies`]).
     pub copy: Option<String>,
+    /// The one route this message is for (`x-sluice-route`), if it names one;
+    /// a message without it is matched against every route.
+    pub route: Option<String>,
     /// The gateway's trace context; each attempt sends a child of it.
     pub trace: Option<TraceContext>,
     /// When the gateway received the event (ms since the Unix epoch).
@@ -51,6 +54,10 @@ pub enum Malformed {
     MissingHeader(&'static str),
     #[error("the {0} header is not an integer")]
     NotAnInteger(&'static str),
+    /// Delivering it to every route instead could give routes that already
+    /// took the event a second copy.
+    #[error("the {0} header is present but is not a route name (non-empty text)")]
+    BadRoute(&'static str),
 }
 
 impl SluiceEvent {
@@ -70,6 +77,9 @@ impl SluiceEvent {
         if headers.unreadable.contains(&headers::ATTEMPT) {
             return Err(Malformed::NotAnInteger(headers::ATTEMPT));
         }
+        if headers.unreadable.contains(&headers::ROUTE) {
+            return Err(Malformed::BadRoute(headers::ROUTE));
+        }
         Ok(Self {
             id: EventId::as_published(id),
             source: headers
@@ -82,6 +92,7 @@ impl SluiceEvent {
             failed_before: u32::try_from(headers.attempt.unwrap_or(0).max(0)).unwrap_or(u32::MAX),
             request_id: headers.request_id,
             copy: headers.copy,
+            route: headers.route,
             trace: headers.trace,
             received_at_ms: headers.received_at_ms,
         })
@@ -165,6 +176,7 @@ mod tests {
                 failed_before: 2,
                 request_id: Some("req-1".into()),
                 copy: None,
+                route: None,
                 trace: None,
                 received_at_ms: None,
             }
@@ -214,6 +226,22 @@ mod tests {
             SluiceEvent::read(&message(Some("e"), Some(headers))),
             Err(Malformed::NotAnInteger(headers::ATTEMPT))
         );
+    }
+
+    #[test]
+    fn a_route_header_names_the_route_and_an_unreadable_one_is_malformed() {
+        let mut named = sluice_headers(None);
+        named.insert(headers::ROUTE.into(), text("crm"));
+        let event = SluiceEvent::read(&message(Some("e"), Some(named))).unwrap();
+        assert_eq!(event.route.as_deref(), Some("crm"));
+        for bad in [text(""), AMQPValue::LongLongInt(3)] {
+            let mut sent = sluice_headers(None);
+            sent.insert(headers::ROUTE.into(), bad);
+            assert_eq!(
+                SluiceEvent::read(&message(Some("e"), Some(sent))),
+                Err(Malformed::BadRoute(headers::ROUTE))
+            );
+        }
     }
 
     #[test]

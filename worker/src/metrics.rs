@@ -72,6 +72,8 @@ pub struct WorkerMetrics {
     duplicate_copies: IntCounter,
     /// Copy checks Redis could not answer (the message was delivered).
     copy_check_errors: IntCounter,
+    /// Route copies an event several routes take became, by route.
+    route_copies: IntCounterVec,
     dead_lettering_verified: IntGauge,
 }
 
@@ -142,6 +144,15 @@ impl WorkerMetrics {
             "Copy-of-record checks Redis could not answer; the message was delivered anyway.",
         )?;
         registry.register(Box::new(copy_check_errors.clone()))?;
+        let route_copies = IntCounterVec::new(
+            Opts::new(
+                "sluice_worker_route_copies_total",
+                "Copies of events several routes take, one per route, put back on the work \
+                 queue for that route alone; each is then counted in deliveries_total.",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(route_copies.clone()))?;
         let dead_lettering_verified = IntGauge::new(
             "sluice_worker_dead_lettering_verified",
             "1 when the management API confirmed at start that RabbitMQ dead-letters \
@@ -162,6 +173,7 @@ impl WorkerMetrics {
                 deliveries.with_label_values(&[route, outcome.as_str()]);
             }
             if route != NO_ROUTE {
+                route_copies.with_label_values(&[route]);
                 duration.with_label_values(&[route]);
                 end_to_end.with_label_values(&[route]);
             }
@@ -182,6 +194,7 @@ impl WorkerMetrics {
             panics,
             duplicate_copies,
             copy_check_errors,
+            route_copies,
             dead_lettering_verified,
         })
     }
@@ -228,6 +241,10 @@ impl WorkerMetrics {
 
     pub fn record_duplicate_copy(&self) {
         self.duplicate_copies.inc();
+    }
+
+    pub fn record_route_copy(&self, route: &str) {
+        self.route_copies.with_label_values(&[route]).inc();
     }
 
     pub fn record_copy_check_error(&self) {
@@ -280,6 +297,22 @@ mod tests {
             text.contains(r#"sluice_worker_deliveries_total{outcome="delivered",route="none"} 0"#)
         );
         assert!(text.contains("sluice_worker_broker_connected 0"));
+        assert!(text.contains(r#"sluice_worker_route_copies_total{route="crm"} 0"#));
+        assert!(
+            !text.contains(r#"sluice_worker_route_copies_total{route="none"}"#),
+            "no route makes no route copy"
+        );
+    }
+
+    #[test]
+    fn route_copies_count_per_route() {
+        let metrics = WorkerMetrics::new(["crm", "audit"].into_iter()).unwrap();
+        metrics.record_route_copy("crm");
+        metrics.record_route_copy("crm");
+        metrics.record_route_copy("audit");
+        let text = render(&metrics);
+        assert!(text.contains(r#"sluice_worker_route_copies_total{route="crm"} 2"#));
+        assert!(text.contains(r#"sluice_worker_route_copies_total{route="audit"} 1"#));
     }
 
     #[test]

@@ -1,7 +1,13 @@
-//! Routes: which handler delivers an event, chosen by its source and type.
+//! Routes: which handlers deliver an event, chosen by its source and type.
 //!
-//! `config.routes` in order, first match wins, each route a list of globs
-//! over `<source>.<type>`. Built once at start-up from the routes the config
+//! Each route is a list of globs over `<source>.<type>`. An event goes to
+//! every route that matches it ([`RouteTable::matching`]): `config.routes`
+//! are tried in order, and a matching route marked `exclusive` takes the
+//! event and ends the search, so routes after it never see it (matching
+//! routes before it still get their copy). Marking every route `exclusive`
+//! gives the old first-match-wins behaviour.
+//!
+//! Built once at start-up from the routes the config
 //! loader checked (an `http` route's URL comes parsed), when every `http`
 //! route's secret is read and decoded: a route that cannot deliver stops the
 //! worker before it takes a single message, with the config key at fault in
@@ -30,6 +36,8 @@ pub struct Route {
     /// The route's name: a log field and a metric label.
     pub name: String,
     patterns: Vec<Glob>,
+    /// A match ends the search (see the module's docs).
+    pub exclusive: bool,
     pub handler: Handler,
 }
 
@@ -50,11 +58,23 @@ impl RouteTable {
         Ok(Self { routes })
     }
 
-    /// The first route with a pattern matching `subject` (`<source>.<type>`).
-    pub fn find(&self, subject: &str) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|route| route.patterns.iter().any(|glob| glob.matches(subject)))
+    /// Every route that takes an event of `subject` (`<source>.<type>`), in
+    /// config order: each route whose globs match, up to and including the
+    /// first matching `exclusive` route.
+    pub fn matching(&self, subject: &str) -> Vec<&Route> {
+        let mut taken = Vec::new();
+        for route in self.routes.iter().filter(|route| route.matches(subject)) {
+            taken.push(route);
+            if route.exclusive {
+                break;
+            }
+        }
+        taken
+    }
+
+    /// The route named `name` (a route copy's `x-sluice-route`).
+    pub fn named(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|route| route.name == name)
     }
 
     /// Route names in order, for pre-registering metric series.
@@ -76,8 +96,14 @@ impl Route {
         Ok(Self {
             name: config.name.clone(),
             patterns: config.patterns.iter().map(|p| Glob::new(p)).collect(),
+            exclusive: config.exclusive,
             handler,
         })
+    }
+
+    /// Whether one of the route's globs matches `subject`.
+    fn matches(&self, subject: &str) -> bool {
+        self.patterns.iter().any(|glob| glob.matches(subject))
     }
 
     /// One delivery attempt of `event` (whose envelope is `body`).
@@ -124,13 +150,26 @@ mod tests {
         handler = "log"
     "#;
 
+    fn names<'a>(routes: &'a RouteTable, subject: &str) -> Vec<&'a str> {
+        routes
+            .matching(subject)
+            .into_iter()
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+
     #[test]
-    fn the_first_matching_route_wins() {
+    fn every_matching_route_takes_the_event_in_config_order() {
         let routes = table(TWO_ROUTES).unwrap();
-        let name = |subject| routes.find(subject).map(|r| r.name.as_str());
-        assert_eq!(name("whatsapp.message.text"), Some("messages"));
-        assert_eq!(name("whatzme.messages.upsert"), Some("messages"));
-        assert_eq!(name("whatsapp.status.read"), Some("everything"));
+        assert_eq!(
+            names(&routes, "whatsapp.message.text"),
+            ["messages", "everything"]
+        );
+        assert_eq!(
+            names(&routes, "whatzme.messages.upsert"),
+            ["messages", "everything"]
+        );
+        assert_eq!(names(&routes, "whatsapp.status.read"), ["everything"]);
         assert_eq!(
             routes.names().collect::<Vec<_>>(),
             ["messages", "everything"]
@@ -138,10 +177,63 @@ mod tests {
     }
 
     #[test]
+    fn an_exclusive_match_ends_the_search_and_earlier_matches_keep_their_copy() {
+        let routes = table(
+            r#"
+            [[routes]]
+            name = "audit"
+            match = ["*"]
+            handler = "log"
+
+            [[routes]]
+            name = "payments"
+            match = ["stripe.*"]
+            handler = "log"
+            exclusive = true
+
+            [[routes]]
+            name = "everything-else"
+            match = ["*"]
+            handler = "log"
+        "#,
+        )
+        .unwrap();
+        assert_eq!(
+            names(&routes, "stripe.charge.succeeded"),
+            ["audit", "payments"]
+        );
+        assert_eq!(
+            names(&routes, "whatzme.messages.upsert"),
+            ["audit", "everything-else"],
+            "an exclusive route that does not match changes nothing"
+        );
+    }
+
+    #[test]
+    fn every_route_exclusive_is_the_old_first_match_wins() {
+        let routes =
+            table(&TWO_ROUTES.replace("handler = \"log\"", "handler = \"log\"\nexclusive = true"))
+                .unwrap();
+        assert_eq!(names(&routes, "whatsapp.message.text"), ["messages"]);
+        assert_eq!(names(&routes, "whatsapp.status.read"), ["everything"]);
+    }
+
+    #[test]
     fn an_event_no_pattern_matches_has_no_route() {
         let routes = table(&TWO_ROUTES.replace("[\"*\"]", "[\"demo.*\"]")).unwrap();
-        assert!(routes.find("other.thing").is_none());
-        assert!(RouteTable::default().find("demo.thing").is_none());
+        assert!(routes.matching("other.thing").is_empty());
+        assert!(RouteTable::default().matching("demo.thing").is_empty());
+    }
+
+    #[test]
+    fn a_route_is_found_by_its_name_only() {
+        let routes = table(TWO_ROUTES).unwrap();
+        assert_eq!(
+            routes.named("everything").map(|r| r.name.as_str()),
+            Some("everything")
+        );
+        assert!(routes.named("Everything").is_none());
+        assert!(routes.named("gone").is_none());
     }
 
     fn http_route(secret: &str, url: &str) -> String {
@@ -186,7 +278,7 @@ mod tests {
             "http://127.0.0.1:9/hook",
         ))
         .unwrap();
-        let route = routes.find("a.b").unwrap();
+        let route = routes.matching("a.b")[0];
         assert!(matches!(route.handler, Handler::Http(_)));
     }
 }

@@ -1,7 +1,9 @@
 //! Settling a message: acknowledge it only once its next home has it.
 //!
-//! Delivered: ack. To retry or to the dead queue: publish a copy with
-//! publisher confirms, and ack the original only on a plain `Ack(None)`.
+//! Delivered: ack. To retry or to the dead queue, or fanned out to several
+//! routes (one copy per route, back to the work queue): publish the copies
+//! with publisher confirms, and ack the original only once every copy got a
+//! plain `Ack(None)`.
 //! Anything else (a nack, a returned message, an error, a timeout) nacks the
 //! original with requeue, so the message is handled again, never lost; a
 //! message that can never be settled reaches the work queue's
@@ -75,6 +77,9 @@ pub enum SettleError {
 /// Where a copy goes.
 #[derive(Debug, Clone, Copy)]
 pub enum Destination<'a> {
+    /// The work queue, through the default exchange: a route's copy of an
+    /// event several routes take.
+    WorkQueue,
     /// A retry tier's queue, through the default exchange.
     RetryQueue(&'a str),
     /// The dead exchange, with this routing key.
@@ -148,7 +153,23 @@ impl Settler {
         properties: BasicProperties,
         requeue_after: Duration,
     ) -> Result<(), SettleError> {
-        match self.publish_confirmed(destination, body, properties).await {
+        self.move_all(acker, destination, body, vec![properties], requeue_after)
+            .await
+    }
+
+    /// Publishes one copy of `body` per entry of `copies` to `destination`,
+    /// together; acks the original once every copy is confirmed, else
+    /// requeues it after `requeue_after` (the copies that were stored stay:
+    /// the next round publishes them again, a duplicate at worst).
+    pub async fn move_all(
+        &self,
+        acker: &Acker,
+        destination: Destination<'_>,
+        body: &[u8],
+        copies: Vec<BasicProperties>,
+        requeue_after: Duration,
+    ) -> Result<(), SettleError> {
+        match self.publish_confirmed(destination, body, copies).await {
             Ok(()) => self.ack(acker).await,
             Err(e) => {
                 self.requeue(acker, requeue_after).await;
@@ -161,29 +182,33 @@ impl Settler {
         &self,
         destination: Destination<'_>,
         body: &[u8],
-        properties: BasicProperties,
+        copies: Vec<BasicProperties>,
     ) -> Result<(), SettleError> {
         let (exchange, routing_key, target) = self.address(destination)?;
-        let copy = Outgoing {
-            exchange,
-            routing_key,
-            body: body.to_vec(),
-            properties,
-        };
-        let outcome = self.copies.publish(vec![copy], Some(BROKER_LIMIT)).await;
-        match outcome.into_iter().next() {
-            Some(Ok(())) => Ok(()),
-            None => Err(SettleError::Timeout(BROKER_LIMIT)),
-            Some(Err(source)) => {
-                if source.is_broken_link() && !self.copies.connection().status().connected() {
-                    self.lost.cancel();
-                }
-                if let PublishError::Unroutable { .. } = source {
-                    self.redeclare().await;
-                }
-                Err(SettleError::Copy { target, source })
-            }
+        let wanted = copies.len();
+        let copies = copies
+            .into_iter()
+            .map(|properties| Outgoing {
+                exchange: exchange.clone(),
+                routing_key: routing_key.clone(),
+                body: body.to_vec(),
+                properties,
+            })
+            .collect();
+        let outcome = self.copies.publish(copies, Some(BROKER_LIMIT)).await;
+        if outcome.len() < wanted {
+            return Err(SettleError::Timeout(BROKER_LIMIT));
         }
+        let Some(source) = outcome.into_iter().find_map(Result::err) else {
+            return Ok(());
+        };
+        if source.is_broken_link() && !self.copies.connection().status().connected() {
+            self.lost.cancel();
+        }
+        if let PublishError::Unroutable { .. } = source {
+            self.redeclare().await;
+        }
+        Err(SettleError::Copy { target, source })
     }
 
     /// Declares the topology again (at most once a second) after a copy
@@ -216,6 +241,15 @@ impl Settler {
         destination: Destination<'_>,
     ) -> Result<(ShortString, ShortString, String), SettleError> {
         Ok(match destination {
+            Destination::WorkQueue => {
+                let queue = self.topology.work_queue();
+                (
+                    ShortString::default(),
+                    ShortString::try_new(queue.as_str())
+                        .map_err(|_| SettleError::Name(queue.clone()))?,
+                    format!("queue {queue}"),
+                )
+            }
             Destination::RetryQueue(queue) => (
                 // The default exchange routes to the queue named by the key.
                 ShortString::default(),

@@ -12,7 +12,8 @@ use super::dlq::DlqFile;
 use super::route::RouteFile;
 use super::source_file::SourceFile;
 use super::{
-    AmqpConfig, Config, ConfigError, GatewayConfig, RedisConfig, TelemetryConfig, WorkerConfig,
+    AmqpConfig, Config, ConfigError, GatewayConfig, RedisConfig, RouteConfig, TelemetryConfig,
+    WorkerConfig,
 };
 use super::{brokers, cluster, gateway, worker};
 
@@ -97,12 +98,22 @@ impl ConfigFile {
                 Ok((name, source))
             })
             .collect::<Result<_, ConfigError>>()?;
-        let routes = self
+        let routes: Vec<RouteConfig> = self
             .routes
             .into_iter()
             .enumerate()
             .map(|(index, route)| route.into_config(index))
             .collect::<Result<_, _>>()?;
+        // A route's copy of an event names its route (`x-sluice-route`):
+        // two routes of one name could not be told apart.
+        for (index, route) in routes.iter().enumerate() {
+            if routes[..index].iter().any(|r| r.name == route.name) {
+                return Err(ConfigError::invalid(
+                    format!("routes[{index}] ({}).name", route.name),
+                    "another route has this name; give each route a name of its own",
+                ));
+            }
+        }
         Ok(Config {
             gateway: self.gateway,
             worker: self.worker,
@@ -122,6 +133,15 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn two_routes_of_one_name_are_refused() {
+        let route = "[[routes]]\nname = \"crm\"\nmatch = [\"*\"]\nhandler = \"log\"\n";
+        let error = Config::from_toml(&format!("{route}{route}"))
+            .expect_err("one name, two routes")
+            .to_string();
+        assert!(error.contains("routes[1] (crm).name"), "{error}");
+    }
 
     #[test]
     #[allow(

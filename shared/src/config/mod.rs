@@ -70,7 +70,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Providers that may POST to `/webhooks/{name}`, by name.
     pub sources: BTreeMap<String, SourceConfig>,
-    /// Where the worker delivers events; the first route that matches wins.
+    /// Where the worker delivers events: every route that matches gets its
+    /// own copy, unless an `exclusive` route that matches ends the search.
     pub routes: Vec<RouteConfig>,
     /// The dead-letter-queue operations (`sluice-worker dlq`, `/dlq` over HTTP).
     pub dlq: DlqConfig,

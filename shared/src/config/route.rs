@@ -21,6 +21,10 @@ pub struct RouteConfig {
     pub handler: RouteHandler,
     /// Limit on one delivery attempt.
     pub timeout: Duration,
+    /// A match takes the event alone: routes after this one are not
+    /// tried (those before it that matched still get their copy). Off by
+    /// default: every matching route gets the event.
+    pub exclusive: bool,
 }
 
 /// What delivering means, with what it needs.
@@ -66,6 +70,8 @@ pub(super) struct RouteFile {
     secret: Option<SecretRef>,
     #[serde(default = "default_delivery_timeout", with = "humantime_serde")]
     timeout: Duration,
+    #[serde(default)]
+    exclusive: bool,
 }
 
 fn default_delivery_timeout() -> Duration {
@@ -124,6 +130,7 @@ impl RouteFile {
             patterns: self.patterns,
             handler,
             timeout: self.timeout,
+            exclusive: self.exclusive,
         })
     }
 }
@@ -171,6 +178,22 @@ mod tests {
             assert!(error.contains("routes[0] (crm).url"), "{url}: {error}");
             assert!(error.contains("http:// or https://"), "{url}: {error}");
         }
+    }
+
+    #[test]
+    fn exclusive_is_off_unless_set_and_must_be_a_boolean() {
+        let config = Config::from_toml(&route("handler = \"log\"")).expect("loads");
+        assert!(
+            !config.routes[0].exclusive,
+            "every matching route by default"
+        );
+        let config =
+            Config::from_toml(&route("handler = \"log\"\nexclusive = true")).expect("loads");
+        assert!(config.routes[0].exclusive);
+        let error = Config::from_toml(&route("handler = \"log\"\nexclusive = \"yes\""))
+            .expect_err("a string is no boolean")
+            .to_string();
+        assert!(error.contains("exclusive"), "{error}");
     }
 
     #[test]

@@ -48,6 +48,11 @@ pub mod headers {
     /// with different copies were published twice; the worker delivers the
     /// first it sees (its copy of record) and drops the other.
     pub const COPY: &str = "x-sluice-copy";
+    /// The one route this message is for (a route's copy of a fanned-out
+    /// event, and its retry, dead and replayed copies): the worker delivers
+    /// it to that route only. A message without it is matched against every
+    /// route.
+    pub const ROUTE: &str = "x-sluice-route";
     /// Dead queue: why the event is there ([`super::DeadReason`]).
     pub const REASON: &str = "x-sluice-reason";
     /// Dead queue: the last delivery error, as text.

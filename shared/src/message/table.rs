@@ -27,6 +27,8 @@ pub struct MessageHeaders {
     pub request_id: Option<String>,
     /// The gateway request's publish (`x-sluice-copy`).
     pub copy: Option<String>,
+    /// The one route the message is for (`x-sluice-route`).
+    pub route: Option<String>,
     pub trace: Option<TraceContext>,
     /// When the gateway received the event, ms since the Unix epoch.
     pub received_at_ms: Option<i64>,
@@ -92,6 +94,7 @@ impl MessageHeaders {
             attempt: integer_of(take(name::ATTEMPT, readable_integer)),
             request_id: text_of(take(name::REQUEST_ID, readable_text)),
             copy: text_of(take(name::COPY, readable_text)),
+            route: text_of(take(name::ROUTE, readable_text)),
             trace: text_of(take(name::TRACEPARENT, readable_trace))
                 .and_then(|t| TraceContext::parse(&t)),
             received_at_ms: integer_of(take(name::RECEIVED_AT_MS, readable_integer)),
@@ -135,6 +138,7 @@ impl MessageHeaders {
         put(name::ATTEMPT, self.attempt.map(number));
         put(name::REQUEST_ID, self.request_id.map(text));
         put(name::COPY, self.copy.map(text));
+        put(name::ROUTE, self.route.map(text));
         put(
             name::TRACEPARENT,
             self.trace.map(|t| text(t.header_value())),
@@ -241,6 +245,7 @@ mod tests {
             attempt: Some(2),
             request_id: Some("req-1".into()),
             copy: Some("c-1".into()),
+            route: Some("crm".into()),
             trace: TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
             received_at_ms: Some(1_700_000_000_000),
             reason: Some(DeadReason::AttemptsExhausted),

@@ -28,6 +28,7 @@ fn event(failed_before: u32) -> SluiceEvent {
         failed_before,
         request_id: None,
         copy: None,
+        route: None,
         trace: None,
         received_at_ms: None,
     }

@@ -25,6 +25,9 @@ pub struct DeadEvent {
     pub id: Option<String>,
     pub source: Option<String>,
     pub event_type: Option<String>,
+    /// The route it died on (`x-sluice-route`); none for an event no route
+    /// took, or one dead-lettered before routes had names on messages.
+    pub route: Option<String>,
     /// Why it died; [`DeadReason::Unknown`] when neither `x-sluice-reason`
     /// nor `x-death` says.
     pub reason: DeadReason,
@@ -71,6 +74,7 @@ impl DeadEvent {
                 .event_type
                 .map(String::from)
                 .or_else(|| field("type")),
+            route: headers.route,
             reason: headers
                 .reason
                 .or_else(|| death.map(|d| d.reason))

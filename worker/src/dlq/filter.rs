@@ -1,5 +1,5 @@
 //! Which dead events a command applies to: `--source`, `--type` (glob),
-//! `--reason`, `--status`, `--since`, `--until`, `--id`.
+//! `--route`, `--reason`, `--status`, `--since`, `--until`, `--id`.
 //!
 //! Each flag takes several values (repeated, or comma-separated); an event
 //! matches when it matches every flag given, and one of each flag's values.
@@ -30,6 +30,12 @@ pub struct FilterArgs {
     #[arg(long = "type", value_delimiter = ',')]
     #[serde(rename = "type", deserialize_with = "list")]
     pub event_type: Vec<String>,
+    /// Only events that died on these routes (a fanned-out event has one
+    /// dead record per route that gave up on it; a replay goes back to its
+    /// route alone).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(deserialize_with = "list")]
+    pub route: Vec<String>,
     /// Only events dead for these reasons.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(DeadReason::NAMES))]
     #[serde(deserialize_with = "list")]
@@ -68,7 +74,7 @@ impl FilterArgs {
                 .filter(|t| !t.is_empty())
                 .map(str::to_owned)
         };
-        serde_json::json!({
+        let mut canonical = serde_json::json!({
             "source": list(&self.source),
             "type": list(&self.event_type),
             "reason": list(&self.reason),
@@ -76,8 +82,15 @@ impl FilterArgs {
             "since": time(&self.since),
             "until": time(&self.until),
             "id": list(&self.id),
-        })
-        .to_string()
+        });
+        // Only when given: a filter without routes reads as it did before.
+        let routes = list(&self.route);
+        if !routes.is_empty()
+            && let Some(map) = canonical.as_object_mut()
+        {
+            map.insert("route".into(), routes.into());
+        }
+        canonical.to_string()
     }
 }
 
@@ -111,6 +124,7 @@ enum StatusMatch {
 pub struct Filter {
     sources: Vec<String>,
     types: Vec<Glob>,
+    routes: Vec<String>,
     reasons: Vec<DeadReason>,
     statuses: Vec<StatusMatch>,
     since_ms: Option<i64>,
@@ -134,6 +148,7 @@ impl Filter {
                 .iter()
                 .map(|t| Glob::new(t))
                 .collect(),
+            routes: cleaned(&args.route),
             reasons: cleaned(&args.reason)
                 .iter()
                 .map(|r| r.parse())
@@ -152,6 +167,7 @@ impl Filter {
     pub fn is_empty(&self) -> bool {
         self.sources.is_empty()
             && self.types.is_empty()
+            && self.routes.is_empty()
             && self.reasons.is_empty()
             && self.statuses.is_empty()
             && self.since_ms.is_none()
@@ -167,6 +183,7 @@ impl Filter {
                     .event_type
                     .as_deref()
                     .is_some_and(|t| self.types.iter().any(|g| g.matches(t))))
+            && one_of(&self.routes, event.route.as_deref())
             && (self.reasons.is_empty() || self.reasons.contains(&event.reason))
             && (self.statuses.is_empty()
                 || self.statuses.iter().any(|s| s.matches(event.last_status)))
@@ -419,6 +436,43 @@ mod tests {
             moved.canonical(),
             "values stay under their flag"
         );
+    }
+
+    #[test]
+    fn routes_match_exactly_and_an_event_without_one_matches_no_route_filter() {
+        let f = filter(FilterArgs {
+            route: vec!["crm".into(), " billing".into()],
+            ..FilterArgs::default()
+        });
+        assert!(!f.is_empty());
+        let mut on_crm = event("a", "t", None, NOW);
+        on_crm.route = Some("crm".into());
+        let mut on_billing = on_crm.clone();
+        on_billing.route = Some("billing".into());
+        let mut on_audit = on_crm.clone();
+        on_audit.route = Some("audit".into());
+        assert!(f.matches(&on_crm));
+        assert!(f.matches(&on_billing));
+        assert!(!f.matches(&on_audit));
+        assert!(!f.matches(&event("a", "t", None, NOW)));
+        assert!(filter(FilterArgs::default()).matches(&on_audit));
+    }
+
+    #[test]
+    fn a_route_filter_is_named_in_the_canonical_form_only_when_given() {
+        let none = FilterArgs::default().canonical();
+        assert!(!none.contains("route"), "{none}");
+        let some = FilterArgs {
+            route: vec!["crm".into()],
+            ..FilterArgs::default()
+        };
+        assert!(
+            some.canonical().contains(r#""route":["crm"]"#),
+            "{}",
+            some.canonical()
+        );
+        let json: FilterArgs = serde_json::from_value(serde_json::json!({"route": "crm"})).unwrap();
+        assert_eq!(json.canonical(), some.canonical());
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub fn stats(stats: &Stats) -> String {
     for (title, counts) in [
         ("by source", &stats.by_source),
         ("by type", &stats.by_type),
+        ("by route", &stats.by_route),
         ("by reason", &stats.by_reason),
         ("by last status", &stats.by_status),
     ] {

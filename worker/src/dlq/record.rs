@@ -24,6 +24,7 @@ pub fn record(event: &DeadEvent, with_data: bool) -> Value {
         "id": event.id,
         "source": event.source,
         "type": event.event_type,
+        "route": event.route,
         "reason": event.reason.as_str(),
         "last_error": event.last_error,
         "last_status": event.last_status,

@@ -1,5 +1,5 @@
 //! `dlq stats`: how many events are dead, since when, and why, counted by
-//! source, type, reason and last status; a read-only pass.
+//! source, type, route, reason and last status; a read-only pass.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +11,7 @@ use super::filter::Filter;
 use super::queue::DeadQueue;
 use super::record::rfc3339;
 
-/// The key counted when an event has no source, type or status.
+/// The key counted when an event has no source, type, route or status.
 pub const NONE: &str = "none";
 
 /// Counts over the dead events that match a filter.
@@ -32,6 +32,9 @@ pub struct Stats {
     pub newest: Option<String>,
     pub by_source: BTreeMap<String, u64>,
     pub by_type: BTreeMap<String, u64>,
+    /// By the route the event died on; `none` for no route (`no_route`,
+    /// `malformed`, or dead before routes were named on messages).
+    pub by_route: BTreeMap<String, u64>,
     pub by_reason: BTreeMap<String, u64>,
     /// By last HTTP status; `none` when downstream never answered.
     pub by_status: BTreeMap<String, u64>,
@@ -57,6 +60,7 @@ impl Stats {
         self.replayed_before += u64::from(event.replayed > 0);
         bump(&mut self.by_source, event.source.as_deref());
         bump(&mut self.by_type, event.event_type.as_deref());
+        bump(&mut self.by_route, event.route.as_deref());
         bump(&mut self.by_reason, Some(event.reason.as_str()));
         bump(
             &mut self.by_status,
@@ -114,7 +118,9 @@ mod tests {
         let mut stats = Stats::new("q".into(), 4);
         stats.add(&event("a", Some(503), 2_000));
         stats.add(&event("a", None, 1_000));
-        stats.add(&event("b", Some(503), 3_000));
+        let mut on_crm = event("b", Some(503), 3_000);
+        on_crm.route = Some("crm".into());
+        stats.add(&on_crm);
         stats.add(&DeadEvent::read(
             1,
             "k",
@@ -126,6 +132,8 @@ mod tests {
         assert_eq!(stats.by_source["a"], 2);
         assert_eq!(stats.by_source[NONE], 1);
         assert_eq!(stats.by_type["t.b"], 1);
+        assert_eq!(stats.by_route["crm"], 1);
+        assert_eq!(stats.by_route[NONE], 3);
         assert_eq!(stats.by_status["503"], 2);
         assert_eq!(stats.by_status[NONE], 2);
         assert_eq!(stats.by_reason["unknown"], 1);

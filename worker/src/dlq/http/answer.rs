@@ -103,8 +103,8 @@ pub fn refuse_unknown(unknown: &UnknownFields) -> Result<(), ApiError> {
         StatusCode::BAD_REQUEST,
         "unknown_field",
         format!(
-            "unknown field(s) {names:?}: filters are source, type, reason, status, since, until \
-             and id; see docs/operations.md for each route's options"
+            "unknown field(s) {names:?}: filters are source, type, route, reason, status, since, \
+             until and id; see docs/operations.md for each route's options"
         ),
     ))
 }
