@@ -95,7 +95,21 @@ impl RouteFile {
             ));
         }
         let handler = match self.handler {
-            HandlerKind::Log => RouteHandler::Log,
+            HandlerKind::Log => {
+                // Ignoring them would hide a route meant to deliver.
+                for (name, given) in [
+                    ("url", self.url.is_some()),
+                    ("secret", self.secret.is_some()),
+                ] {
+                    if given {
+                        return Err(ConfigError::invalid(
+                            key(name),
+                            "the log handler delivers nowhere and would ignore it: remove it, or set handler = \"http\"",
+                        ));
+                    }
+                }
+                RouteHandler::Log
+            }
             HandlerKind::Http => {
                 let url = self
                     .url
@@ -200,5 +214,18 @@ mod tests {
     fn a_log_route_needs_no_url() {
         let config = Config::from_toml(&route("handler = \"log\"")).expect("loads");
         assert!(matches!(config.routes[0].handler, RouteHandler::Log));
+    }
+
+    #[test]
+    fn a_log_route_with_a_url_or_secret_is_refused_naming_the_key() {
+        for (extra, key) in [
+            ("url = \"https://crm.example/hook\"", "routes[0] (crm).url"),
+            ("secret = \"env:CRM\"", "routes[0] (crm).secret"),
+        ] {
+            let text = route(&format!("handler = \"log\"\n{extra}"));
+            let error = Config::from_toml(&text).expect_err(extra).to_string();
+            assert!(error.contains(key), "{extra}: {error}");
+            assert!(error.contains("handler = \"http\""), "{extra}: {error}");
+        }
     }
 }
