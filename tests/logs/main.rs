@@ -75,6 +75,8 @@ fn sources_and_routes(env: &TestEnv, crm: &Downstream, refusing: &Downstream) ->
 [[routes]]
 name = "refuse-statuses"
 match = ["whatsapp.status.*"]
+# Statuses go here alone, not also to the CRM route below.
+exclusive = true
 handler = "http"
 url = "{refusing}"
 secret = "file:{route_secret}"
