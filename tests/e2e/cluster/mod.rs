@@ -3,14 +3,19 @@
 //! Each test takes a minute or more, so they are `#[ignore]`d and run by
 //! `make cluster`; docs/reliability.md holds the figures they print.
 
-mod load;
 mod rabbitmq;
 mod redis_cluster;
 mod sentinel;
 
 use sluice_shared::config::Config;
 
+use std::time::Duration;
+
 use sluice_testkit::{RunningGateway, RunningWorker, TestEnv};
+
+/// How long the providers go on retrying the events they hold once a
+/// test ends its load; an event still refused then fails the test.
+pub const GIVE_UP: Duration = Duration::from_secs(60);
 
 /// Two gateways and two workers, as a deployment of several machines runs.
 pub struct Fleet {

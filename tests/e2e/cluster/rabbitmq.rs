@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 use super::cluster_config;
 use sluice_shared::config::Config;
 
-use super::Fleet;
-use super::load::{Load, copies};
+use super::{Fleet, GIVE_UP};
 use sluice_testkit::broker::Broker;
 use sluice_testkit::cluster::RabbitCluster;
 use sluice_testkit::downstream::{Downstream, Plan};
+use sluice_testkit::ledger::{Ledger, LoadProfile};
 use sluice_testkit::{RunningGateway, RunningWorker, SHARED_REDIS, TestEnv, eventually, metric};
 
 /// Steady load before the kill, and after it.
@@ -31,8 +31,8 @@ async fn killing_the_node_that_leads_the_work_queue_loses_no_accepted_event() {
     let gateways = &fleet.gateways;
     assert_eq!(members(&cluster, &work).await, 3, "a copy on every node");
 
-    let gateway_urls = gateways.iter().map(|g| g.url("whatzme")).collect();
-    let load = Load::start(12, gateway_urls, &env.prefix);
+    let gateway_urls: Vec<String> = gateways.iter().map(|g| g.url("whatzme")).collect();
+    let load = Ledger::start(&gateway_urls, &env.prefix, LoadProfile::REDELIVERING);
     tokio::time::sleep(BEFORE).await;
     assert_eq!(
         cluster.leader_of(&work, 0).await,
@@ -45,43 +45,51 @@ async fn killing_the_node_that_leads_the_work_queue_loses_no_accepted_event() {
     let new_leader = cluster.leader_of(&work, (leader + 1) % 3).await;
     println!("10 s after the kill the work queue's leader is node {new_leader}");
     tokio::time::sleep(AFTER - Duration::from_secs(10)).await;
-    let ledger = load.finish().await;
+    let ended = Instant::now();
+    let book = load.finish(GIVE_UP).await;
     let http = reqwest::Client::new();
     for gateway in gateways {
         let connected = metric(&http, gateway.admin_addr, "sluice_gateway_broker_connected").await;
         println!("gateway {}: broker connected {connected:?}", gateway.addr);
     }
-    let resumed = ledger.longest_silence(killed_at, Instant::now(), gateways.len());
-    println!("refusals: {:?}", ledger.refusals());
+    let resumed = book.longest_silence(killed_at, ended);
+    println!("refusals: {:?}", book.refusals_by_count());
     println!(
-        "per gateway after the kill (200s, first 200 after): {:?}",
-        ledger.per_gateway(killed_at, gateways.len())
+        "per gateway after the kill: {:?}",
+        book.per_gateway(killed_at, ended)
     );
 
     let survivor = &cluster.nodes[(leader + 1) % 3];
     let broker = Broker::connect(&survivor.url()).await;
-    let accepted: HashSet<String> = ledger.ids().into_iter().collect();
+    let accepted: HashSet<String> = book.acked.keys().cloned().collect();
     let dead_queue = env.topology().dead_queue();
     let (settled, lost, dead) = settle(&accepted, &downstream, &broker, &dead_queue).await;
-    let copies = copies(&downstream.deliveries());
-    let duplicates: usize = copies.values().map(|n| n - 1).sum();
+    let (duplicates, published_twice) = downstream.extra_copies();
     println!(
-        "rabbitmq leader kill: gateways on the killed node {}, accepted {} ({} after the kill), refused-and-retried {}, \
-         lost {}, dead {}, duplicate deliveries {duplicates}, longest time without a 200 \
-         on a gateway after the kill {resumed:?}",
+        "rabbitmq leader kill: gateways on the killed node {}, accepted {} ({} after the kill), \
+         redeliveries accepted {}, refused-and-retried {}, never accepted {}, lost {}, dead {}, \
+         duplicate deliveries {duplicates} (published twice by a gateway {published_twice}), \
+         longest time without a new event accepted on a gateway after the kill {resumed:?}",
         gateways.len(),
         accepted.len(),
-        ledger.accepted_after(killed_at),
-        ledger.refused.load(std::sync::atomic::Ordering::Relaxed),
+        book.acked_since(killed_at),
+        book.resent,
+        book.refused(),
+        book.unacked.len(),
         lost.len(),
         dead.len(),
     );
     assert!(settled && lost.is_empty(), "accepted but lost: {lost:?}");
     assert!(
+        book.unacked.is_empty(),
+        "events never accepted: {:?}",
+        book.unacked
+    );
+    assert!(
         resumed < Duration::from_secs(30),
         "acceptance resumed after {resumed:?}"
     );
-    assert!(ledger.accepted_after(killed_at + resumed) > 0);
+    assert!(book.acked_since(killed_at + resumed) > 0);
     fleet.stop().await;
 }
 
