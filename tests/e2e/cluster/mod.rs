@@ -1,10 +1,12 @@
-//! Sluice on broker clusters built from private nodes on loopback: a
-//! RabbitMQ node, the Redis primary under Sentinel, and a Redis Cluster.
+//! Sluice on broker clusters built from private nodes on loopback, each
+//! losing a node under load: a RabbitMQ node, the Redis primary under
+//! Sentinel, a Redis Cluster primary; and a Redis Cluster taking batches.
 //! Each test takes a minute or more, so they are `#[ignore]`d and run by
 //! `make cluster`; docs/reliability.md holds the figures they print.
 
 mod rabbitmq;
 mod redis_cluster;
+mod redis_cluster_failover;
 mod sentinel;
 
 use sluice_shared::config::Config;

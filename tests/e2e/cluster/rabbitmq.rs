@@ -39,8 +39,7 @@ async fn killing_the_node_that_leads_the_work_queue_loses_no_accepted_event() {
         leader,
         "the leader stayed"
     );
-    let killed_at = Instant::now();
-    cluster.nodes[leader].kill().await;
+    let killed_at = cluster.nodes[leader].kill().await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let new_leader = cluster.leader_of(&work, (leader + 1) % 3).await;
     println!("10 s after the kill the work queue's leader is node {new_leader}");
