@@ -74,6 +74,6 @@ dlq-crash-loop: deps
 faults: deps
 	$(CARGO) test -p sluice-worker --test e2e faults::under_load -- --include-ignored --nocapture --test-threads 1
 
-## cluster: the cluster tests (release build, as production runs): a three-node RabbitMQ cluster losing its queue leader, Redis Sentinel losing its primary, a Redis Cluster taking 1,000-event batches, all from private nodes on loopback (about 5 minutes; figures in docs/reliability.md)
+## cluster: the cluster tests (release build, as production runs): a three-node RabbitMQ cluster losing the node both gateways are on and that leads the queues, Redis Sentinel losing its primary, a Redis Cluster losing a primary to its replica and taking 1,000-event batches, all from private nodes on loopback (about 5 minutes; figures in docs/reliability.md)
 cluster: deps
 	$(CARGO) test --release -p sluice-worker --test e2e cluster:: -- --ignored --test-threads 1 --nocapture

@@ -60,7 +60,10 @@ pub enum PublishError {
     Timeout(Duration),
     #[error("the confirm failed: {0}")]
     Confirm(#[source] lapin::Error),
-    #[error("RabbitMQ refused the message (nack)")]
+    #[error(
+        "RabbitMQ refused the message (nack): a queue at its length limit, or a quorum \
+         queue whose leader just moved; nothing was stored, send it again"
+    )]
     Nacked,
     #[error(
         "RabbitMQ could not route the message (exchange `{exchange}`, routing key \
@@ -231,15 +234,24 @@ async fn publish_on(
         }
     }
     let answers = join_all(confirms.into_iter().map(|c| wait(c, limit))).await;
-    // Only a channel whose every confirm was an ack serves again: one that
-    // timed out may still hand a late return to the next group, and after a
-    // nack a fresh channel registers afresh with the queue (after a quorum
-    // queue's leader was killed, publishes on the old channels could be
-    // nacked for a minute while new ones were taken).
-    let reusable = answers
-        .iter()
-        .all(|a| matches!(a, Ok(Confirmation::Ack(_))));
+    let reusable = serves_again(&answers);
     (judge(&identities, answers), reusable)
+}
+
+/// Whether a channel may serve another group: only when every confirm of
+/// its group was an ack. One that timed out may still hand a late return
+/// to the next group. One that got a nack may be nacking everything: in
+/// RabbitMQ 3.10 a channel sets up its client of a quorum queue at its
+/// first publish there, from the queue's record, leader first; a channel
+/// whose first publish came after the leader's node died but before the
+/// record named the new leader asks the dead node, is refused, and asks
+/// it again at every later publish, for as long as the channel lives (it
+/// never learns the new leader). A fresh channel reads the record again.
+/// (docs/reliability.md, "Clusters".)
+fn serves_again(answers: &[Result<Confirmation, Wait>]) -> bool {
+    answers
+        .iter()
+        .all(|a| matches!(a, Ok(Confirmation::Ack(_))))
 }
 
 /// What identifies a message of a group in a return: its routing key and
@@ -395,6 +407,17 @@ mod tests {
             Ok(Confirmation::Ack(Some(back("a.t", None)))),
         ];
         assert!(judge(&group, answers).iter().all(Result::is_err));
+    }
+
+    #[test]
+    fn only_a_channel_whose_every_confirm_was_an_ack_serves_again() {
+        let ack = || Ok(Confirmation::Ack(None));
+        assert!(serves_again(&[ack(), ack()]));
+        assert!(serves_again(&[]));
+        // A nacked channel may be stuck on a dead quorum leader: never lent again.
+        assert!(!serves_again(&[ack(), Ok(Confirmation::Nack(None))]));
+        assert!(!serves_again(&[Err(Wait::Timeout(Duration::from_secs(1)))]));
+        assert!(!serves_again(&[Ok(Confirmation::NotRequested)]));
     }
 
     #[test]

@@ -124,15 +124,25 @@ impl SentinelSet {
     }
 }
 
-/// Three Redis Cluster primaries sharing the 16,384 slots.
+/// Three Redis Cluster primaries sharing the 16,384 slots, and maybe
+/// replicas of them.
 pub struct RedisClusterSet {
     pub nodes: Vec<PrivateRedis>,
 }
 
 impl RedisClusterSet {
+    /// Three primaries, no replica.
     pub async fn start() -> Self {
+        Self::start_with_replicas(0).await
+    }
+
+    /// Three primaries with `replicas` replicas each (`redis-cli --cluster
+    /// create --cluster-replicas`): a primary that dies is replaced by a
+    /// replica of its own once the others find it down (`cluster-node-timeout`
+    /// 2 s). Waits until every slot is served and every replica in sync.
+    pub async fn start_with_replicas(replicas: usize) -> Self {
         let mut nodes = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..3 * (1 + replicas) {
             nodes.push(PrivateRedis::start_cluster_node().await);
         }
         let addresses: Vec<String> = nodes
@@ -142,6 +152,7 @@ impl RedisClusterSet {
         let output = std::process::Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
+            .args(["--cluster-replicas", &replicas.to_string()])
             .arg("--cluster-yes")
             .output()
             .expect("redis-cli runs");
@@ -152,13 +163,58 @@ impl RedisClusterSet {
         );
         let set = Self { nodes };
         let ok = super::eventually(Duration::from_secs(30), || async {
+            let first = set.nodes[0].port;
             set.nodes
                 .iter()
                 .all(|n| cli(n.port, &["cluster", "info"]).contains("cluster_state:ok"))
+                && set.primaries(first).len() == 3
+                && set.nodes.iter().all(|n| {
+                    let replication = cli(n.port, &["info", "replication"]);
+                    replication.contains("role:master")
+                        || replication.contains("master_link_status:up")
+                })
         })
         .await;
-        assert!(ok, "the Redis Cluster did not reach cluster_state:ok");
+        assert!(
+            ok,
+            "the Redis Cluster did not reach cluster_state:ok with every replica in sync"
+        );
         set
+    }
+
+    /// The ports of the primaries serving slots, as the node on `ask` sees them.
+    pub fn primaries(&self, ask: u16) -> Vec<u16> {
+        cluster_nodes(ask)
+            .into_iter()
+            .filter(|n| n.flags.contains("master") && !n.flags.contains("fail") && n.serves_slots)
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// The ports of the replicas of the primary on `primary`, as the node on
+    /// `ask` sees them.
+    pub fn replicas_of(&self, primary: u16, ask: u16) -> Vec<u16> {
+        let nodes = cluster_nodes(ask);
+        let Some(id) = nodes
+            .iter()
+            .find(|n| n.port == primary)
+            .map(|n| n.id.clone())
+        else {
+            return Vec::new();
+        };
+        nodes
+            .into_iter()
+            .filter(|n| n.flags.contains("slave") && n.primary_id == id)
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// The node on `port`.
+    pub fn node(&self, port: u16) -> &PrivateRedis {
+        self.nodes
+            .iter()
+            .find(|n| n.port == port)
+            .expect("one of ours")
     }
 
     pub fn urls(&self) -> Vec<String> {
@@ -177,6 +233,43 @@ impl RedisClusterSet {
             })
             .collect()
     }
+}
+
+/// One line of `CLUSTER NODES`.
+struct ClusterNode {
+    id: String,
+    port: u16,
+    /// `myself,master`, `slave`, `master,fail`...
+    flags: String,
+    /// The primary's id, for a replica (`-` for a primary).
+    primary_id: String,
+    serves_slots: bool,
+}
+
+/// `CLUSTER NODES` as the node on `ask` sees the cluster.
+fn cluster_nodes(ask: u16) -> Vec<ClusterNode> {
+    cli(ask, &["cluster", "nodes"])
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // <id> <ip:port@bus> <flags> <primary> <ping> <pong> <epoch> <link> <slot>...
+            let address = fields.get(1)?;
+            let port = address
+                .split('@')
+                .next()?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()?;
+            Some(ClusterNode {
+                id: (*fields.first()?).to_owned(),
+                port,
+                flags: (*fields.get(2)?).to_owned(),
+                primary_id: (*fields.get(3)?).to_owned(),
+                serves_slots: fields.len() > 8,
+            })
+        })
+        .collect()
 }
 
 /// `redis-cli -p <port> args`: its standard output.

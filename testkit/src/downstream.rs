@@ -109,6 +109,30 @@ impl Downstream {
         self.inner.delivered.lock().expect("lock").clone()
     }
 
+    /// Event id → how many times it was accepted.
+    pub fn copies(&self) -> HashMap<String, usize> {
+        let mut copies = HashMap::new();
+        for delivery in self.inner.delivered.lock().expect("lock").iter() {
+            *copies.entry(delivery.id.clone()).or_insert(0) += 1;
+        }
+        copies
+    }
+
+    /// Deliveries beyond the first of each event, and of those the ones
+    /// the gateway published again (a request id not delivered before: a
+    /// second publish, which dedup should have stopped) rather than the
+    /// worker delivering one message again (at-least-once).
+    pub fn extra_copies(&self) -> (usize, usize) {
+        let mut requests: HashMap<String, HashSet<Option<String>>> = HashMap::new();
+        let delivered = self.inner.delivered.lock().expect("lock");
+        for delivery in delivered.iter() {
+            let ids = requests.entry(delivery.id.clone()).or_default();
+            ids.insert(delivery.request_id.clone());
+        }
+        let published: usize = requests.values().map(|ids| ids.len() - 1).sum();
+        (delivered.len() - requests.len(), published)
+    }
+
     /// Answers as `plan` says from now on.
     pub fn set_plan(&self, plan: Plan) {
         *self.inner.plan.lock().expect("lock") = (plan, Instant::now());

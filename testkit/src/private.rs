@@ -233,15 +233,18 @@ impl PrivateRabbit {
         self.ctl(&["await_startup", "--timeout", "60"]).await;
     }
 
-    /// `kill -9` of the node's Erlang VM: a crash, not a shutdown.
-    pub async fn kill(&self) {
+    /// `kill -9` of the node's Erlang VM: a crash, not a shutdown. Returns
+    /// when the signal went (asking the node its pid takes most of a second).
+    pub async fn kill(&self) -> std::time::Instant {
         let pid = self.ctl(&["eval", "os:getpid()."]).await;
         let pid = pid.trim().trim_matches('"');
+        let killed_at = std::time::Instant::now();
         let status = Command::new("kill")
             .args(["-9", pid])
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill -9 {pid} failed");
+        killed_at
     }
 
     /// Runs `rabbitmqctl -n <node> args`; returns its standard output.

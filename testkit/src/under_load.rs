@@ -89,7 +89,7 @@ impl UnderLoad {
         };
         let worker = RunningWorker::start(config).await;
         let gateway = GatewayProcess::start(env.dir.path(), &toml, &setup.gateway_env).await;
-        let ledger = Ledger::start(&gateway.url("whatzme"), &env.prefix, setup.load);
+        let ledger = Ledger::start(&[gateway.url("whatzme")], &env.prefix, setup.load);
         Self {
             env,
             downstream,

@@ -1,9 +1,14 @@
-//! The providers' side of a fault test, and its books. A dozen clients send
-//! signed events as providers do: each event is retried, the same bytes
-//! every time, after every 503, timeout or refused connection, until it is
-//! answered 200 or the test ends. The ledger keeps every answer and the ids
-//! answered 200; [`audit`] then checks them against what reached the
-//! downstream and the dead queue.
+//! The providers' side of a fault or cluster test, and its books. A dozen
+//! clients send signed events as providers do: each event is retried, the
+//! same bytes every time, after every 503, timeout or refused connection,
+//! until it is answered 200 or the test ends. Given several gateways, each
+//! event starts at the next one and each retry moves on to the one after,
+//! as a load balancer spreads them. A profile may also send every accepted
+//! event once more after the next one ([`LoadProfile::redeliver`]), as
+//! providers redeliver. The ledger keeps every answer (and which gateway
+//! gave it) and the ids answered 200; [`audit`] then checks them against
+//! what reached the downstream and the dead queue, and the [`Book`] tells
+//! how long each gateway went without accepting a new event.
 //!
 //! Each attempt carries an `x-request-id` of its own (`<event id>.<attempt>`),
 //! which the gateway puts on the message it publishes (`x-sluice-request-id`)
@@ -14,7 +19,7 @@
 
 pub mod audit;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +44,9 @@ pub struct LoadProfile {
     pub timeout: Duration,
     /// Bytes of text in each event (its size on the wire).
     pub text_bytes: usize,
+    /// Once an event is answered 200, send the one before it again (until
+    /// it is answered 200 too), as providers redeliver what they sent.
+    pub redeliver: bool,
 }
 
 impl LoadProfile {
@@ -50,6 +58,17 @@ impl LoadProfile {
         error_wait: Duration::from_millis(200),
         timeout: Duration::from_secs(5),
         text_bytes: 4,
+        redeliver: false,
+    };
+
+    /// The cluster tests' load: twelve providers, each posting its next
+    /// event 40 ms after the last 200, retrying every 200 ms, and
+    /// redelivering each event once.
+    pub const REDELIVERING: Self = Self {
+        pace: Duration::from_millis(40),
+        retry_wait_cap: Duration::from_millis(200),
+        redeliver: true,
+        ..Self::DEFAULT
     };
 }
 
@@ -77,6 +96,10 @@ pub struct Answer {
     pub at: Instant,
     pub took: Duration,
     pub outcome: Outcome,
+    /// Which gateway (index in the URLs given) answered.
+    pub gateway: usize,
+    /// Whether the request redelivered an event answered 200 before.
+    pub redelivery: bool,
 }
 
 /// An event's 200.
@@ -84,18 +107,110 @@ pub struct Answer {
 pub struct Acked {
     pub at: Instant,
     pub attempt: u32,
+    /// Which gateway answered it.
+    pub gateway: usize,
 }
 
 /// Everything the providers saw.
 #[derive(Debug, Default, Clone)]
 pub struct Book {
     pub answers: Vec<Answer>,
-    /// Event id → when it was answered 200, and which attempt was.
+    /// Event id → when it was first answered 200, which attempt was, and where.
     pub acked: HashMap<String, Acked>,
     /// Events still unanswered with a 200 when the test ended.
     pub unacked: Vec<String>,
     /// Event id → what each of its attempts got, for events tried more than once.
     pub retried: HashMap<String, Vec<Outcome>>,
+    /// Redeliveries answered 200.
+    pub resent: usize,
+    /// Answers other than 200, by kind: the status and the gateway's
+    /// message (`503 not accepted: ...`), or how the request failed.
+    pub refusals: BTreeMap<String, usize>,
+    /// How many gateways the load was spread over.
+    pub gateways: usize,
+}
+
+/// One gateway's acceptance after a fault, from [`Book::per_gateway`].
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayFigures {
+    /// New events it accepted.
+    pub accepted: usize,
+    /// From the fault to its first.
+    pub first: Option<Duration>,
+    /// Its longest time without accepting a new event...
+    pub longest_silence: Duration,
+    /// ...which began this long after the fault.
+    pub silence_began: Duration,
+}
+
+impl Book {
+    /// Answers other than 200 (each retried).
+    pub fn refused(&self) -> usize {
+        self.refusals.values().sum()
+    }
+
+    /// The refusals by kind, most frequent first.
+    pub fn refusals_by_count(&self) -> Vec<(String, usize)> {
+        let mut kinds: Vec<(String, usize)> =
+            self.refusals.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        kinds.sort_by_key(|kind| std::cmp::Reverse(kind.1));
+        kinds
+    }
+
+    /// Events first answered 200 after `moment` (a fault): load went on.
+    pub fn acked_since(&self, moment: Instant) -> usize {
+        self.acked.values().filter(|a| a.at > moment).count()
+    }
+
+    /// Per gateway, from `from` (a fault) to `to` (the load's end): the new
+    /// events it accepted, and its longest time without accepting one.
+    pub fn per_gateway(&self, from: Instant, to: Instant) -> Vec<GatewayFigures> {
+        (0..self.gateways)
+            .map(|gateway| {
+                let times = self.accepted_by(gateway, from, Some(to));
+                let mut last = from;
+                let mut silence = (Duration::ZERO, Duration::ZERO);
+                for &at in times.iter().chain([&to]) {
+                    if at - last > silence.0 {
+                        silence = (at - last, last - from);
+                    }
+                    last = at;
+                }
+                GatewayFigures {
+                    accepted: times.len(),
+                    first: times.first().map(|at| *at - from),
+                    longest_silence: silence.0,
+                    silence_began: silence.1,
+                }
+            })
+            .collect()
+    }
+
+    /// The longest time any one gateway went without accepting a new event
+    /// from `from` to `to`: how long acceptance took to resume after a
+    /// fault at `from`. Only new events count: a redelivery is answered 200
+    /// from the dedup store without a publish, so it would hide a broker
+    /// that refuses every publish.
+    pub fn longest_silence(&self, from: Instant, to: Instant) -> Duration {
+        let figures = self.per_gateway(from, to);
+        figures
+            .iter()
+            .map(|g| g.longest_silence)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// When `gateway` accepted new events after `from` (and before `to`), in order.
+    fn accepted_by(&self, gateway: usize, from: Instant, to: Option<Instant>) -> Vec<Instant> {
+        let mut times: Vec<Instant> = self
+            .acked
+            .values()
+            .filter(|a| a.gateway == gateway && a.at > from && to.is_none_or(|to| a.at < to))
+            .map(|a| a.at)
+            .collect();
+        times.sort();
+        times
+    }
 }
 
 pub struct Ledger {
@@ -109,9 +224,14 @@ pub struct Ledger {
 
 impl Ledger {
     /// Starts `profile.clients` providers posting events named
-    /// `<prefix>-p<client>-<n>` to `url`.
-    pub fn start(url: &str, prefix: &str, profile: LoadProfile) -> Self {
-        let book = Arc::new(Mutex::new(Book::default()));
+    /// `<prefix>-p<client>-<n>` to the gateways at `urls` (one or more).
+    pub fn start(urls: &[String], prefix: &str, profile: LoadProfile) -> Self {
+        assert!(!urls.is_empty(), "a load needs a gateway to send to");
+        let book = Arc::new(Mutex::new(Book {
+            gateways: urls.len(),
+            ..Book::default()
+        }));
+        let urls: Arc<[String]> = Arc::from(urls);
         let (no_new, give_up) = (CancellationToken::new(), CancellationToken::new());
         let providers = (0..profile.clients)
             .map(|n| {
@@ -120,7 +240,8 @@ impl Ledger {
                         .timeout(profile.timeout)
                         .build()
                         .expect("an HTTP client"),
-                    url: url.to_owned(),
+                    urls: urls.clone(),
+                    index: n,
                     name: format!("{prefix}-p{n}"),
                     profile,
                     book: book.clone(),
@@ -174,20 +295,41 @@ impl Ledger {
 /// One provider: its own connections, its own events.
 struct Provider {
     client: reqwest::Client,
-    url: String,
+    urls: Arc<[String]>,
+    /// The provider's number: where its rotation over the gateways starts.
+    index: usize,
     name: String,
     profile: LoadProfile,
     book: Arc<Mutex<Book>>,
     give_up: CancellationToken,
 }
 
+/// The attempts of one event so far: each has an `x-request-id` of its own.
+struct Sent {
+    id: String,
+    attempts: u32,
+}
+
 impl Provider {
     async fn run(self, no_new: CancellationToken) {
+        let mut previous: Option<Sent> = None;
         for n in 0.. {
             if no_new.is_cancelled() {
                 break;
             }
-            self.deliver(&format!("{}-{n}", self.name)).await;
+            // Each event starts at the next gateway, as a load balancer spreads them.
+            let mut turn = self.index + n;
+            let mut sent = Sent {
+                id: format!("{}-{n}", self.name),
+                attempts: 0,
+            };
+            let accepted = self.deliver(&mut sent, &mut turn, false).await;
+            if accepted && self.profile.redeliver {
+                if let Some(mut old) = previous.take() {
+                    self.deliver(&mut old, &mut turn, true).await;
+                }
+                previous = Some(sent);
+            }
             tokio::select! {
                 () = tokio::time::sleep(self.profile.pace) => {}
                 () = no_new.cancelled() => break,
@@ -195,13 +337,20 @@ impl Provider {
         }
     }
 
-    /// Sends one event until it is answered 200 or the provider gives up.
-    async fn deliver(&self, id: &str) {
-        let body = upsert_body(id).replace("hola", &"a".repeat(self.profile.text_bytes));
-        for attempt in 1_u32.. {
-            let (answer, retry_after) = self.send(&body, &format!("{id}.{attempt}")).await;
-            if self.record(id, attempt, answer) {
-                return;
+    /// Sends one event until it is answered 200 (true) or the provider
+    /// gives up (false); each attempt goes to the gateway after the last.
+    async fn deliver(&self, sent: &mut Sent, turn: &mut usize, redelivery: bool) -> bool {
+        let body = upsert_body(&sent.id).replace("hola", &"a".repeat(self.profile.text_bytes));
+        loop {
+            sent.attempts += 1;
+            let gateway = *turn % self.urls.len();
+            *turn += 1;
+            let request_id = format!("{}.{}", sent.id, sent.attempts);
+            let (answer, retry_after) = self.send(gateway, &body, &request_id, redelivery).await;
+            match self.record(&sent.id, sent.attempts, answer) {
+                Recorded::Accepted => return true,
+                Recorded::GivenUp => return false,
+                Recorded::Refused => {}
             }
             let wait = match answer.outcome {
                 Outcome::Status(_) => retry_after.min(self.profile.retry_wait_cap),
@@ -214,43 +363,62 @@ impl Provider {
         }
     }
 
-    /// Writes an answer down; true when the event is done with (answered
-    /// 200, or given up on).
-    fn record(&self, id: &str, attempt: u32, answer: Answer) -> bool {
+    /// Writes an answer down and says what it means for the event.
+    fn record(&self, id: &str, attempt: u32, answer: Answer) -> Recorded {
         let mut book = self.book.lock().expect("the book");
         book.answers.push(answer);
-        if attempt > 1 || answer.outcome != Outcome::Status(200) {
+        let accepted = answer.outcome == Outcome::Status(200);
+        if answer.redelivery {
+            if accepted {
+                book.resent += 1;
+                return Recorded::Accepted;
+            }
+            // A redelivery is not owed a 200: the event was accepted before.
+            return match self.give_up.is_cancelled() {
+                true => Recorded::GivenUp,
+                false => Recorded::Refused,
+            };
+        }
+        if attempt > 1 || !accepted {
             let tries = book.retried.entry(id.to_owned()).or_default();
             tries.push(answer.outcome);
         }
-        if answer.outcome == Outcome::Status(200) {
+        if accepted {
             let acked = Acked {
                 at: answer.at,
                 attempt,
+                gateway: answer.gateway,
             };
             book.acked.insert(id.to_owned(), acked);
-            return true;
+            return Recorded::Accepted;
         }
         if self.give_up.is_cancelled() {
             book.unacked.push(id.to_owned());
-            return true;
+            return Recorded::GivenUp;
         }
-        false
+        Recorded::Refused
     }
 
-    /// One attempt; its answer and the `Retry-After` it asked for.
-    async fn send(&self, body: &str, request_id: &str) -> (Answer, Duration) {
+    /// One attempt; its answer and the `Retry-After` it asked for. A
+    /// refusal is counted by kind in the book.
+    async fn send(
+        &self,
+        gateway: usize,
+        body: &str,
+        request_id: &str,
+        redelivery: bool,
+    ) -> (Answer, Duration) {
         let started = Instant::now();
         let sent = self
             .client
-            .post(&self.url)
+            .post(&self.urls[gateway])
             .header("X-Signature", signature(body.as_bytes()))
             .header("Content-Type", "application/json")
             .header("x-request-id", request_id)
             .body(body.to_owned())
             .send()
             .await;
-        let (outcome, retry_after) = match sent {
+        let (outcome, retry_after, message) = match sent {
             Ok(response) => {
                 let retry_after = response
                     .headers()
@@ -259,18 +427,92 @@ impl Provider {
                     .map_or(Duration::ZERO, Duration::from_secs);
                 let status = response.status().as_u16();
                 // Read to the end, so the connection is kept for the next request.
-                let _ = response.bytes().await;
-                (Outcome::Status(status), retry_after)
+                let bytes = response.bytes().await.unwrap_or_default();
+                let message = (status != 200).then(|| {
+                    let json: serde_json::Value =
+                        serde_json::from_slice(&bytes).unwrap_or_default();
+                    json["message"].as_str().unwrap_or_default().to_owned()
+                });
+                (Outcome::Status(status), retry_after, message)
             }
-            Err(e) if e.is_timeout() => (Outcome::TimedOut, Duration::ZERO),
-            Err(e) if e.is_connect() => (Outcome::Refused, Duration::ZERO),
-            Err(_) => (Outcome::Dropped, Duration::ZERO),
+            Err(e) if e.is_timeout() => (Outcome::TimedOut, Duration::ZERO, None),
+            Err(e) if e.is_connect() => (Outcome::Refused, Duration::ZERO, None),
+            Err(_) => (Outcome::Dropped, Duration::ZERO, None),
         };
+        if outcome != Outcome::Status(200) {
+            let kind = match (outcome, message) {
+                (Outcome::Status(status), Some(message)) => format!("{status} {message}"),
+                (other, _) => format!("{other:?}"),
+            };
+            let mut book = self.book.lock().expect("the book");
+            *book.refusals.entry(kind).or_insert(0) += 1;
+        }
         let answer = Answer {
             at: Instant::now(),
             took: started.elapsed(),
             outcome,
+            gateway,
+            redelivery,
         };
         (answer, retry_after)
+    }
+}
+
+/// What an answer meant for its event.
+enum Recorded {
+    Accepted,
+    Refused,
+    GivenUp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silences_are_per_gateway_and_count_new_events_only() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut book = Book {
+            gateways: 2,
+            ..Book::default()
+        };
+        for (id, at, gateway) in [("a", 100, 0), ("b", 200, 1), ("c", 1200, 0), ("d", 300, 1)] {
+            let acked = Acked {
+                at: ms(at),
+                attempt: 1,
+                gateway,
+            };
+            book.acked.insert(id.into(), acked);
+        }
+        // A redelivery answered 200 is no new event: it ends no silence.
+        book.answers.push(Answer {
+            at: ms(900),
+            took: Duration::ZERO,
+            outcome: Outcome::Status(200),
+            gateway: 1,
+            redelivery: true,
+        });
+        let figures = book.per_gateway(t0, ms(1500));
+        assert_eq!(figures[0].accepted, 2);
+        assert_eq!(figures[0].first, Some(Duration::from_millis(100)));
+        assert_eq!(figures[0].longest_silence, Duration::from_millis(1100));
+        assert_eq!(figures[0].silence_began, Duration::from_millis(100));
+        assert_eq!(figures[1].longest_silence, Duration::from_millis(1200));
+        assert_eq!(figures[1].silence_began, Duration::from_millis(300));
+        assert_eq!(
+            book.longest_silence(t0, ms(1500)),
+            Duration::from_millis(1200)
+        );
+        assert_eq!(book.acked_since(ms(250)), 2);
+    }
+
+    #[test]
+    fn refusals_are_counted_by_kind_most_frequent_first() {
+        let mut book = Book::default();
+        book.refusals.insert("503 not accepted: nack".into(), 3);
+        book.refusals.insert("Refused".into(), 5);
+        assert_eq!(book.refused(), 8);
+        assert_eq!(book.refusals_by_count()[0], ("Refused".into(), 5));
     }
 }

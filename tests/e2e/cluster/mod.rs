@@ -1,16 +1,23 @@
-//! Sluice on broker clusters built from private nodes on loopback: a
-//! RabbitMQ node, the Redis primary under Sentinel, and a Redis Cluster.
+//! Sluice on broker clusters built from private nodes on loopback, each
+//! losing a node under load: a RabbitMQ node, the Redis primary under
+//! Sentinel, a Redis Cluster primary; and a Redis Cluster taking batches.
 //! Each test takes a minute or more, so they are `#[ignore]`d and run by
 //! `make cluster`; docs/reliability.md holds the figures they print.
 
-mod load;
 mod rabbitmq;
 mod redis_cluster;
+mod redis_cluster_failover;
 mod sentinel;
 
 use sluice_shared::config::Config;
 
+use std::time::Duration;
+
 use sluice_testkit::{RunningGateway, RunningWorker, TestEnv};
+
+/// How long the providers go on retrying the events they hold once a
+/// test ends its load; an event still refused then fails the test.
+pub const GIVE_UP: Duration = Duration::from_secs(60);
 
 /// Two gateways and two workers, as a deployment of several machines runs.
 pub struct Fleet {

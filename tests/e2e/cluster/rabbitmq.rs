@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use super::cluster_config;
 use sluice_shared::config::Config;
 
-use super::Fleet;
-use super::load::{Load, copies};
+use super::{Fleet, GIVE_UP};
 use sluice_testkit::broker::Broker;
 use sluice_testkit::cluster::RabbitCluster;
 use sluice_testkit::downstream::{Downstream, Plan};
-use sluice_testkit::{SHARED_REDIS, TestEnv, eventually, metric};
+use sluice_testkit::ledger::{Ledger, LoadProfile};
+use sluice_testkit::{RunningGateway, RunningWorker, SHARED_REDIS, TestEnv, eventually, metric};
 
 /// Steady load before the kill, and after it.
 const BEFORE: Duration = Duration::from_secs(8);
@@ -27,60 +27,68 @@ async fn killing_the_node_that_leads_the_work_queue_loses_no_accepted_event() {
     let route = env.http_route(&downstream.url());
     let config = || cluster_config(&env, &route, Some(&urls), None);
     let work = env.topology().work_queue();
-    let (fleet, leader) = spread_onto_the_leader(&cluster, &config, &work).await;
+    let (fleet, leader) = gather_on_the_leader(&cluster, &config, &work).await;
     let gateways = &fleet.gateways;
     assert_eq!(members(&cluster, &work).await, 3, "a copy on every node");
 
-    let gateway_urls = gateways.iter().map(|g| g.url("whatzme")).collect();
-    let load = Load::start(12, gateway_urls, &env.prefix);
+    let gateway_urls: Vec<String> = gateways.iter().map(|g| g.url("whatzme")).collect();
+    let load = Ledger::start(&gateway_urls, &env.prefix, LoadProfile::REDELIVERING);
     tokio::time::sleep(BEFORE).await;
     assert_eq!(
         cluster.leader_of(&work, 0).await,
         leader,
         "the leader stayed"
     );
-    let killed_at = Instant::now();
-    cluster.nodes[leader].kill().await;
+    let killed_at = cluster.nodes[leader].kill().await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let new_leader = cluster.leader_of(&work, (leader + 1) % 3).await;
     println!("10 s after the kill the work queue's leader is node {new_leader}");
     tokio::time::sleep(AFTER - Duration::from_secs(10)).await;
-    let ledger = load.finish().await;
+    let ended = Instant::now();
+    let book = load.finish(GIVE_UP).await;
     let http = reqwest::Client::new();
     for gateway in gateways {
         let connected = metric(&http, gateway.admin_addr, "sluice_gateway_broker_connected").await;
         println!("gateway {}: broker connected {connected:?}", gateway.addr);
     }
-    let resumed = ledger.longest_silence(killed_at, Instant::now(), gateways.len());
-    println!("refusals: {:?}", ledger.refusals());
+    let resumed = book.longest_silence(killed_at, ended);
+    println!("refusals: {:?}", book.refusals_by_count());
     println!(
-        "per gateway after the kill (200s, first 200 after): {:?}",
-        ledger.per_gateway(killed_at, gateways.len())
+        "per gateway after the kill: {:?}",
+        book.per_gateway(killed_at, ended)
     );
 
     let survivor = &cluster.nodes[(leader + 1) % 3];
     let broker = Broker::connect(&survivor.url()).await;
-    let accepted: HashSet<String> = ledger.ids().into_iter().collect();
+    let accepted: HashSet<String> = book.acked.keys().cloned().collect();
     let dead_queue = env.topology().dead_queue();
     let (settled, lost, dead) = settle(&accepted, &downstream, &broker, &dead_queue).await;
-    let copies = copies(&downstream.deliveries());
-    let duplicates: usize = copies.values().map(|n| n - 1).sum();
+    let (duplicates, published_twice) = downstream.extra_copies();
     println!(
-        "rabbitmq leader kill: accepted {} ({} after the kill), refused-and-retried {}, \
-         lost {}, dead {}, duplicate deliveries {duplicates}, longest time without a 200 \
-         on a gateway after the kill {resumed:?}",
+        "rabbitmq leader kill: gateways on the killed node {}, accepted {} ({} after the kill), \
+         redeliveries accepted {}, refused-and-retried {}, never accepted {}, lost {}, dead {}, \
+         duplicate deliveries {duplicates} (published twice by a gateway {published_twice}), \
+         longest time without a new event accepted on a gateway after the kill {resumed:?}",
+        gateways.len(),
         accepted.len(),
-        ledger.accepted_after(killed_at),
-        ledger.refused.load(std::sync::atomic::Ordering::Relaxed),
+        book.acked_since(killed_at),
+        book.resent,
+        book.refused(),
+        book.unacked.len(),
         lost.len(),
         dead.len(),
     );
     assert!(settled && lost.is_empty(), "accepted but lost: {lost:?}");
     assert!(
+        book.unacked.is_empty(),
+        "events never accepted: {:?}",
+        book.unacked
+    );
+    assert!(
         resumed < Duration::from_secs(30),
         "acceptance resumed after {resumed:?}"
     );
-    assert!(ledger.accepted_after(killed_at + resumed) > 0);
+    assert!(book.acked_since(killed_at + resumed) > 0);
     fleet.stop().await;
 }
 
@@ -115,31 +123,79 @@ pub async fn settle(
     (settled, lost, dead.into_inner().expect("lock"))
 }
 
-/// Starts two gateways and two workers, again until a gateway and a
-/// worker are connected to the node that leads `queue` (each process
-/// shuffles the nodes, so where they land is chance): the kill must cut
-/// connections of both. Returns them and the leader's index.
-async fn spread_onto_the_leader(
+/// Starts two gateways and two workers with `amqp.urls` listing every
+/// node, each process in its own shuffled order, and starts a process
+/// again until both gateways and a worker's consuming connection are on
+/// the node that leads `queue` (which the first gateway's declaration
+/// placed): the kill must cut them all, the hard case where every
+/// gateway reconnects at once. The second worker lands where it lands.
+/// Returns them and the leader's index.
+async fn gather_on_the_leader(
     cluster: &RabbitCluster,
     config: &impl Fn() -> Config,
     queue: &str,
 ) -> (Fleet, usize) {
-    for _ in 0..20 {
-        let fleet = Fleet::start(config).await;
-        let leader = cluster.leader_of(queue, 0).await;
-        let on_leader = connections_on(cluster, leader).await;
-        let gateway = on_leader.iter().any(|n| n.starts_with("sluice-gateway@"));
-        // The consuming connection, not the queue-depth poller's.
-        let worker = on_leader
-            .iter()
-            .any(|n| n.starts_with("sluice-worker-") && !n.contains("-depth@"));
-        if gateway && worker {
-            println!("connections on the leader to be killed: {on_leader:?}");
-            return (fleet, leader);
+    let first = RunningGateway::start(config()).await;
+    let leader = cluster.leader_of(queue, 0).await;
+    let mut gateways = Vec::new();
+    let mut pending = Some(first);
+    let is_gateway = |name: &str| name.starts_with("sluice-gateway@");
+    // The consuming connection, not the publishing or queue-depth ones.
+    let is_consumer = |name: &str| {
+        name.starts_with("sluice-worker-")
+            && !name.contains("-depth@")
+            && !name.contains("-publish@")
+    };
+    for _ in 0..STARTS {
+        let gateway = match pending.take() {
+            Some(gateway) => gateway,
+            None => RunningGateway::start(config()).await,
+        };
+        let on_leader = count_on(cluster, leader, is_gateway).await;
+        if on_leader > gateways.len() {
+            gateways.push(gateway);
+            if gateways.len() == 2 {
+                break;
+            }
+        } else {
+            gateway.stop().await;
         }
-        fleet.stop().await;
     }
-    panic!("twenty starts never put a gateway and a worker on the leader");
+    assert_eq!(
+        gateways.len(),
+        2,
+        "{STARTS} gateway starts never put both gateways on the leader"
+    );
+    let mut workers = Vec::new();
+    for _ in 0..STARTS {
+        let worker = RunningWorker::start(config()).await;
+        if count_on(cluster, leader, is_consumer).await > 0 {
+            workers.push(worker);
+            break;
+        }
+        worker.stop().await;
+    }
+    assert_eq!(
+        workers.len(),
+        1,
+        "{STARTS} worker starts never put a worker on the leader"
+    );
+    workers.push(RunningWorker::start(config()).await);
+    println!(
+        "connections on the leader to be killed: {:?}",
+        connections_on(cluster, leader).await
+    );
+    (Fleet { gateways, workers }, leader)
+}
+
+/// How often a process is started at most to land on a given node (each
+/// start has one chance in three).
+const STARTS: usize = 30;
+
+/// How many of node `index`'s Sluice connections have a name `wanted`.
+async fn count_on(cluster: &RabbitCluster, index: usize, wanted: impl Fn(&str) -> bool) -> usize {
+    let names = connections_on(cluster, index).await;
+    names.iter().filter(|name| wanted(name)).count()
 }
 
 /// The names of the Sluice connections node `index` holds.

@@ -7,7 +7,6 @@ use std::time::Duration;
 use sluice_gateway::dedup::DedupKey;
 use sluice_gateway::signature::hex_hmac_sha256;
 
-use super::load::copies;
 use super::rabbitmq::settle;
 use super::{cluster_config, toml_list};
 use sluice_testkit::broker::Broker;
@@ -93,7 +92,7 @@ async fn dedup_and_a_thousand_message_batch_work_on_a_redis_cluster() {
     let dead_queue = env.topology().dead_queue();
     let (settled, lost, _) = settle(&accepted, &downstream, &broker, &dead_queue).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let copies = copies(&downstream.deliveries());
+    let copies = downstream.copies();
     let slots: HashSet<_> = ids
         .iter()
         .map(|id| DedupKey::slot_tagged(&env.prefix, "whatsapp", id))

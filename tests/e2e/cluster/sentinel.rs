@@ -4,13 +4,13 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use super::Fleet;
-use super::load::{Load, copies};
 use super::rabbitmq::settle;
+use super::{Fleet, GIVE_UP};
 use super::{cluster_config, toml_list};
 use sluice_testkit::broker::Broker;
 use sluice_testkit::cluster::{SENTINEL_MASTER, SentinelSet, cli};
 use sluice_testkit::downstream::{Downstream, Plan};
+use sluice_testkit::ledger::{Ledger, LoadProfile};
 use sluice_testkit::{SHARED_AMQP, SHARED_REDIS, TestEnv, eventually, post_signed, upsert_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -28,8 +28,8 @@ async fn dedup_goes_on_after_the_sentinels_promote_a_replica() {
     let fleet = Fleet::start(&config).await;
     let gateways = &fleet.gateways;
 
-    let gateway_urls = gateways.iter().map(|g| g.url("whatzme")).collect();
-    let load = Load::start(12, gateway_urls, &env.prefix);
+    let gateway_urls: Vec<String> = gateways.iter().map(|g| g.url("whatzme")).collect();
+    let load = Ledger::start(&gateway_urls, &env.prefix, LoadProfile::REDELIVERING);
     tokio::time::sleep(Duration::from_secs(8)).await;
     let old = set.primary_port();
     let killed_at = Instant::now();
@@ -40,8 +40,9 @@ async fn dedup_goes_on_after_the_sentinels_promote_a_replica() {
     .await;
     let failover = killed_at.elapsed();
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let ledger = load.finish().await;
-    let resumed = ledger.longest_silence(killed_at, Instant::now(), gateways.len());
+    let ended = Instant::now();
+    let book = load.finish(GIVE_UP).await;
+    let resumed = book.longest_silence(killed_at, ended);
     assert!(promoted, "no replica was promoted");
     let new = set.primary_port();
 
@@ -60,25 +61,38 @@ async fn dedup_goes_on_after_the_sentinels_promote_a_replica() {
     );
 
     let broker = Broker::connect(SHARED_AMQP).await;
-    let mut accepted: HashSet<String> = ledger.ids().into_iter().collect();
+    let mut accepted: HashSet<String> = book.acked.keys().cloned().collect();
     accepted.insert(probe.clone());
     let dead_queue = env.topology().dead_queue();
     let (settled, lost, dead) = settle(&accepted, &downstream, &broker, &dead_queue).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let copies = copies(&downstream.deliveries());
-    let duplicates: usize = copies.values().map(|n| n - 1).sum();
+    let copies = downstream.copies();
+    let (duplicates, published_twice) = downstream.extra_copies();
     println!(
-        "sentinel primary kill: accepted {} ({} after the kill), resent {}, refused-and-retried {}, \
-         lost {}, dead {}, duplicates let through {duplicates}, failover seen after {failover:?}, \
-         longest time without a 200 on a gateway after the kill {resumed:?}",
+        "sentinel primary kill: accepted {} ({} after the kill), redeliveries accepted {}, \
+         refused-and-retried {}, never accepted {}, lost {}, dead {}, duplicate deliveries \
+         {duplicates} (published twice by a gateway: duplicates let through {published_twice}), \
+         failover seen after {failover:?}, longest time without a new event accepted on a \
+         gateway after the kill {resumed:?}",
         accepted.len(),
-        ledger.accepted_after(killed_at),
-        ledger.resent.load(std::sync::atomic::Ordering::Relaxed),
-        ledger.refused.load(std::sync::atomic::Ordering::Relaxed),
+        book.acked_since(killed_at),
+        book.resent,
+        book.refused(),
+        book.unacked.len(),
         lost.len(),
         dead.len(),
     );
+    println!("refusals: {:?}", book.refusals_by_count());
+    println!(
+        "per gateway after the kill: {:?}",
+        book.per_gateway(killed_at, ended)
+    );
     assert!(settled && lost.is_empty(), "accepted but lost: {lost:?}");
+    assert!(
+        book.unacked.is_empty(),
+        "events never accepted: {:?}",
+        book.unacked
+    );
     assert_eq!(
         copies.get(&probe),
         Some(&1),
