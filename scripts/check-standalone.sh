@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The repository stands alone: no tracked file reads or cites anything beside
-# it (a `../shared/` folder, a design or style document kept elsewhere, the
+# it (a shared folder beside the checkout, a design or style document kept elsewhere, the
 # tool library). Fixtures live in tests/fixtures/ and the contract in docs/.
 # CI proves the rest by running the test command on a fresh clone with
 # nothing beside it.
