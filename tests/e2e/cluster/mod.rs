@@ -11,9 +11,43 @@ mod sentinel;
 
 use sluice_shared::config::Config;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use sluice_testkit::ledger::Book;
 use sluice_testkit::{RunningGateway, RunningWorker, TestEnv};
+
+/// The promise every node loss is held to: every event answered 200 is
+/// delivered or dead (`settled`, nothing `lost`), every event was accepted
+/// in the end, and acceptance resumed within 30 s of the kill (and did
+/// resume). Prints the refusals and each gateway's figures first.
+pub fn assert_nothing_lost_and_resumed(
+    book: &Book,
+    killed_at: Instant,
+    ended: Instant,
+    settled: bool,
+    lost: &[String],
+) {
+    println!("refusals: {:?}", book.refusals_by_count());
+    println!(
+        "per gateway after the kill: {:?}",
+        book.per_gateway(killed_at, ended)
+    );
+    assert!(settled && lost.is_empty(), "accepted but lost: {lost:?}");
+    assert!(
+        book.unacked.is_empty(),
+        "events never accepted: {:?}",
+        book.unacked
+    );
+    let resumed = book.longest_silence(killed_at, ended);
+    assert!(
+        resumed < Duration::from_secs(30),
+        "acceptance resumed after {resumed:?}"
+    );
+    assert!(
+        book.acked_since(killed_at + resumed) > 0,
+        "no event was accepted after the longest silence"
+    );
+}
 
 /// How long the providers go on retrying the events they hold once a
 /// test ends its load; an event still refused then fails the test.
