@@ -4,7 +4,6 @@
 //! search; `dlq --route` finds a route's dead records and a replay goes back
 //! to that route alone.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use sluice_shared::message::DeadReason;
@@ -252,15 +251,7 @@ async fn one_matching_route_is_delivered_directly_without_a_route_copy() {
 
 /// `sluice-worker --config <config> dlq <args>`: exit code and stdout.
 async fn dlq(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-worker"))
-        .arg("--config")
-        .arg(config)
-        .arg("dlq")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
+    let output = crate::dlq::dlq_command(config, args)
         .output()
         .await
         .expect("the binary runs");

@@ -230,17 +230,7 @@ impl DeadFixture {
     }
 
     fn command_with(&self, config: &std::path::Path, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-worker"));
-        command
-            .arg("--config")
-            .arg(config)
-            .arg("dlq")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        command
+        dlq_command(config, args)
     }
 
     /// Seeded ids of one source, in queue order.
@@ -333,4 +323,20 @@ pub fn peeked_ids(peek: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|e| e["id"].as_str().unwrap_or("-").to_owned())
         .collect()
+}
+
+/// `sluice-worker --config <config> dlq <args>`, with its output piped and
+/// killed if dropped.
+pub fn dlq_command(config: &std::path::Path, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-worker"));
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("dlq")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
 }
