@@ -185,13 +185,18 @@ impl Topology {
             }
             declared?;
         }
-        self.declare_queues(&channel).await?;
+        let channel = self.declare_queues(connection, channel).await?;
         let _ = channel.close(200, "topology declared".into()).await;
         Ok(())
     }
 
-    /// The queues and their bindings (the exchanges exist).
-    async fn declare_queues(&self, channel: &Channel) -> Result<(), TopologyError> {
+    /// The queues and their bindings (the exchanges exist). Returns the
+    /// channel to go on with: a refused declare closes the one it was on.
+    async fn declare_queues(
+        &self,
+        connection: &Connection,
+        channel: Channel,
+    ) -> Result<Channel, TopologyError> {
         let work = self.work_queue();
         let mut args = quorum_args(self.group_size);
         // Without a limit (3.10 has no default) a message that kills workers loops forever.
@@ -203,8 +208,8 @@ impl Topology {
             "x-dead-letter-exchange".into(),
             long_string(&self.dead_exchange()),
         );
-        declare_queue(channel, &work, args).await?;
-        self.bind(channel, &work, &self.events_exchange()).await?;
+        declare_queue(&channel, &work, args).await?;
+        self.bind(&channel, &work, &self.events_exchange()).await?;
 
         for tier in self.retry_tiers() {
             let mut args = quorum_args(self.group_size);
@@ -213,12 +218,30 @@ impl Topology {
             // Expired messages go back to the work queue through the default exchange.
             args.insert("x-dead-letter-exchange".into(), long_string(""));
             args.insert("x-dead-letter-routing-key".into(), long_string(&work));
-            declare_queue(channel, &tier.queue, args).await?;
+            declare_queue(&channel, &tier.queue, args).await?;
         }
 
         let dead = self.dead_queue();
-        declare_queue(channel, &dead, quorum_base(self.group_size)).await?;
-        self.bind(channel, &dead, &self.dead_exchange()).await
+        // reject-publish: under a length limit (a policy's, say) a full dead
+        // queue refuses new dead events (the worker requeues with backoff,
+        // the work queue keeps what it dead-letters at-least-once) instead of
+        // dropping its oldest ones, as the default `drop-head` would.
+        let mut args = quorum_base(self.group_size);
+        args.insert("x-overflow".into(), long_string("reject-publish"));
+        let mut channel = channel;
+        if let Err(TopologyError::Mismatch { .. }) = declare_queue(&channel, &dead, args).await {
+            tracing::warn!(
+                queue = %dead,
+                "this dead queue predates `x-overflow: reject-publish`, so a length limit on \
+                 it (a policy's) would drop the oldest dead events; it is kept as it is. To \
+                 keep them, add `\"overflow\": \"reject-publish\"` to any policy that limits \
+                 it (operations guide, \"Capping the dead queue\"), or drain it with `dlq \
+                 export`, delete it and restart"
+            );
+            channel = open_channel(connection).await?;
+        }
+        self.bind(&channel, &dead, &self.dead_exchange()).await?;
+        Ok(channel)
     }
 
     async fn bind(
