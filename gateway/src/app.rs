@@ -13,6 +13,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::middleware::map_response_with_state;
+use axum::response::Response;
 use axum::routing::post;
 use sluice_shared::admin::{self, Check, Readiness};
 use sluice_shared::config::{Config, ConfigError, RedisErrorPolicy};
@@ -188,7 +192,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .method_not_allowed_fallback(webhook::method_not_allowed)
         .fallback(webhook::not_found)
+        .layer(map_response_with_state(state.clone(), close_when_draining))
         .with_state(state)
+}
+
+/// While the gateway drains, every answer asks its client to close the
+/// connection (hyper then closes it once the answer is written), so the
+/// providers' keep-alive connections are gone before the port closes: a
+/// request sent on an idle one at that moment would be cut unread.
+async fn close_when_draining(
+    State(state): State<Arc<AppState>>,
+    mut response: Response,
+) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Accept backlog of the listeners: bursts of new connections (a provider

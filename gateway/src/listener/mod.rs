@@ -11,8 +11,9 @@
 //!   [`crate::webhook`].
 //!
 //! Each peer address travels with its requests as `ConnectInfo`. On stop the
-//! listener closes, each connection finishes its request in progress (for
-//! at most `drain_limit`), and idle ones close.
+//! connections the kernel completed are taken, the listener closes, each
+//! connection may start a request for [`SHUTDOWN_LINGER`] more, then
+//! finishes its request in progress (for at most `drain_limit`) and closes.
 
 pub mod connection;
 pub mod tls;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::service::Service as _;
 use hyper_util::rt::TokioIo;
@@ -46,6 +48,10 @@ static SHED_ANSWER: LazyLock<Vec<u8>> = LazyLock::new(GatewayError::shed_connect
 const SHED_LINGER: Duration = Duration::from_millis(200);
 /// Shed connections lingering at once; past it they are closed without an answer.
 const MAX_LINGERING: usize = 256;
+/// At a stop, how long an open connection may still start a request before
+/// it is closed (one accepted just before the port closed, its request on
+/// the way); a request started in time finishes.
+const SHUTDOWN_LINGER: Duration = Duration::from_millis(250);
 /// Pause after a failed accept (out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -66,6 +72,21 @@ pub async fn serve(listener: TcpListener, port: PublicPort, shutdown: Cancellati
     let slots = Arc::new(Semaphore::new(port.limits.max_connections));
     let lingering = Arc::new(Semaphore::new(MAX_LINGERING));
     let tracker = TaskTracker::new();
+    let admit = |stream: TcpStream, peer: SocketAddr| {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let label = Overload::Connections.label();
+            port.metrics.shed.with_label_values(&[label]).inc();
+            shed(stream, port.tls.is_some(), &lingering);
+            return;
+        };
+        tracker.spawn(connection(
+            stream,
+            peer,
+            slot,
+            port.clone(),
+            shutdown.clone(),
+        ));
+    };
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -79,19 +100,12 @@ pub async fn serve(listener: TcpListener, port: PublicPort, shutdown: Cancellati
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            let label = Overload::Connections.label();
-            port.metrics.shed.with_label_values(&[label]).inc();
-            shed(stream, port.tls.is_some(), &lingering);
-            continue;
-        };
-        tracker.spawn(connection(
-            stream,
-            peer,
-            slot,
-            port.clone(),
-            shutdown.clone(),
-        ));
+        admit(stream, peer);
+    }
+    // Connections the kernel completed already are served too: closing the
+    // listener would reset them, and the requests on them, unread.
+    while let Some(Ok((stream, peer))) = listener.accept().now_or_never() {
+        admit(stream, peer);
     }
     drop(listener);
     tracker.close();
@@ -192,6 +206,9 @@ async fn http<T>(
     let dog = watchdog(activity, limits.header_read_timeout, limits.idle_timeout);
     tokio::pin!(dog);
     let mut stopping = false;
+    let mut closing = false;
+    let linger = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(linger);
     loop {
         tokio::select! {
             _ = connection.as_mut() => return,
@@ -201,6 +218,12 @@ async fn http<T>(
             }
             () = shutdown.cancelled(), if !stopping => {
                 stopping = true;
+                linger.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_LINGER);
+            }
+            // hyper closes a connection it holds no request of at once, even
+            // one whose request is on its way: read it first.
+            () = linger.as_mut(), if stopping && !closing => {
+                closing = true;
                 connection.as_mut().graceful_shutdown();
             }
         }

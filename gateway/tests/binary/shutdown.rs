@@ -36,12 +36,18 @@ fn sigterm_turns_unready_then_closes_the_port_and_lets_requests_in_flight_finish
         "unready within a quarter of the grace: {ready}"
     );
     assert!(ready.contains("shutting down"), "{ready}");
+    // A keep-alive request: the answer closes the connection, so no idle
+    // connection is left to race the port's close.
     let body = upsert(&id(1));
-    let answer = exchange(
-        gateway.addr,
-        &post_sized("/webhooks/whatzme", &[hmac_header(&body)], &body),
-    );
+    let request = post_sized("/webhooks/whatzme", &[hmac_header(&body)], &body);
+    let request =
+        String::from_utf8_lossy(&request).replace("connection: close", "connection: keep-alive");
+    let answer = exchange(gateway.addr, request.as_bytes());
     assert_eq!(status(&answer), 200, "served during the grace: {answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "a keep-alive connection is closed after its answer during the grace: {answer}"
+    );
 
     // A request that starts before the port closes and ends after it.
     sleep((GRACE * 6 / 10).saturating_sub(signalled.elapsed()));
