@@ -12,4 +12,5 @@ mod redis_link;
 mod unconfirmed;
 mod under_load;
 mod unroutable;
+mod worker_blocked;
 mod worker_hygiene;
