@@ -7,7 +7,7 @@
 //!   task each, within the prefetch and concurrency limits;
 //! - [`dispatch`] reads the event from its [`message`], drops a second copy
 //!   of an event ([`copies`]), picks its route from
-//!   [`routes`] (patterns are [`glob`]s) and makes one attempt, through the
+//!   [`routes`] (matched as `sluice_shared::routing` says) and makes one attempt, through the
 //!   [`http_target`] or the log handler;
 //! - a failure is a [`delivery_error`], which [`retry`] turns into a retry
 //!   tier or the dead queue;
@@ -32,7 +32,6 @@ pub mod delivery_error;
 pub mod dispatch;
 pub mod dlq;
 pub mod error;
-pub mod glob;
 pub mod http_target;
 pub mod message;
 pub mod metrics;

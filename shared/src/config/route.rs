@@ -8,6 +8,8 @@ use url::Url;
 
 use super::secrets::ConfigSecret;
 use super::{ConfigError, is_name};
+use crate::glob::Glob;
+use crate::ordering::{DEFAULT_PARTITION_PREFETCH, DEFAULT_PARTITIONS, MAX_PARTITIONS, OrderedBy};
 use crate::secret::SecretRef;
 
 /// Where the worker delivers events that match.
@@ -16,7 +18,7 @@ pub struct RouteConfig {
     /// Names the route in logs and metrics.
     pub name: String,
     /// Globs over `<source>.<type>`, e.g. `whatzme.*` or `whatsapp.message.*`.
-    pub patterns: Vec<String>,
+    pub patterns: Vec<Glob>,
     /// What delivering means.
     pub handler: RouteHandler,
     /// Limit on one delivery attempt.
@@ -25,6 +27,10 @@ pub struct RouteConfig {
     /// tried (those before it that matched still get their copy). Off by
     /// default: every matching route gets the event.
     pub exclusive: bool,
+    /// `ordered_by`: the route delivers the events of one key in the order
+    /// the gateway accepted them, through partition queues the gateway
+    /// feeds ([`crate::ordering`]). None: any order, through the work queue.
+    pub ordered: Option<OrderedBy>,
 }
 
 /// What delivering means, with what it needs.
@@ -72,6 +78,20 @@ pub(super) struct RouteFile {
     timeout: Duration,
     #[serde(default)]
     exclusive: bool,
+    #[serde(default)]
+    ordered_by: Option<Pointers>,
+    #[serde(default)]
+    partitions: Option<u16>,
+    #[serde(default)]
+    partition_prefetch: Option<u16>,
+}
+
+/// `ordered_by`: one JSON pointer, or several tried in turn.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Pointers {
+    One(String),
+    Several(Vec<String>),
 }
 
 fn default_delivery_timeout() -> Duration {
@@ -139,14 +159,84 @@ impl RouteFile {
         if self.timeout.is_zero() {
             return Err(ConfigError::invalid(key("timeout"), "must be above 0"));
         }
+        let ordered = ordered(
+            self.ordered_by.take(),
+            self.partitions,
+            self.partition_prefetch,
+            &key,
+        )?;
         Ok(RouteConfig {
             name: self.name,
-            patterns: self.patterns,
+            patterns: self.patterns.iter().map(|p| Glob::new(p)).collect(),
             handler,
             timeout: self.timeout,
             exclusive: self.exclusive,
+            ordered,
         })
     }
+}
+
+/// `ordered_by` with its `partitions` and `partition_prefetch`, checked;
+/// either of those without `ordered_by` is refused (it would be ignored).
+fn ordered(
+    pointers: Option<Pointers>,
+    partitions: Option<u16>,
+    prefetch: Option<u16>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<OrderedBy>, ConfigError> {
+    let Some(pointers) = pointers else {
+        for (name, given) in [
+            ("partitions", partitions.is_some()),
+            ("partition_prefetch", prefetch.is_some()),
+        ] {
+            if given {
+                return Err(ConfigError::invalid(
+                    key(name),
+                    "only an ordered route has partitions, and this one has no ordered_by: \
+                         remove it, or set ordered_by = \"/json/pointer\"",
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let pointers = match pointers {
+        Pointers::One(pointer) => vec![pointer],
+        Pointers::Several(pointers) => pointers,
+    };
+    if pointers.is_empty() {
+        return Err(ConfigError::invalid(
+            key("ordered_by"),
+            "name at least one JSON pointer into the event's data, e.g. \"/data/conversation_id\"",
+        ));
+    }
+    if let Some(bad) = pointers.iter().find(|p| !p.starts_with('/')) {
+        return Err(ConfigError::invalid(
+            key("ordered_by"),
+            format!(
+                "`{bad}` is not a JSON pointer into the event's data: write it from the \
+                     data's root with a leading '/', e.g. \"/value/messages/0/from\""
+            ),
+        ));
+    }
+    let partitions = partitions.unwrap_or(DEFAULT_PARTITIONS);
+    if !(1..=MAX_PARTITIONS).contains(&partitions) {
+        return Err(ConfigError::invalid(
+            key("partitions"),
+            format!("must be 1 to {MAX_PARTITIONS}: each partition is a queue with a consumer"),
+        ));
+    }
+    let prefetch = prefetch.unwrap_or(DEFAULT_PARTITION_PREFETCH);
+    if prefetch == 0 {
+        return Err(ConfigError::invalid(
+            key("partition_prefetch"),
+            "must be at least 1: a worker holds this many messages of a partition at once",
+        ));
+    }
+    Ok(Some(OrderedBy {
+        pointers,
+        partitions,
+        prefetch,
+    }))
 }
 
 /// Parses an `http://` or `https://` URL; the problem otherwise, without the URL.
