@@ -11,6 +11,9 @@
 //!   [`http_target`] or the log handler;
 //! - a failure is a [`delivery_error`], which [`retry`] turns into a retry
 //!   tier or the dead queue;
+//! - an ordered route's events come from its partition queues instead, fed
+//!   by the gateway: [`ordered`] delivers each key's one after the other,
+//!   retrying in place;
 //! - [`settle`] publishes the copy (its headers from [`copy_headers`]) with
 //!   confirms, then acks the original.
 //!
@@ -35,6 +38,7 @@ pub mod error;
 pub mod http_target;
 pub mod message;
 pub mod metrics;
+pub mod ordered;
 pub mod queue_depth;
 pub mod readiness;
 pub mod retry;
