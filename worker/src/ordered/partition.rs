@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::Channel;
 use lapin::message::Delivery;
+use lapin::{Channel, Consumer};
 use sluice_shared::ordering::OrderKey;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -69,18 +69,26 @@ impl Partition {
                     return;
                 }
             };
-            let end = self.serve(&channel, &memo, &stop).await;
+            let (end, consumer) = self.serve(&channel, &memo, &stop).await;
             if !matches!(end, End::Lost(_)) {
                 // Acks sent just before a close can be dropped by a quorum
                 // queue (docs/architecture.md, "How a dlq pass reads the dead
                 // queue", fact 3): a short pause lets them land.
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
+            // Closed with the consumer still alive: dropping lapin's consumer
+            // first would cancel it, and a cancelled quorum-queue consumer
+            // keeps the messages it holds while the queue makes the next
+            // waiting consumer (another worker) active, which would then take
+            // the key's later events first. A closed channel gives everything
+            // back to the head of the queue, in order, in the same step as it
+            // removes the consumer.
             let _ = tokio::time::timeout(
                 Duration::from_secs(10),
                 channel.close(200, "partition handed back".into()),
             )
             .await;
+            drop(consumer);
             match end {
                 End::Stopped => return,
                 End::HandBack => {
@@ -112,8 +120,14 @@ impl Partition {
     }
 
     /// Consumes on `channel` until stopped, handed back or lost; returns
-    /// once no attempt is under way.
-    async fn serve(&self, channel: &Channel, memo: &Memo, stop: &CancellationToken) -> End {
+    /// once no attempt is under way, with the consumer, to be dropped only
+    /// once the channel is closed.
+    async fn serve(
+        &self,
+        channel: &Channel,
+        memo: &Memo,
+        stop: &CancellationToken,
+    ) -> (End, Option<Consumer>) {
         let tag = unique_name();
         let prefetch = self.prefetch();
         let consumed = self
@@ -121,7 +135,7 @@ impl Partition {
             .consume_on(channel, &self.queue, prefetch, &tag);
         let mut consumer = match consumed.await {
             Ok(consumer) => consumer,
-            Err(error) => return End::Lost(error.to_string()),
+            Err(error) => return (End::Lost(error.to_string()), None),
         };
         let hold_end = stop.child_token();
         let hold_limit = self.settings.hold_limit;
@@ -180,7 +194,7 @@ impl Partition {
         }
         let left = i64::try_from(keys.waiting()).unwrap_or(i64::MAX);
         metrics.add_ordered_waiting(&self.route, -left);
-        end.unwrap_or(End::Stopped)
+        (end.unwrap_or(End::Stopped), Some(consumer))
     }
 
     fn spawn(
