@@ -301,6 +301,100 @@ mod tests {
     }
 
     #[test]
+    fn an_ordered_route_takes_one_pointer_or_several_and_defaults_its_partitions() {
+        let config = Config::from_toml(&route(
+            "handler = \"log\"\nordered_by = \"/data/conversation_id\"",
+        ))
+        .expect("loads");
+        let ordered = config.routes[0].ordered.as_ref().expect("ordered");
+        assert_eq!(ordered.pointers, ["/data/conversation_id"]);
+        assert_eq!(ordered.partitions, 16);
+        assert_eq!(ordered.prefetch, 32);
+        let config = Config::from_toml(&route(
+            "handler = \"log\"\nordered_by = [\"/a\", \"/b\"]\npartitions = 4\npartition_prefetch = 2",
+        ))
+        .expect("loads");
+        let ordered = config.routes[0].ordered.as_ref().expect("ordered");
+        assert_eq!(
+            (ordered.pointers.len(), ordered.partitions, ordered.prefetch),
+            (2, 4, 2)
+        );
+        let plain = Config::from_toml(&route("handler = \"log\"")).expect("loads");
+        assert!(plain.routes[0].ordered.is_none());
+    }
+
+    #[test]
+    fn a_bad_ordered_route_is_refused_naming_the_key() {
+        for (extra, key, says) in [
+            (
+                "ordered_by = \"data/id\"",
+                "routes[0] (crm).ordered_by",
+                "leading '/'",
+            ),
+            (
+                "ordered_by = \"\"",
+                "routes[0] (crm).ordered_by",
+                "leading '/'",
+            ),
+            (
+                "ordered_by = []",
+                "routes[0] (crm).ordered_by",
+                "at least one",
+            ),
+            (
+                "ordered_by = \"/k\"\npartitions = 0",
+                "routes[0] (crm).partitions",
+                "1 to 1024",
+            ),
+            (
+                "ordered_by = \"/k\"\npartitions = 5000",
+                "routes[0] (crm).partitions",
+                "1 to 1024",
+            ),
+            (
+                "ordered_by = \"/k\"\npartition_prefetch = 0",
+                "routes[0] (crm).partition_prefetch",
+                "at least 1",
+            ),
+            (
+                "partitions = 4",
+                "routes[0] (crm).partitions",
+                "no ordered_by",
+            ),
+            (
+                "partition_prefetch = 4",
+                "routes[0] (crm).partition_prefetch",
+                "no ordered_by",
+            ),
+        ] {
+            let text = route(&format!("handler = \"log\"\n{extra}"));
+            let error = Config::from_toml(&text).expect_err(extra).to_string();
+            assert!(error.contains(key), "{extra}: {error}");
+            assert!(error.contains(says), "{extra}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_hold_limit_that_reaches_the_consumer_timeout_with_a_route_timeout_is_refused() {
+        let text = format!(
+            "[worker]\nordered_hold_limit = \"29m\"\n{}",
+            route("handler = \"log\"\nordered_by = \"/k\"\ntimeout = \"2m\"")
+        );
+        let error = Config::from_toml(&text).expect_err("29m + 2m").to_string();
+        assert!(error.contains("worker.ordered_hold_limit"), "{error}");
+        assert!(error.contains("consumer_timeout"), "{error}");
+        let unordered = format!(
+            "[worker]\nordered_hold_limit = \"29m\"\n{}",
+            route("handler = \"log\"\ntimeout = \"2m\"")
+        );
+        Config::from_toml(&unordered).expect("only ordered routes are held");
+        let error = Config::from_toml("[worker]\nordered_hold_limit = \"10ms\"")
+            .expect_err("too short")
+            .to_string();
+        assert!(error.contains("worker.ordered_hold_limit"), "{error}");
+    }
+
+    #[test]
     fn a_log_route_needs_no_url() {
         let config = Config::from_toml(&route("handler = \"log\"")).expect("loads");
         assert!(matches!(config.routes[0].handler, RouteHandler::Log));
