@@ -323,3 +323,51 @@ async fn a_failing_key_holds_back_its_own_events_only() {
     assert_eq!(broker.total(&topology).await, 0, "nothing left anywhere");
     broker.delete(&topology).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_dead_event_of_an_ordered_route_goes_back_to_its_keys_partition_and_is_delivered()
+ {
+    let env = TestEnv::new("ordered-replay");
+    let downstream = Downstream::start(Plan::Always(400)).await;
+    let routes = ordered_route(&env, &downstream, 4);
+    let config = config(&env, r#"["200ms"]"#, &routes);
+    let topology = topology(&config);
+    let config_path = env.dir.path().join("sluice.toml");
+    std::fs::write(
+        &config_path,
+        env.config_toml_retrying(r#"["200ms"]"#, &routes),
+    )
+    .expect("config file");
+    let gateway = RunningGateway::start(config.clone()).await;
+    let worker = RunningWorker::start(config).await;
+    let id = event_id(&env.prefix, 7, 0);
+    let client = reqwest::Client::new();
+    let (status, answer) =
+        post_signed(&client, &gateway.url("whatzme"), &body("contact-7", 0, &id)).await;
+    assert_eq!(status, 200, "{answer}");
+    let broker = Broker::connect(&env.amqp_url).await;
+    let dead = eventually(Duration::from_secs(20), || async {
+        broker.count(&topology.dead_queue()).await == 1
+    })
+    .await;
+    assert!(dead, "a 400 kills the event at once");
+    assert_eq!(downstream.attempts(&id), 1);
+
+    downstream.set_plan(Plan::Succeed);
+    let output = crate::dlq::dlq_command(&config_path, &["replay", "--route", "ordered"])
+        .output()
+        .await
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let delivered = eventually(Duration::from_secs(20), || async {
+        downstream.delivered_ids().contains(&id)
+    })
+    .await;
+    assert!(delivered, "the replayed event reaches its route");
+    worker.stop().await;
+    gateway.stop().await;
+    assert_eq!(downstream.attempts(&id), 2, "once dead, once replayed");
+    assert_eq!(downstream.deliveries().len(), 1);
+    assert_eq!(broker.total(&topology).await, 0, "nothing left anywhere");
+    broker.delete(&topology).await;
+}
