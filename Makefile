@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/sluice.example.toml
 
-.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps bench edge-probe fuzz dlq-scale dlq-crash-loop faults cluster
+.PHONY: up down test fmt lint build run-gateway run-worker check-deploy deps bench edge-probe fuzz dlq-scale dlq-crash-loop faults cluster ordered
 
 ## up: start Redis/RabbitMQ if needed, build, run gateway + worker in the background
 up:
@@ -77,3 +77,7 @@ faults: deps
 ## cluster: the cluster tests (release build, as production runs): a three-node RabbitMQ cluster losing the node both gateways are on and that leads the queues, Redis Sentinel losing its primary, a Redis Cluster losing a primary to its replica and taking 1,000-event batches, all from private nodes on loopback (about 5 minutes; figures in docs/reliability.md)
 cluster: deps
 	$(CARGO) test --release -p sluice-worker --test e2e cluster:: -- --ignored --test-threads 1 --nocapture
+
+## ordered: an ordered route's per-key order over 10,000 interleaved events of 200 keys, a receiver failing 30 % of attempts and two workers, the first stopped a third of the way (release build, about a minute; docs/reliability.md)
+ordered: deps
+	$(CARGO) test --release -p sluice-worker --test e2e ordered::ten_thousand -- --ignored --nocapture

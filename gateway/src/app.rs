@@ -27,6 +27,7 @@ use crate::dedup::DedupStore;
 use crate::listener::tls::{ReloadableTls, TlsError};
 use crate::listener::{self, PublicPort};
 use crate::metrics::GatewayMetrics;
+use crate::ordered::OrderedRoutes;
 use crate::publisher::{self, ConfirmedPublisher};
 use crate::source::Sources;
 use crate::state::AppState;
@@ -73,16 +74,23 @@ impl Gateway {
         let dedup = DedupStore::new(&config.redis)?.with_metrics(metrics.clone());
         let background = CancellationToken::new();
         let channels = config.gateway.publisher_channels;
-        let publisher =
-            ConfirmedPublisher::start(&config.amqp, channels, metrics.clone(), background.clone())
-                .await?;
+        let publisher = ConfirmedPublisher::start(
+            &config.amqp,
+            &config.routes,
+            channels,
+            metrics.clone(),
+            background.clone(),
+        )
+        .await?;
         let tls = match config.gateway.tls.clone() {
             Some(files) => Some(Arc::new(ReloadableTls::load(files, metrics.clone())?)),
             None => None,
         };
         let listener = bind(config.gateway.listen).await?;
         let admin_listener = bind(config.gateway.admin_listen).await?;
-        let state = AppState::new(config.gateway, sources, dedup, publisher, metrics);
+        let mut state = AppState::new(config.gateway, sources, dedup, publisher, metrics);
+        let ordered = OrderedRoutes::new(&config.routes);
+        state.ingestor = state.ingestor.with_ordered_routes(ordered);
         let state = Arc::new(state);
         Ok(Self {
             listener,

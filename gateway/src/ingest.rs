@@ -19,12 +19,14 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use sluice_shared::config::{GatewayConfig, RedisErrorPolicy};
+use sluice_shared::topology::Topology;
 use tokio::time::Instant;
 
 use crate::correlation::Correlation;
 use crate::dedup::{Claim, DedupError, DedupKey, DedupStore};
-use crate::extract::{Event, EventId, EventType};
+use crate::extract::{Event, EventData, EventId, EventType};
 use crate::metrics::GatewayMetrics;
+use crate::ordered::{OrderedCopy, OrderedRoutes};
 use crate::publisher::{ConfirmedPublisher, Outgoing, PublishError};
 use crate::signature::VerifiedBody;
 use crate::source::Source;
@@ -60,6 +62,8 @@ pub struct Ingestor {
     publisher: ConfirmedPublisher,
     metrics: GatewayMetrics,
     policy: Policy,
+    /// The ordered routes, whose partition copies the gateway publishes.
+    ordered: Arc<OrderedRoutes>,
     /// When the last "Redis down, dedup bypassed" warning was logged (ms).
     redis_warned_at: Arc<AtomicU64>,
 }
@@ -140,8 +144,19 @@ impl Ingestor {
             publisher,
             metrics,
             policy,
+            ordered: Arc::default(),
             redis_warned_at: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The ingestor publishing a partition copy of each event an ordered
+    /// route among `ordered` takes ([`crate::ordered`]).
+    pub fn with_ordered_routes(mut self, ordered: OrderedRoutes) -> Self {
+        for route in ordered.names() {
+            self.metrics.register_ordered_route(route);
+        }
+        self.ordered = Arc::new(ordered);
+        self
     }
 
     /// The dedup store (for the readiness check and the Redis probe).
@@ -166,10 +181,27 @@ impl Ingestor {
             .map(|e| self.dedup.key(&ctx.source.name, &e.id))
             .collect();
         let (claims, keys_held) = self.claim_or_bypass(ctx, &keys).await?;
-        let exchange = self.publisher.topology().events_exchange();
-        let mut plan = Plan::sort(exchange, ctx, events, keys, claims, keys_held);
+        let topology = self.publisher.topology();
+        let exchange = topology.events_exchange();
+        let keep_data = self.ordered.is_active();
+        let mut plan = Plan::sort(exchange, ctx, events, keys, claims, keys_held, keep_data);
         plan.counts.duplicates += repeated;
-        self.publish(ctx, plan.messages, &plan.held).await?;
+        let ordered = plan.order(&self.ordered, topology);
+        let mut messages = std::mem::take(&mut plan.messages);
+        let mut copied = Vec::with_capacity(ordered.len());
+        for OrderedCopy {
+            message,
+            route,
+            key,
+        } in ordered
+        {
+            messages.push(message);
+            copied.push((route, key));
+        }
+        self.publish(ctx, messages, &plan.held).await?;
+        for (route, key) in &copied {
+            self.metrics.count_ordered_copy(route, key);
+        }
         for (id, event_type) in &plan.published {
             tracing::info!(
                 event_id_digest = %id.log_digest(),
@@ -247,6 +279,9 @@ struct Plan {
     messages: Vec<Outgoing>,
     /// Id and type of each message, for the lines and metrics after the confirm.
     published: Vec<(EventId, EventType)>,
+    /// Each message's event id and data, kept for its partition copies when
+    /// an ordered route may take it.
+    data: Vec<Option<EventData>>,
     held: Vec<DedupKey>,
     counts: Counts,
 }
@@ -259,10 +294,12 @@ impl Plan {
         keys: Vec<DedupKey>,
         claims: Vec<Claim>,
         keys_held: bool,
+        keep_data: bool,
     ) -> Self {
         let mut plan = Self {
             messages: Vec::new(),
             published: Vec::new(),
+            data: Vec::new(),
             held: Vec::new(),
             counts: Counts::default(),
         };
@@ -271,6 +308,7 @@ impl Plan {
                 Claim::New => {
                     plan.published
                         .push((event.id.clone(), event.event_type.clone()));
+                    plan.data.push(keep_data.then(|| event.data.clone()));
                     plan.messages.push(event_message(
                         exchange.clone(),
                         &ctx.source.name,
@@ -294,6 +332,20 @@ impl Plan {
         }
         plan.counts.accepted = plan.messages.len();
         plan
+    }
+
+    /// The partition copies of the plan's messages, in the plan's order
+    /// (the order of the request), for the ordered routes that take them.
+    fn order(&mut self, ordered: &OrderedRoutes, topology: &Topology) -> Vec<OrderedCopy> {
+        let data = std::mem::take(&mut self.data);
+        let events = self.published.iter().zip(&self.messages).zip(data);
+        let mut copies = Vec::new();
+        for (((id, _), message), data) in events {
+            if let Some(data) = data {
+                copies.extend(ordered.copies(topology, id, &data, message));
+            }
+        }
+        copies
     }
 }
 

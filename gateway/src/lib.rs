@@ -31,6 +31,7 @@ pub mod limits;
 pub mod listener;
 pub mod log_budget;
 pub mod metrics;
+pub mod ordered;
 pub mod publisher;
 pub mod redis_dial;
 pub mod redis_link;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use lapin::{Connection, Event};
 use sluice_shared::amqp::{ConnectError, connect_with_heartbeat};
-use sluice_shared::config::AmqpConfig;
+use sluice_shared::config::{AmqpConfig, RouteConfig};
 pub use sluice_shared::publish::Outgoing;
 use sluice_shared::publish::{self, ConfirmChannels};
 use sluice_shared::topology::{Topology, TopologyError};
@@ -101,11 +101,12 @@ impl ConfirmedPublisher {
     /// and starts the supervisor that keeps the connection up until `shutdown`.
     pub async fn start(
         config: &AmqpConfig,
+        routes: &[RouteConfig],
         channel_count: usize,
         metrics: GatewayMetrics,
         shutdown: CancellationToken,
     ) -> Result<Self, OpenError> {
-        let publisher = Self::unconnected(config, channel_count, metrics);
+        let publisher = Self::unconnected(config, routes, channel_count, metrics);
         let inner = &publisher.0;
         match open_session(inner).await {
             Ok(session) => drop(inner.install(Some(Arc::new(session)))),
@@ -122,10 +123,17 @@ impl ConfirmedPublisher {
     /// I/O: every publish fails [`PublishError::NotConnected`] (503). What
     /// [`Self::start`] begins with; a gateway state built without RabbitMQ
     /// (the router tests) keeps it so.
-    pub fn unconnected(config: &AmqpConfig, channel_count: usize, metrics: GatewayMetrics) -> Self {
+    /// `routes` gives the partition queues of the ordered routes, declared
+    /// with the rest of the topology.
+    pub fn unconnected(
+        config: &AmqpConfig,
+        routes: &[RouteConfig],
+        channel_count: usize,
+        metrics: GatewayMetrics,
+    ) -> Self {
         Self(Arc::new(Inner {
             config: config.clone(),
-            topology: Topology::new(config),
+            topology: Topology::new(config).with_routes(routes),
             channel_count,
             session: RwLock::new(None),
             broken: Notify::new(),

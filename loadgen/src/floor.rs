@@ -17,6 +17,7 @@ use sluice_gateway::dedup::DedupStore;
 use sluice_gateway::extract::{Event, EventData, EventId, EventType};
 use sluice_gateway::ingest::{Ingestor, Policy, RequestContext};
 use sluice_gateway::metrics::GatewayMetrics;
+use sluice_gateway::ordered::OrderedRoutes;
 use sluice_gateway::publisher::ConfirmedPublisher;
 use sluice_gateway::source::{Source, Sources};
 use sluice_shared::config::Config;
@@ -51,12 +52,18 @@ pub async fn run(
         .with_metrics(metrics.clone());
     let stop = CancellationToken::new();
     let channels = config.gateway.publisher_channels;
-    let publisher =
-        ConfirmedPublisher::start(&config.amqp, channels, metrics.clone(), stop.clone())
-            .await
-            .context("RabbitMQ")?;
+    let publisher = ConfirmedPublisher::start(
+        &config.amqp,
+        &config.routes,
+        channels,
+        metrics.clone(),
+        stop.clone(),
+    )
+    .await
+    .context("RabbitMQ")?;
     let policy = Policy::from_config(&config.gateway);
-    let ingestor = Ingestor::new(dedup, publisher, metrics, policy);
+    let ordered = OrderedRoutes::new(&config.routes);
+    let ingestor = Ingestor::new(dedup, publisher, metrics, policy).with_ordered_routes(ordered);
     let sources = Arc::new(sources);
     // The closed loop's request body, parsed once: each event gets a copy
     // with its own id, so both modes publish messages of one size.

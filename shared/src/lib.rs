@@ -5,6 +5,9 @@
 //! - [`id_digest`]: the keyed digests logs carry instead of event ids;
 //! - [`envelope`]: the CloudEvents envelope and AMQP header names;
 //! - [`event_key`]: the Redis key of an event (dedup, copy of record);
+//! - [`glob`] and [`routing`]: which routes take an event, the same in
+//!   the gateway and the worker;
+//! - [`ordering`]: an ordered route's key, and the partition it picks;
 //! - [`topology`]: exchanges and queues, declared by both binaries;
 //! - [`amqp`]: connecting to RabbitMQ within a time limit;
 //! - [`publish`]: publishing with confirms, returns paired by content;
@@ -19,9 +22,12 @@ pub mod amqp;
 pub mod config;
 pub mod envelope;
 pub mod event_key;
+pub mod glob;
 pub mod id_digest;
 pub mod message;
+pub mod ordering;
 pub mod publish;
+pub mod routing;
 pub mod runtime;
 pub mod secret;
 pub mod signals;

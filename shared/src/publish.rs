@@ -127,7 +127,7 @@ impl ConfirmChannels {
     /// connection ends the wait). One outcome per message, in order.
     pub async fn publish(
         &self,
-        mut group: Vec<Outgoing>,
+        group: Vec<Outgoing>,
         limit: Option<Duration>,
     ) -> Vec<Result<(), PublishError>> {
         if group.len() <= CHUNK {
@@ -135,15 +135,18 @@ impl ConfirmChannels {
         }
         // A large group goes out as chunks on channels of their own, at once:
         // RabbitMQ handles each channel in a process of its own.
-        let mut chunks = Vec::with_capacity(group.len().div_ceil(CHUNK));
-        while !group.is_empty() {
-            let rest = group.split_off(group.len().min(CHUNK));
-            chunks.push(std::mem::replace(&mut group, rest));
-        }
+        let size = group.len();
+        let (chunks, places): (Vec<_>, Vec<_>) = split_in_chunks(group).into_iter().unzip();
         let sends = chunks
             .into_iter()
             .map(|chunk| self.publish_chunk(chunk, limit));
-        join_all(sends).await.into_iter().flatten().collect()
+        let mut outcomes = vec![Err(PublishError::NotConfirmed); size];
+        for (chunk_outcomes, chunk_places) in join_all(sends).await.into_iter().zip(places) {
+            for (outcome, place) in chunk_outcomes.into_iter().zip(chunk_places) {
+                outcomes[place] = outcome;
+            }
+        }
+        outcomes
     }
 
     async fn publish_chunk(
@@ -201,6 +204,36 @@ impl ConfirmChannels {
 /// channel may serve another group (every confirm came back). Each message
 /// is moved into its frames; only a hash of its routing key and message id
 /// is kept, to know it again in a return.
+/// A large group's chunks, each with the place of its messages in the
+/// group: at most [`CHUNK`] messages each, except that every message to one
+/// queue through the default exchange (an ordered route's partition, the
+/// work queue) goes to the chunk of the first, in the group's order. Chunks
+/// go out on channels of their own, and messages on two channels reach a
+/// queue in either order: an ordered route's events of one key must reach
+/// its partition in the order the request holds them.
+fn split_in_chunks(group: Vec<Outgoing>) -> Vec<(Vec<Outgoing>, Vec<usize>)> {
+    let mut chunks: Vec<(Vec<Outgoing>, Vec<usize>)> = Vec::new();
+    let mut queue_chunk: std::collections::HashMap<ShortString, usize> = Default::default();
+    for (place, message) in group.into_iter().enumerate() {
+        let to_queue = message.exchange.as_str().is_empty();
+        let chunk = match queue_chunk.get(&message.routing_key) {
+            Some(&chunk) if to_queue => chunk,
+            _ => {
+                if chunks.last().is_none_or(|(chunk, _)| chunk.len() >= CHUNK) {
+                    chunks.push((Vec::new(), Vec::new()));
+                }
+                chunks.len() - 1
+            }
+        };
+        if to_queue {
+            queue_chunk.insert(message.routing_key.clone(), chunk);
+        }
+        chunks[chunk].0.push(message);
+        chunks[chunk].1.push(place);
+    }
+    chunks
+}
+
 async fn publish_on(
     channel: &Channel,
     group: Vec<Outgoing>,
@@ -361,6 +394,66 @@ mod tests {
 
     fn outgoing(key: &str, id: &str) -> u64 {
         identity(&key.into(), Some(&id.into()))
+    }
+
+    fn message(exchange: &str, key: &str, id: usize) -> Outgoing {
+        Outgoing {
+            exchange: exchange.into(),
+            routing_key: key.into(),
+            body: Vec::new(),
+            properties: BasicProperties::default().with_message_id(id.to_string().into()),
+        }
+    }
+
+    #[test]
+    fn a_large_group_keeps_each_queues_messages_in_one_chunk_in_order() {
+        // 600 events to the exchange, each followed by its copy to one of
+        // three partition queues.
+        let mut group = Vec::new();
+        for n in 0..600 {
+            group.push(message("p.events", "src.type", 2 * n));
+            group.push(message("", &format!("p.route.crm.{}", n % 3), 2 * n + 1));
+        }
+        let chunks = split_in_chunks(group);
+        let mut seen = vec![false; 1200];
+        for (chunk, places) in &chunks {
+            assert_eq!(chunk.len(), places.len());
+            for (message, &place) in chunk.iter().zip(places) {
+                let id = message
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.to_string());
+                assert_eq!(
+                    id,
+                    Some(place.to_string()),
+                    "each place is the message's own"
+                );
+                seen[place] = true;
+            }
+            assert!(
+                places.windows(2).all(|w| w[0] < w[1]),
+                "in the group's order"
+            );
+        }
+        assert!(seen.iter().all(|&s| s), "every message is in a chunk");
+        for queue in 0..3 {
+            let key = format!("p.route.crm.{queue}");
+            let holding: Vec<usize> = (0..chunks.len())
+                .filter(|&c| chunks[c].0.iter().any(|m| m.routing_key.as_str() == key))
+                .collect();
+            assert_eq!(holding.len(), 1, "queue {key} is in one chunk: {holding:?}");
+        }
+        let to_exchange: Vec<usize> = chunks
+            .iter()
+            .map(|(chunk, _)| {
+                chunk
+                    .iter()
+                    .filter(|m| !m.exchange.as_str().is_empty())
+                    .count()
+            })
+            .collect();
+        assert!(to_exchange.iter().all(|&n| n <= CHUNK), "{to_exchange:?}");
     }
 
     fn back(key: &str, id: Option<&str>) -> BasicReturnMessage {

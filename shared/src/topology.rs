@@ -7,6 +7,7 @@
 //!                     {p}.retry.<delay> (quorum, TTL) --expired--> {p}.work
 //! worker: one copy per route of an event several routes take --> {p}.work
 //! worker / gateway: dead --> {p}.dead (topic) --#--> {p}.dead (quorum)
+//! gateway: an ordered route's copy --> {p}.route.<name>.<i> (quorum, single active consumer)
 //!
 //! {p}.events, {p}.dead --unroutable (alternate exchange)--> {p}.unroutable (fanout)
 //!                                                  --> {p}.unroutable (quorum)
@@ -20,7 +21,12 @@
 //! Quorum queues because they replicate every event across a cluster and
 //! support at-least-once dead-lettering. One retry queue per delay because a
 //! message TTL only expires at the head of a queue: mixing delays in one queue
-//! would hold short delays behind long ones.
+//! would hold short delays behind long ones. An ordered route's partition
+//! queues have a single active consumer, so one worker at a time takes a
+//! partition and sees its messages in queue order; they have no delivery
+//! limit and no dead-letter exchange: the worker retries in place and
+//! dead-letters by publishing, and a message that only waited behind its key
+//! (each hand-back counts as a delivery) must never die of it.
 
 use std::time::Duration;
 
@@ -31,7 +37,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ExchangeKind};
 
-use crate::config::{AmqpConfig, RetryDelays};
+use crate::config::{AmqpConfig, RetryDelays, RouteConfig};
 
 /// Names and arguments of every exchange and queue Sluice uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +47,8 @@ pub struct Topology {
     delivery_limit: u32,
     /// `x-quorum-initial-group-size`, if declared (see [`AmqpConfig::quorum_group_size`]).
     group_size: Option<u32>,
+    /// The ordered routes: name and partition count.
+    ordered: Vec<(String, u16)>,
 }
 
 /// One retry tier: the queue that holds an event for `delay`.
@@ -77,7 +85,36 @@ impl Topology {
             retry_delays: config.retry_delays.clone(),
             delivery_limit: config.delivery_limit,
             group_size: config.quorum_group_size(),
+            ordered: Vec::new(),
         }
+    }
+
+    /// The topology with the partition queues of the ordered routes among
+    /// `routes`: what the gateway and the worker declare.
+    pub fn with_routes(mut self, routes: &[RouteConfig]) -> Self {
+        self.ordered = routes
+            .iter()
+            .filter_map(|route| Some((route.name.clone(), route.ordered.as_ref()?.partitions)))
+            .collect();
+        self
+    }
+
+    /// Partition `index` of ordered route `route`.
+    pub fn partition_queue(&self, route: &str, index: u16) -> String {
+        format!("{}.route.{route}.{index}", self.prefix)
+    }
+
+    /// Every partition queue of ordered route `route` (none for a route
+    /// this topology does not know as ordered).
+    pub fn partition_queues(&self, route: &str) -> Vec<String> {
+        let partitions = self
+            .ordered
+            .iter()
+            .find(|(name, _)| name == route)
+            .map_or(0, |(_, partitions)| *partitions);
+        (0..partitions)
+            .map(|index| self.partition_queue(route, index))
+            .collect()
     }
 
     /// The exchange the gateway publishes events to.
@@ -122,6 +159,9 @@ impl Topology {
     pub fn all_queues(&self) -> Vec<String> {
         let mut queues = vec![self.work_queue(), self.dead_queue(), self.unroutable()];
         queues.extend(self.retry_tiers().into_iter().map(|t| t.queue));
+        for (route, _) in &self.ordered {
+            queues.extend(self.partition_queues(route));
+        }
         queues
     }
 
@@ -241,6 +281,17 @@ impl Topology {
             channel = open_channel(connection).await?;
         }
         self.bind(&channel, &dead, &self.dead_exchange()).await?;
+
+        for (route, _) in &self.ordered {
+            for queue in self.partition_queues(route) {
+                let mut args = quorum_base(self.group_size);
+                // One worker at a time takes the partition, in queue order;
+                // another takes over when its channel goes.
+                args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+                // Reached through the default exchange, so no binding.
+                declare_queue(&channel, &queue, args).await?;
+            }
+        }
         Ok(channel)
     }
 
@@ -390,5 +441,22 @@ mod tests {
             .map(|t| t.queue)
             .collect();
         assert_eq!(tiers, ["t1.retry.1s", "t1.retry.5m"]);
+        assert!(topology.partition_queues("crm").is_empty());
+    }
+
+    #[test]
+    fn an_ordered_route_has_one_queue_per_partition_and_they_are_listed() {
+        let config = crate::config::Config::from_toml(
+            "[amqp]\nprefix = \"t2\"\n[[routes]]\nname = \"crm\"\nmatch = [\"*\"]\nhandler = \"log\"\n\
+             ordered_by = \"/k\"\npartitions = 3\n[[routes]]\nname = \"all\"\nmatch = [\"*\"]\nhandler = \"log\"",
+        )
+        .expect("loads");
+        let topology = Topology::new(&config.amqp).with_routes(&config.routes);
+        assert_eq!(
+            topology.partition_queues("crm"),
+            ["t2.route.crm.0", "t2.route.crm.1", "t2.route.crm.2"]
+        );
+        assert!(topology.partition_queues("all").is_empty());
+        assert!(topology.all_queues().contains(&"t2.route.crm.2".to_owned()));
     }
 }

@@ -36,6 +36,12 @@ pub enum Plan {
     Flap(Duration),
     /// 429 Too Many Requests with `Retry-After: <seconds>`.
     TooMany(u64),
+    /// 500 for about `percent` % of attempts, 200 for the rest: which ones
+    /// is a hash of the event id and its attempt number, so a run is the
+    /// same every time and an event that failed may pass its next attempt.
+    Flaky(u32),
+    /// `status` every time for events whose id holds the text, 200 for the others.
+    FailMatching(&'static str, u16),
 }
 
 /// One attempt as it reached the downstream.
@@ -186,6 +192,14 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
             if phases % 2 == 0 { 503 } else { 200 }
         }
         Plan::TooMany(_) => 429,
+        Plan::Flaky(percent) => {
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&(&id, attempt), &mut hasher);
+            let draw = std::hash::Hasher::finish(&hasher) % 100;
+            if draw < u64::from(percent) { 500 } else { 200 }
+        }
+        Plan::FailMatching(text, status) if id.contains(text) => status,
+        Plan::FailMatching(..) => 200,
     };
     inner.log.lock().expect("lock").push(Attempt {
         id: id.clone(),

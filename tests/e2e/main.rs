@@ -13,6 +13,7 @@ mod fan_out;
 mod faults;
 mod id_digest;
 mod observability;
+mod ordered;
 mod providers;
 mod redis;
 mod retries;

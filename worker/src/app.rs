@@ -26,6 +26,7 @@ use crate::dlq::http::{DlqApi, with_dlq};
 use crate::error::{StartError, WorkerError};
 use crate::http_target;
 use crate::metrics::WorkerMetrics;
+use crate::ordered::OrderedSettings;
 use crate::queue_depth::QueueDepthPoller;
 use crate::readiness::BrokerStatus;
 use crate::retry::RetryPolicy;
@@ -54,6 +55,7 @@ impl Worker {
     pub async fn build(config: Config) -> Result<Worker, StartError> {
         let mut settings = BrokerSettings::new(&config.amqp);
         settings.copy_channels = config.worker.concurrency;
+        settings.topology = settings.topology.with_routes(&config.routes);
         let policy = RetryPolicy::new(settings.topology.retry_tiers());
         let routes = RouteTable::from_config(&config.routes)?;
         let dlq = DlqApi::from_config(&config)?;
@@ -97,6 +99,10 @@ impl Worker {
             permits: Arc::new(Semaphore::new(config.worker.concurrency)),
             tasks: JoinSet::new(),
             backoff: ReconnectBackoff::default(),
+            ordered: Arc::new(OrderedSettings {
+                hold_limit: config.worker.ordered_hold_limit,
+            }),
+            grace: config.worker.shutdown_grace,
         };
         Ok(Worker {
             supervisor,

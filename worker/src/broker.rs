@@ -129,9 +129,29 @@ impl Session {
         &self.settler
     }
 
+    /// Opens another channel on the consuming connection (an ordered
+    /// route's partition consumes on one of its own).
+    pub async fn open_channel(&self) -> Result<Channel, SessionError> {
+        timeout(self.limit, self.connection.create_channel())
+            .await
+            .map_err(|_| SessionError::Timeout(self.limit, "opening a channel"))?
+            .map_err(SessionError::Channel)
+    }
+
     /// Starts consuming `queue` with at most `prefetch` unacked messages.
     pub async fn start_consuming(
         &self,
+        queue: &str,
+        prefetch: u16,
+        tag: &str,
+    ) -> Result<Consumer, SessionError> {
+        self.consume_on(&self.consume, queue, prefetch, tag).await
+    }
+
+    /// Starts consuming `queue` on `channel` with at most `prefetch` unacked messages.
+    pub async fn consume_on(
+        &self,
+        channel: &Channel,
         queue: &str,
         prefetch: u16,
         tag: &str,
@@ -142,23 +162,23 @@ impl Session {
         };
         // Per consumer (global: false): quorum queues do not support a
         // channel-wide prefetch, and there is one consumer per channel anyway.
-        let qos = self
-            .consume
-            .basic_qos(prefetch, BasicQosOptions { global: false });
+        let qos = channel.basic_qos(prefetch, BasicQosOptions { global: false });
         timeout(self.limit, qos)
             .await
             .map_err(|_| SessionError::Timeout(self.limit, "setting the prefetch"))?
             .map_err(failed)?;
         // Manual acks (no_ack: false): a message is acked only once it is
         // delivered or its next home confirmed it. Not exclusive: workers
-        // are competing consumers of one queue.
+        // are competing consumers of the work queue, and a partition queue
+        // has a single active consumer by its own argument (another worker
+        // waits to take over).
         let options = BasicConsumeOptions {
             no_local: false,
             no_ack: false,
             exclusive: false,
             nowait: false,
         };
-        let consume = self.consume.basic_consume(
+        let consume = channel.basic_consume(
             ShortString::from(queue),
             ShortString::from(tag),
             options,

@@ -81,6 +81,18 @@ impl Dispatcher {
         &self.metrics
     }
 
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
     /// Handles one delivery to the end; errors are logged and counted here.
     pub async fn handle(&self, settler: &Settler, delivery: Delivery) {
         let Delivery {
@@ -126,6 +138,9 @@ impl Dispatcher {
         let subject = event.subject();
         let route = match &event.route {
             Some(name) => match self.routes.named(name) {
+                Some(route) if route.ordered.is_some() => {
+                    return self.to_partition(settler, acker, message, route).await;
+                }
                 Some(route) => route,
                 None => {
                     let error = format!(
@@ -136,16 +151,26 @@ impl Dispatcher {
                     return self.no_route(settler, acker, message, event, error).await;
                 }
             },
-            None => match self.routes.matching(&subject).as_slice() {
-                [] => {
-                    let error = format!("no route matches {subject}");
-                    return self.no_route(settler, acker, message, event, error).await;
+            None => {
+                let matching = self.routes.matching(&subject);
+                let fed_by_gateway = matching.iter().filter(|r| r.ordered.is_some()).count();
+                let unordered: Vec<&Route> = matching
+                    .into_iter()
+                    .filter(|route| route.ordered.is_none())
+                    .collect();
+                match unordered.as_slice() {
+                    // The gateway published the event to its ordered routes' partitions.
+                    [] if fed_by_gateway > 0 => return self.ack_fed(settler, acker).await,
+                    [] => {
+                        let error = format!("no route matches {subject}");
+                        return self.no_route(settler, acker, message, event, error).await;
+                    }
+                    [route] => *route,
+                    several => {
+                        return self.fan_out(settler, acker, message, several).await;
+                    }
                 }
-                [route] => *route,
-                several => {
-                    return self.fan_out(settler, acker, message, several).await;
-                }
-            },
+            }
         };
         Span::current().record("route", route.name.as_str());
         let started = Instant::now();
@@ -154,6 +179,46 @@ impl Dispatcher {
         let verdict = self.verdict(event, result);
         self.settle(settler, acker, message, Some(event), &route.name, verdict)
             .await;
+    }
+
+    /// Acks an event only ordered routes take: the gateway published it to
+    /// their partition queues too, and their consumers deliver it.
+    async fn ack_fed(&self, settler: &Settler, acker: &Acker) {
+        match settler.ack(acker).await {
+            Ok(()) => tracing::debug!(
+                outcome = "ordered_only",
+                "event left to its ordered routes' partitions"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not ack; RabbitMQ redelivers it"),
+        }
+    }
+
+    /// Moves a message naming an ordered route (a replayed dead event) to
+    /// the route's partition its key digest picks, behind the events
+    /// queued there already; acks it once that copy is confirmed.
+    async fn to_partition(
+        &self,
+        settler: &Settler,
+        acker: &Acker,
+        message: &QueuedMessage,
+        route: &Route,
+    ) {
+        let queue = crate::ordered::partition_of(settler.topology(), route, message);
+        let wait = requeue_delay(&message.properties);
+        let properties = copy_headers::for_route(&message.properties, &route.name);
+        let destination = Destination::Partition(&queue);
+        let moved = settler.move_to(acker, destination, &message.body, properties, wait);
+        match moved.await {
+            Ok(()) => tracing::info!(
+                outcome = "to_partition",
+                route = %route.name,
+                "event for an ordered route put back in its partition"
+            ),
+            Err(error) => {
+                self.metrics.record_settle_failure();
+                tracing::warn!(error = %error, "could not move the event to its partition; RabbitMQ will deliver it again");
+            }
+        }
     }
 
     /// Dead-letters an event no configured route takes, as `no_route`.
@@ -219,7 +284,7 @@ impl Dispatcher {
 
     /// Whether the message is a second copy of an event another copy of
     /// which is delivered (asked before the first attempt only).
-    async fn second_copy(&self, event: &SluiceEvent) -> bool {
+    pub(crate) async fn second_copy(&self, event: &SluiceEvent) -> bool {
         let Some(copy) = event.copy.as_deref().filter(|_| event.failed_before == 0) else {
             return false;
         };
@@ -393,7 +458,7 @@ fn dead_routing_key(message: &QueuedMessage, event: Option<&SluiceEvent>) -> Sho
 }
 
 /// Time since the gateway received the event, when the message says.
-fn age(event: &SluiceEvent) -> Option<Duration> {
+pub(crate) fn age(event: &SluiceEvent) -> Option<Duration> {
     let received = event.received_at_ms?;
     let now = unix_millis(SystemTime::now());
     u64::try_from(now.checked_sub(received)?)
@@ -401,7 +466,7 @@ fn age(event: &SluiceEvent) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
-fn delivery_span(event: &SluiceEvent) -> Span {
+pub(crate) fn delivery_span(event: &SluiceEvent) -> Span {
     tracing::info_span!(
         "delivery",
         event_id_digest = %event.id.log_digest(),

@@ -7,10 +7,13 @@
 //!   task each, within the prefetch and concurrency limits;
 //! - [`dispatch`] reads the event from its [`message`], drops a second copy
 //!   of an event ([`copies`]), picks its route from
-//!   [`routes`] (patterns are [`glob`]s) and makes one attempt, through the
+//!   [`routes`] (matched as `sluice_shared::routing` says) and makes one attempt, through the
 //!   [`http_target`] or the log handler;
 //! - a failure is a [`delivery_error`], which [`retry`] turns into a retry
 //!   tier or the dead queue;
+//! - an ordered route's events come from its partition queues instead, fed
+//!   by the gateway: [`ordered`] delivers each key's one after the other,
+//!   retrying in place;
 //! - [`settle`] publishes the copy (its headers from [`copy_headers`]) with
 //!   confirms, then acks the original.
 //!
@@ -32,10 +35,10 @@ pub mod delivery_error;
 pub mod dispatch;
 pub mod dlq;
 pub mod error;
-pub mod glob;
 pub mod http_target;
 pub mod message;
 pub mod metrics;
+pub mod ordered;
 pub mod queue_depth;
 pub mod readiness;
 pub mod retry;

@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::retry::DeadReason;
@@ -75,6 +76,10 @@ pub struct WorkerMetrics {
     /// Route copies an event several routes take became, by route.
     route_copies: IntCounterVec,
     dead_lettering_verified: IntGauge,
+    /// Ordered routes: messages held behind an earlier event of their key.
+    ordered_waiting: IntGaugeVec,
+    /// Ordered routes: partitions handed back to the queue at the hold limit.
+    ordered_handbacks: IntCounterVec,
 }
 
 impl WorkerMetrics {
@@ -159,6 +164,24 @@ impl WorkerMetrics {
              at-least-once (feature flag stream_queue), 0 when it was not checked.",
         )?;
         registry.register(Box::new(dead_lettering_verified.clone()))?;
+        let ordered_waiting = IntGaugeVec::new(
+            Opts::new(
+                "sluice_worker_ordered_waiting",
+                "Messages of an ordered route this worker holds behind an earlier event of \
+                 their key (still failing, or being delivered), by route.",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(ordered_waiting.clone()))?;
+        let ordered_handbacks = IntCounterVec::new(
+            Opts::new(
+                "sluice_worker_ordered_handbacks_total",
+                "Partitions of an ordered route handed back to their queue and taken again \
+                 because a message was held for worker.ordered_hold_limit (a stuck key), by route.",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(ordered_handbacks.clone()))?;
         registry.register(Box::new(deliveries.clone()))?;
         registry.register(Box::new(dead.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -196,7 +219,24 @@ impl WorkerMetrics {
             copy_check_errors,
             route_copies,
             dead_lettering_verified,
+            ordered_waiting,
+            ordered_handbacks,
         })
+    }
+
+    /// Makes an ordered route's own series exist at zero.
+    pub fn register_ordered_route(&self, route: &str) {
+        self.ordered_waiting.with_label_values(&[route]);
+        self.ordered_handbacks.with_label_values(&[route]);
+    }
+
+    /// `n` more (or, negative, fewer) messages of `route` wait behind their key.
+    pub fn add_ordered_waiting(&self, route: &str, n: i64) {
+        self.ordered_waiting.with_label_values(&[route]).add(n);
+    }
+
+    pub fn record_ordered_handback(&self, route: &str) {
+        self.ordered_handbacks.with_label_values(&[route]).inc();
     }
 
     /// The registry `/metrics` serves.

@@ -1,11 +1,14 @@
 //! Routes: which handlers deliver an event, chosen by its source and type.
 //!
 //! Each route is a list of globs over `<source>.<type>`. An event goes to
-//! every route that matches it ([`RouteTable::matching`]): `config.routes`
+//! every route that matches it ([`RouteTable::matching`]), by the rule of
+//! [`sluice_shared::routing`], which the gateway uses too: `config.routes`
 //! are tried in order, and a matching route marked `exclusive` takes the
 //! event and ends the search, so routes after it never see it (matching
 //! routes before it still get their copy). Marking every route `exclusive`
-//! gives the old first-match-wins behaviour.
+//! gives the old first-match-wins behaviour. An ordered route
+//! (`ordered_by`) is fed by the gateway through its partition queues, so
+//! the work queue's consumer leaves it out ([`crate::ordered`]).
 //!
 //! Built once at start-up from the routes the config
 //! loader checked (an `http` route's URL comes parsed), when every `http`
@@ -15,9 +18,11 @@
 
 use reqwest::Client;
 use sluice_shared::config::{ConfigError, RouteConfig, RouteHandler};
+use sluice_shared::glob::Glob;
+use sluice_shared::ordering::OrderedBy;
+use sluice_shared::routing::{self, Selector};
 
 use crate::delivery_error::DeliveryError;
-use crate::glob::Glob;
 use crate::http_target::HttpTarget;
 use crate::message::SluiceEvent;
 
@@ -38,7 +43,21 @@ pub struct Route {
     patterns: Vec<Glob>,
     /// A match ends the search (see the module's docs).
     pub exclusive: bool,
+    /// `ordered_by`: delivered from the route's partition queues, in order per key.
+    pub ordered: Option<OrderedBy>,
+    /// Limit on one attempt.
+    pub timeout: std::time::Duration,
     pub handler: Handler,
+}
+
+impl Selector for Route {
+    fn globs(&self) -> &[Glob] {
+        &self.patterns
+    }
+
+    fn exclusive(&self) -> bool {
+        self.exclusive
+    }
 }
 
 /// The routes in config order.
@@ -62,14 +81,12 @@ impl RouteTable {
     /// config order: each route whose globs match, up to and including the
     /// first matching `exclusive` route.
     pub fn matching(&self, subject: &str) -> Vec<&Route> {
-        let mut taken = Vec::new();
-        for route in self.routes.iter().filter(|route| route.matches(subject)) {
-            taken.push(route);
-            if route.exclusive {
-                break;
-            }
-        }
-        taken
+        routing::matching(&self.routes, subject)
+    }
+
+    /// The ordered routes, in config order.
+    pub fn ordered(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter().filter(|route| route.ordered.is_some())
     }
 
     /// The route named `name` (a route copy's `x-sluice-route`).
@@ -95,15 +112,12 @@ impl Route {
         };
         Ok(Self {
             name: config.name.clone(),
-            patterns: config.patterns.iter().map(|p| Glob::new(p)).collect(),
+            patterns: config.patterns.clone(),
             exclusive: config.exclusive,
+            ordered: config.ordered.clone(),
+            timeout: config.timeout,
             handler,
         })
-    }
-
-    /// Whether one of the route's globs matches `subject`.
-    fn matches(&self, subject: &str) -> bool {
-        self.patterns.iter().any(|glob| glob.matches(subject))
     }
 
     /// One delivery attempt of `event` (whose envelope is `body`).

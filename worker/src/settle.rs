@@ -82,6 +82,9 @@ pub enum Destination<'a> {
     WorkQueue,
     /// A retry tier's queue, through the default exchange.
     RetryQueue(&'a str),
+    /// An ordered route's partition queue, through the default exchange: a
+    /// replayed event of that route goes back to its key's partition.
+    Partition(&'a str),
     /// The dead exchange, with this routing key.
     Dead(&'a ShortString),
 }
@@ -111,6 +114,11 @@ impl Settler {
             declared_at: std::sync::Mutex::new(None),
             lost: CancellationToken::new(),
         })
+    }
+
+    /// The topology copies are published into.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
     }
 
     /// Cancelled once this settler's connection is gone.
@@ -178,7 +186,10 @@ impl Settler {
         }
     }
 
-    async fn publish_confirmed(
+    /// Publishes the copies and awaits their confirms, settling nothing:
+    /// the ordered path acks its message itself, and never requeues it
+    /// (a requeued message would go to the tail, behind later events).
+    pub async fn publish_confirmed(
         &self,
         destination: Destination<'_>,
         body: &[u8],
@@ -250,7 +261,7 @@ impl Settler {
                     format!("queue {queue}"),
                 )
             }
-            Destination::RetryQueue(queue) => (
+            Destination::RetryQueue(queue) | Destination::Partition(queue) => (
                 // The default exchange routes to the queue named by the key.
                 ShortString::default(),
                 ShortString::try_new(queue).map_err(|_| SettleError::Name(queue.into()))?,

@@ -17,6 +17,7 @@ use crate::backoff::ReconnectBackoff;
 use crate::broker::{BrokerSettings, Session, SessionError};
 use crate::consumer::{self, ConsumeContext, SessionEnd};
 use crate::dispatch::Dispatcher;
+use crate::ordered::{OrderedConsumers, OrderedSettings};
 use crate::readiness::BrokerStatus;
 
 /// The reconnecting consumer.
@@ -28,6 +29,10 @@ pub struct Supervisor {
     pub permits: Arc<Semaphore>,
     pub tasks: JoinSet<()>,
     pub backoff: ReconnectBackoff,
+    /// The ordered routes' partition consumers' settings.
+    pub ordered: Arc<OrderedSettings>,
+    /// How long stopping waits for the partition consumers.
+    pub grace: Duration,
 }
 
 impl Supervisor {
@@ -48,6 +53,14 @@ impl Supervisor {
                     None => return Ok(None),
                 },
             };
+            // Each session runs every partition consumer on its connection;
+            // a lost session takes them down with it.
+            let ordered = OrderedConsumers::start(
+                &current,
+                &self.dispatcher,
+                &self.ordered,
+                shutdown.child_token(),
+            );
             let ctx = ConsumeContext {
                 queue: &queue,
                 prefetch: self.prefetch,
@@ -57,7 +70,9 @@ impl Supervisor {
                 status: &self.status,
                 shutdown,
             };
-            match consumer::consume(&current, ctx).await {
+            let end = consumer::consume(&current, ctx).await;
+            ordered.stop(self.grace).await;
+            match end {
                 SessionEnd::Stopped => return Ok(Some(current)),
                 SessionEnd::Lost(reason) => {
                     tracing::warn!(

@@ -32,7 +32,8 @@ fn offline(policy: &str) -> (Ingestor, crate::source::Sources, GatewayMetrics) {
         crate::source::Sources::from_config(&config.gateway, &config.sources).expect("the sources");
     let metrics = GatewayMetrics::new().expect("a registry");
     let dedup = DedupStore::new(&config.redis).expect("a lazy Redis client");
-    let publisher = ConfirmedPublisher::unconnected(&config.amqp, 1, metrics.clone());
+    let publisher =
+        ConfirmedPublisher::unconnected(&config.amqp, &config.routes, 1, metrics.clone());
     let policy = Policy::from_config(&config.gateway);
     let ingestor = Ingestor::new(dedup, publisher, metrics.clone(), policy);
     (ingestor, sources, metrics)

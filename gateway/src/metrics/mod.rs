@@ -12,6 +12,7 @@ mod type_label;
 use std::time::Duration;
 
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use sluice_shared::ordering::KeySource;
 
 pub use type_label::{MAX_TYPES_PER_SOURCE, OTHER, TypeLabels};
 
@@ -113,11 +114,16 @@ pub struct GatewayMetrics {
     pub routing_broken: IntGauge,
     /// Messages taken from the unroutable queue, by outcome ([`REROUTE_OUTCOMES`]).
     pub rerouted: IntCounterVec,
+    /// Partition copies published for ordered routes, by route and key source.
+    ordered_copies: IntCounterVec,
 }
 
 /// How a message taken from the unroutable queue ended: put back where it
 /// belongs, or left there for another try.
 pub const REROUTE_OUTCOMES: [&str; 2] = ["put_back", "left"];
+
+/// Where an ordered route's key came from (`key` of `sluice_gateway_ordered_copies_total`).
+pub const KEY_SOURCES: [&str; 2] = ["data", "event_id"];
 
 impl GatewayMetrics {
     pub fn new() -> Result<Self, prometheus::Error> {
@@ -243,6 +249,13 @@ impl GatewayMetrics {
         for outcome in REROUTE_OUTCOMES {
             rerouted.with_label_values(&[outcome]);
         }
+        let ordered_copies = counter(
+            "sluice_gateway_ordered_copies_total",
+            "Events published to an ordered route's partition queue, by route and by where \
+             their key came from (data: the route's ordered_by; event_id: the data had none, \
+             so the event is ordered against nothing).",
+            &["route", "key"],
+        )?;
         let unconfirmed = gauge(
             "sluice_gateway_unconfirmed_publishes",
             "Publishes answered 503 at the ack budget whose confirm is still awaited \
@@ -305,6 +318,7 @@ impl GatewayMetrics {
             redis_reconnects,
             routing_broken,
             rerouted,
+            ordered_copies,
         })
     }
 
@@ -346,6 +360,22 @@ impl GatewayMetrics {
         self.events_published
             .with_label_values(&[source, label])
             .inc();
+    }
+
+    /// Makes an ordered route's series exist at zero.
+    pub fn register_ordered_route(&self, route: &str) {
+        for key in KEY_SOURCES {
+            self.ordered_copies.with_label_values(&[route, key]);
+        }
+    }
+
+    /// One partition copy of `route`, confirmed.
+    pub fn count_ordered_copy(&self, route: &str, key: &KeySource) {
+        let key = match key {
+            KeySource::Data => KEY_SOURCES[0],
+            KeySource::EventId => KEY_SOURCES[1],
+        };
+        self.ordered_copies.with_label_values(&[route, key]).inc();
     }
 
     pub fn count_dedup_hits(&self, source: &str, n: usize) {

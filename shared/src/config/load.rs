@@ -16,6 +16,7 @@ use super::{
     WorkerConfig,
 };
 use super::{brokers, cluster, gateway, worker};
+use crate::ordering::CONSUMER_TIMEOUT;
 
 /// The file (and environment) as written: tables whose values need more
 /// than their types hold here in their written form, read into [`Config`]
@@ -114,6 +115,7 @@ impl ConfigFile {
                 ));
             }
         }
+        check_hold_limit(&self.worker, &routes)?;
         Ok(Config {
             gateway: self.gateway,
             worker: self.worker,
@@ -125,6 +127,29 @@ impl ConfigFile {
             dlq: self.dlq.into_config()?,
         })
     }
+}
+
+/// An ordered route's message is held unacknowledged for up to
+/// `worker.ordered_hold_limit` plus one attempt that started just before it
+/// ran out: together they must stay under RabbitMQ's `consumer_timeout`.
+fn check_hold_limit(worker: &WorkerConfig, routes: &[RouteConfig]) -> Result<(), ConfigError> {
+    let hold = worker.ordered_hold_limit;
+    for route in routes.iter().filter(|route| route.ordered.is_some()) {
+        if hold.saturating_add(route.timeout) >= CONSUMER_TIMEOUT {
+            return Err(ConfigError::invalid(
+                "worker.ordered_hold_limit",
+                format!(
+                    "{} plus route {}'s timeout of {} reaches RabbitMQ's default \
+                     consumer_timeout of 30m, which would close the channel of a partition \
+                     holding a stuck key: lower one of them",
+                    humantime::format_duration(hold),
+                    route.name,
+                    humantime::format_duration(route.timeout),
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use url::Url;
 
 use super::secrets::ConfigSecret;
 use super::{ConfigError, is_name};
+use crate::glob::Glob;
+use crate::ordering::{DEFAULT_PARTITION_PREFETCH, DEFAULT_PARTITIONS, MAX_PARTITIONS, OrderedBy};
 use crate::secret::SecretRef;
 
 /// Where the worker delivers events that match.
@@ -16,7 +18,7 @@ pub struct RouteConfig {
     /// Names the route in logs and metrics.
     pub name: String,
     /// Globs over `<source>.<type>`, e.g. `whatzme.*` or `whatsapp.message.*`.
-    pub patterns: Vec<String>,
+    pub patterns: Vec<Glob>,
     /// What delivering means.
     pub handler: RouteHandler,
     /// Limit on one delivery attempt.
@@ -25,6 +27,10 @@ pub struct RouteConfig {
     /// tried (those before it that matched still get their copy). Off by
     /// default: every matching route gets the event.
     pub exclusive: bool,
+    /// `ordered_by`: the route delivers the events of one key in the order
+    /// the gateway accepted them, through partition queues the gateway
+    /// feeds ([`crate::ordering`]). None: any order, through the work queue.
+    pub ordered: Option<OrderedBy>,
 }
 
 /// What delivering means, with what it needs.
@@ -72,6 +78,20 @@ pub(super) struct RouteFile {
     timeout: Duration,
     #[serde(default)]
     exclusive: bool,
+    #[serde(default)]
+    ordered_by: Option<Pointers>,
+    #[serde(default)]
+    partitions: Option<u16>,
+    #[serde(default)]
+    partition_prefetch: Option<u16>,
+}
+
+/// `ordered_by`: one JSON pointer, or several tried in turn.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Pointers {
+    One(String),
+    Several(Vec<String>),
 }
 
 fn default_delivery_timeout() -> Duration {
@@ -139,14 +159,84 @@ impl RouteFile {
         if self.timeout.is_zero() {
             return Err(ConfigError::invalid(key("timeout"), "must be above 0"));
         }
+        let ordered = ordered(
+            self.ordered_by.take(),
+            self.partitions,
+            self.partition_prefetch,
+            &key,
+        )?;
         Ok(RouteConfig {
             name: self.name,
-            patterns: self.patterns,
+            patterns: self.patterns.iter().map(|p| Glob::new(p)).collect(),
             handler,
             timeout: self.timeout,
             exclusive: self.exclusive,
+            ordered,
         })
     }
+}
+
+/// `ordered_by` with its `partitions` and `partition_prefetch`, checked;
+/// either of those without `ordered_by` is refused (it would be ignored).
+fn ordered(
+    pointers: Option<Pointers>,
+    partitions: Option<u16>,
+    prefetch: Option<u16>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<OrderedBy>, ConfigError> {
+    let Some(pointers) = pointers else {
+        for (name, given) in [
+            ("partitions", partitions.is_some()),
+            ("partition_prefetch", prefetch.is_some()),
+        ] {
+            if given {
+                return Err(ConfigError::invalid(
+                    key(name),
+                    "only an ordered route has partitions, and this one has no ordered_by: \
+                         remove it, or set ordered_by = \"/json/pointer\"",
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let pointers = match pointers {
+        Pointers::One(pointer) => vec![pointer],
+        Pointers::Several(pointers) => pointers,
+    };
+    if pointers.is_empty() {
+        return Err(ConfigError::invalid(
+            key("ordered_by"),
+            "name at least one JSON pointer into the event's data, e.g. \"/data/conversation_id\"",
+        ));
+    }
+    if let Some(bad) = pointers.iter().find(|p| !p.starts_with('/')) {
+        return Err(ConfigError::invalid(
+            key("ordered_by"),
+            format!(
+                "`{bad}` is not a JSON pointer into the event's data: write it from the \
+                     data's root with a leading '/', e.g. \"/value/messages/0/from\""
+            ),
+        ));
+    }
+    let partitions = partitions.unwrap_or(DEFAULT_PARTITIONS);
+    if !(1..=MAX_PARTITIONS).contains(&partitions) {
+        return Err(ConfigError::invalid(
+            key("partitions"),
+            format!("must be 1 to {MAX_PARTITIONS}: each partition is a queue with a consumer"),
+        ));
+    }
+    let prefetch = prefetch.unwrap_or(DEFAULT_PARTITION_PREFETCH);
+    if prefetch == 0 {
+        return Err(ConfigError::invalid(
+            key("partition_prefetch"),
+            "must be at least 1: a worker holds this many messages of a partition at once",
+        ));
+    }
+    Ok(Some(OrderedBy {
+        pointers,
+        partitions,
+        prefetch,
+    }))
 }
 
 /// Parses an `http://` or `https://` URL; the problem otherwise, without the URL.
@@ -208,6 +298,100 @@ mod tests {
             .expect_err("a string is no boolean")
             .to_string();
         assert!(error.contains("exclusive"), "{error}");
+    }
+
+    #[test]
+    fn an_ordered_route_takes_one_pointer_or_several_and_defaults_its_partitions() {
+        let config = Config::from_toml(&route(
+            "handler = \"log\"\nordered_by = \"/data/conversation_id\"",
+        ))
+        .expect("loads");
+        let ordered = config.routes[0].ordered.as_ref().expect("ordered");
+        assert_eq!(ordered.pointers, ["/data/conversation_id"]);
+        assert_eq!(ordered.partitions, 16);
+        assert_eq!(ordered.prefetch, 32);
+        let config = Config::from_toml(&route(
+            "handler = \"log\"\nordered_by = [\"/a\", \"/b\"]\npartitions = 4\npartition_prefetch = 2",
+        ))
+        .expect("loads");
+        let ordered = config.routes[0].ordered.as_ref().expect("ordered");
+        assert_eq!(
+            (ordered.pointers.len(), ordered.partitions, ordered.prefetch),
+            (2, 4, 2)
+        );
+        let plain = Config::from_toml(&route("handler = \"log\"")).expect("loads");
+        assert!(plain.routes[0].ordered.is_none());
+    }
+
+    #[test]
+    fn a_bad_ordered_route_is_refused_naming_the_key() {
+        for (extra, key, says) in [
+            (
+                "ordered_by = \"data/id\"",
+                "routes[0] (crm).ordered_by",
+                "leading '/'",
+            ),
+            (
+                "ordered_by = \"\"",
+                "routes[0] (crm).ordered_by",
+                "leading '/'",
+            ),
+            (
+                "ordered_by = []",
+                "routes[0] (crm).ordered_by",
+                "at least one",
+            ),
+            (
+                "ordered_by = \"/k\"\npartitions = 0",
+                "routes[0] (crm).partitions",
+                "1 to 1024",
+            ),
+            (
+                "ordered_by = \"/k\"\npartitions = 5000",
+                "routes[0] (crm).partitions",
+                "1 to 1024",
+            ),
+            (
+                "ordered_by = \"/k\"\npartition_prefetch = 0",
+                "routes[0] (crm).partition_prefetch",
+                "at least 1",
+            ),
+            (
+                "partitions = 4",
+                "routes[0] (crm).partitions",
+                "no ordered_by",
+            ),
+            (
+                "partition_prefetch = 4",
+                "routes[0] (crm).partition_prefetch",
+                "no ordered_by",
+            ),
+        ] {
+            let text = route(&format!("handler = \"log\"\n{extra}"));
+            let error = Config::from_toml(&text).expect_err(extra).to_string();
+            assert!(error.contains(key), "{extra}: {error}");
+            assert!(error.contains(says), "{extra}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_hold_limit_that_reaches_the_consumer_timeout_with_a_route_timeout_is_refused() {
+        let text = format!(
+            "[worker]\nordered_hold_limit = \"29m\"\n{}",
+            route("handler = \"log\"\nordered_by = \"/k\"\ntimeout = \"2m\"")
+        );
+        let error = Config::from_toml(&text).expect_err("29m + 2m").to_string();
+        assert!(error.contains("worker.ordered_hold_limit"), "{error}");
+        assert!(error.contains("consumer_timeout"), "{error}");
+        let unordered = format!(
+            "[worker]\nordered_hold_limit = \"29m\"\n{}",
+            route("handler = \"log\"\ntimeout = \"2m\"")
+        );
+        Config::from_toml(&unordered).expect("only ordered routes are held");
+        let error = Config::from_toml("[worker]\nordered_hold_limit = \"10ms\"")
+            .expect_err("too short")
+            .to_string();
+        assert!(error.contains("worker.ordered_hold_limit"), "{error}");
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub struct WorkerConfig {
     /// Threads running deliveries and `dlq` commands: 1 runs everything on
     /// one thread (the fewest wake-ups between threads), 0 one per core.
     pub threads: usize,
+    /// The longest a worker holds a message of an ordered route's partition
+    /// unacknowledged: past it the worker hands the partition's messages
+    /// back (they return to the head of the queue in order) and takes them
+    /// again, so RabbitMQ's `consumer_timeout` never closes the channel.
+    #[serde(with = "humantime_serde")]
+    pub ordered_hold_limit: Duration,
 }
 
 impl WorkerConfig {
@@ -49,6 +55,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(30),
             queue_depth_interval: Duration::from_secs(5),
             threads: 1,
+            ordered_hold_limit: Duration::from_secs(20 * 60),
         }
     }
 }
@@ -59,6 +66,12 @@ pub(super) fn validate(worker: &WorkerConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "worker.queue_depth_interval",
             "must be at least 100ms: each poll asks RabbitMQ about every queue",
+        ));
+    }
+    if worker.ordered_hold_limit < Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "worker.ordered_hold_limit",
+            "must be at least 1s: each time it runs out, a stuck partition is handed back and taken again",
         ));
     }
     if worker.concurrency == 0 || worker.prefetch == Some(0) {

@@ -53,6 +53,11 @@ pub mod headers {
     /// it to that route only. A message without it is matched against every
     /// route.
     pub const ROUTE: &str = "x-sluice-route";
+    /// An ordered route's message: its key's digest
+    /// ([`crate::ordering::OrderKey`]), never the key itself. The worker
+    /// delivers the messages of one digest one after the other; a dead or
+    /// replayed copy keeps it, so a replay finds the key's partition again.
+    pub const ORDER_KEY: &str = "x-sluice-order-key";
     /// Dead queue: why the event is there ([`super::DeadReason`]).
     pub const REASON: &str = "x-sluice-reason";
     /// Dead queue: the last delivery error, as text.

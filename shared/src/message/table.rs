@@ -29,6 +29,8 @@ pub struct MessageHeaders {
     pub copy: Option<String>,
     /// The one route the message is for (`x-sluice-route`).
     pub route: Option<String>,
+    /// An ordered route's key digest (`x-sluice-order-key`).
+    pub order_key: Option<String>,
     pub trace: Option<TraceContext>,
     /// When the gateway received the event, ms since the Unix epoch.
     pub received_at_ms: Option<i64>,
@@ -95,6 +97,7 @@ impl MessageHeaders {
             request_id: text_of(take(name::REQUEST_ID, readable_text)),
             copy: text_of(take(name::COPY, readable_text)),
             route: text_of(take(name::ROUTE, readable_text)),
+            order_key: text_of(take(name::ORDER_KEY, readable_text)),
             trace: text_of(take(name::TRACEPARENT, readable_trace))
                 .and_then(|t| TraceContext::parse(&t)),
             received_at_ms: integer_of(take(name::RECEIVED_AT_MS, readable_integer)),
@@ -139,6 +142,7 @@ impl MessageHeaders {
         put(name::REQUEST_ID, self.request_id.map(text));
         put(name::COPY, self.copy.map(text));
         put(name::ROUTE, self.route.map(text));
+        put(name::ORDER_KEY, self.order_key.map(text));
         put(
             name::TRACEPARENT,
             self.trace.map(|t| text(t.header_value())),
@@ -246,6 +250,7 @@ mod tests {
             request_id: Some("req-1".into()),
             copy: Some("c-1".into()),
             route: Some("crm".into()),
+            order_key: Some("f9eb7f4aca0f94da849aec1ed3650e83".into()),
             trace: TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
             received_at_ms: Some(1_700_000_000_000),
             reason: Some(DeadReason::AttemptsExhausted),

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use sluice_shared::message::{DeadReason, UnknownReason};
 
 use super::event::{DeadEvent, rfc3339_millis};
-use crate::glob::Glob;
+use sluice_shared::glob::Glob;
 
 /// The filter flags as written, shared by the CLI and the HTTP API.
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]

@@ -95,7 +95,8 @@ fn offline(gateway: &str) -> (Arc<AppState>, Router) {
         .expect("a lazy Redis client")
         .with_metrics(metrics.clone());
     let channels = config.gateway.publisher_channels;
-    let publisher = ConfirmedPublisher::unconnected(&config.amqp, channels, metrics.clone());
+    let publisher =
+        ConfirmedPublisher::unconnected(&config.amqp, &config.routes, channels, metrics.clone());
     let state = AppState::new(config.gateway, sources, dedup, publisher, metrics);
     let state = Arc::new(state);
     (state.clone(), super::router(state))
