@@ -85,7 +85,7 @@ impl UnderLoad {
         let config = Config::from_toml(&toml).expect("the stage's config is valid");
         let cleanup = TopologyCleanup {
             url: setup.amqp_direct.clone(),
-            topology: Some(Topology::new(&config.amqp)),
+            topology: Some(env.topology()),
         };
         let worker = RunningWorker::start(config).await;
         let gateway = GatewayProcess::start(env.dir.path(), &toml, &setup.gateway_env).await;
