@@ -205,7 +205,7 @@ fn print_table(report: &Report<'_>) -> std::io::Result<()> {
     writeln!(out, "worker {}", report.worker)?;
     writeln!(
         out,
-        "{:<24} {:<10} {:>8} {:>8}  LAST ERROR",
+        "{:<24} {:<20} {:>8} {:>8}  LAST ERROR",
         "ROUTE", "STATE", "BACKLOG", "FAILURES"
     )?;
     for line in &report.routes {
@@ -216,7 +216,7 @@ fn print_table(report: &Report<'_>) -> std::io::Result<()> {
         }
         writeln!(
             out,
-            "{:<24} {:<10} {:>8} {:>8}  {}",
+            "{:<24} {:<20} {:>8} {:>8}  {}",
             status.route,
             state,
             line.backlog,
