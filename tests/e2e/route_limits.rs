@@ -96,6 +96,17 @@ async fn a_route_at_ten_seconds_a_delivery_does_not_slow_another_route() {
         backlog >= 16,
         "the slow route's backlog waits in its own queue: {backlog}"
     );
+    let reported = eventually(Duration::from_secs(8), || async {
+        metric(
+            &reqwest::Client::new(),
+            worker.admin_addr,
+            r#"sluice_worker_queue_depth{queue="route.slow"}"#,
+        )
+        .await
+        .is_some_and(|depth| depth >= 16.0)
+    })
+    .await;
+    assert!(reported, "the worker reports the route's backlog");
     worker.stop().await;
     gateway.stop().await;
     env.delete_topology().await;
