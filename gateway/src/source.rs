@@ -17,7 +17,6 @@ use sluice_shared::secret::Secret;
 
 use ipnet::IpNet;
 
-use crate::admission::RateLimiter;
 use crate::extract::json::JsonExtractor;
 use crate::extract::whatsapp::WhatsAppExtractor;
 use crate::extract::{Event, Extracted, Extractor, FanOutError};
@@ -25,6 +24,7 @@ use crate::signature::{
     Authenticator, HmacSignature, Presented, Scheme, SecretDigests, SignatureError,
     StandardSignature, TokenCheck, VerifiedBody,
 };
+use sluice_shared::rate_limit::RateLimiter;
 
 pub use sluice_shared::message::SourceName;
 

@@ -203,7 +203,9 @@ async fn clean(config: &Config) -> anyhow::Result<()> {
         .await
         .context("RabbitMQ")?;
     let channel = connection.create_channel().await.context("a channel")?;
+    // The worker's route queues too: the benchmark ran one with these routes.
     Topology::new(amqp)
+        .with_worker_routes(&config.routes)
         .delete(&channel)
         .await
         .with_context(|| {

@@ -11,6 +11,7 @@
 //! - [`topology`]: exchanges and queues, declared by both binaries;
 //! - [`amqp`]: connecting to RabbitMQ within a time limit;
 //! - [`publish`]: publishing with confirms, returns paired by content;
+//! - [`rate_limit`]: the token bucket of a source's and a route's rate;
 //! - [`standard_webhooks`]: the signature the worker puts on deliveries;
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` and the build-info metric;
 //! - [`runtime`]: the Tokio runtime each binary runs on;
@@ -27,6 +28,7 @@ pub mod id_digest;
 pub mod message;
 pub mod ordering;
 pub mod publish;
+pub mod rate_limit;
 pub mod routing;
 pub mod runtime;
 pub mod secret;

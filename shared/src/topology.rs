@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! {p}.events (topic) --<source>.<type>--> {p}.work (quorum, x-delivery-limit)
+//!                                             |  worker's router: one copy per matching route
+//!                                             v
+//!                                  {p}.route.<name> (quorum, x-delivery-limit, one per route)
 //!                                             |  worker: retry            \ delivery limit hit
 //!                                             v                            v
 //!                     {p}.retry.<delay> (quorum, TTL) --expired--> {p}.work
-//! worker: one copy per route of an event several routes take --> {p}.work
 //! worker / gateway: dead --> {p}.dead (topic) --#--> {p}.dead (quorum)
 //! gateway: an ordered route's copy --> {p}.route.<name>.<i> (quorum, single active consumer)
 //!
@@ -17,6 +19,10 @@
 //! binding or queue deleted by hand) instead of returning it: the gateway
 //! drains `{p}.unroutable` back into place once it has re-declared the
 //! topology (see the gateway's `reroute` module).
+//!
+//! The route queues are the worker's alone: only a topology built
+//! [`Topology::with_routes`] declares them (the gateway's does not), so a
+//! route's backlog waits in RabbitMQ, apart from every other route's.
 //!
 //! Quorum queues because they replicate every event across a cluster and
 //! support at-least-once dead-lettering. One retry queue per delay because a
@@ -49,6 +55,9 @@ pub struct Topology {
     group_size: Option<u32>,
     /// The ordered routes: name and partition count.
     ordered: Vec<(String, u16)>,
+    /// The routes whose queues are declared (the worker's config); none
+    /// for the gateway.
+    routes: Vec<String>,
 }
 
 /// One retry tier: the queue that holds an event for `delay`.
@@ -86,6 +95,7 @@ impl Topology {
             delivery_limit: config.delivery_limit,
             group_size: config.quorum_group_size(),
             ordered: Vec::new(),
+            routes: Vec::new(),
         }
     }
 
@@ -114,6 +124,35 @@ impl Topology {
             .map_or(0, |(_, partitions)| *partitions);
         (0..partitions)
             .map(|index| self.partition_queue(route, index))
+            .collect()
+    }
+
+    /// What the worker declares for its `routes`: the ordered routes'
+    /// partitions, and a queue for each other route.
+    pub fn with_worker_routes(self, routes: &[RouteConfig]) -> Self {
+        let unordered = routes.iter().filter(|route| route.ordered.is_none());
+        self.with_routes(routes)
+            .with_route_queues(unordered.map(|route| route.name.as_str()))
+    }
+
+    /// The same topology with a queue for each of `routes` (names of the
+    /// routes the worker's router feeds: not the ordered ones, which the
+    /// gateway feeds through their partitions).
+    pub fn with_route_queues<'a>(mut self, routes: impl IntoIterator<Item = &'a str>) -> Self {
+        self.routes = routes.into_iter().map(str::to_owned).collect();
+        self
+    }
+
+    /// The queue a route's events wait in for their delivery attempt.
+    pub fn route_queue(&self, route: &str) -> String {
+        format!("{}.route.{route}", self.prefix)
+    }
+
+    /// Every route queue this topology declares, with its route's name.
+    pub fn route_queues(&self) -> Vec<(String, String)> {
+        self.routes
+            .iter()
+            .map(|route| (route.clone(), self.route_queue(route)))
             .collect()
     }
 
@@ -162,6 +201,7 @@ impl Topology {
         for (route, _) in &self.ordered {
             queues.extend(self.partition_queues(route));
         }
+        queues.extend(self.route_queues().into_iter().map(|(_, queue)| queue));
         queues
     }
 
@@ -238,18 +278,12 @@ impl Topology {
         channel: Channel,
     ) -> Result<Channel, TopologyError> {
         let work = self.work_queue();
-        let mut args = quorum_args(self.group_size);
-        // Without a limit (3.10 has no default) a message that kills workers loops forever.
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongUInt(self.delivery_limit),
-        );
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            long_string(&self.dead_exchange()),
-        );
-        declare_queue(&channel, &work, args).await?;
+        declare_queue(&channel, &work, self.consumed_queue_args()).await?;
         self.bind(&channel, &work, &self.events_exchange()).await?;
+        // No binding: the worker's router puts copies in through the default exchange.
+        for (_, queue) in self.route_queues() {
+            declare_queue(&channel, &queue, self.consumed_queue_args()).await?;
+        }
 
         for tier in self.retry_tiers() {
             let mut args = quorum_args(self.group_size);
@@ -293,6 +327,23 @@ impl Topology {
             }
         }
         Ok(channel)
+    }
+
+    /// The arguments of a queue the worker consumes (the work queue and
+    /// every route queue): a delivery limit, and dead-lettering to the dead
+    /// exchange at-least-once.
+    fn consumed_queue_args(&self) -> FieldTable {
+        let mut args = quorum_args(self.group_size);
+        // Without a limit (3.10 has no default) a message that kills workers loops forever.
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongUInt(self.delivery_limit),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            long_string(&self.dead_exchange()),
+        );
+        args
     }
 
     async fn bind(
@@ -458,5 +509,30 @@ mod tests {
         );
         assert!(topology.partition_queues("all").is_empty());
         assert!(topology.all_queues().contains(&"t2.route.crm.2".to_owned()));
+    }
+
+    #[test]
+    fn route_queues_are_the_worker_s_and_follow_the_prefix() {
+        let config = AmqpConfig {
+            prefix: "t1".into(),
+            ..AmqpConfig::default()
+        };
+        let gateway = Topology::new(&config);
+        assert!(
+            gateway.route_queues().is_empty(),
+            "the gateway declares none"
+        );
+        let worker = Topology::new(&config).with_route_queues(["crm", "audit"]);
+        assert_eq!(worker.route_queue("crm"), "t1.route.crm");
+        assert_eq!(
+            worker.route_queues(),
+            [
+                ("crm".to_owned(), "t1.route.crm".to_owned()),
+                ("audit".to_owned(), "t1.route.audit".to_owned())
+            ]
+        );
+        let all = worker.all_queues();
+        assert!(all.contains(&"t1.route.audit".to_owned()), "{all:?}");
+        assert!(!gateway.all_queues().iter().any(|q| q.contains(".route.")));
     }
 }

@@ -38,6 +38,9 @@ pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub amqp_url: String,
     pub redis_url: String,
+    /// Every route name a config of this test had: the worker declares a
+    /// queue for each, which [`TestEnv::topology`] counts and deletes.
+    routes: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl TestEnv {
@@ -55,6 +58,7 @@ impl TestEnv {
             dir,
             amqp_url: amqp_url.to_owned(),
             redis_url: redis_url.to_owned(),
+            routes: std::sync::Mutex::default(),
         }
     }
 
@@ -69,6 +73,16 @@ impl TestEnv {
 
     /// [`TestEnv::config_toml`] with other `amqp.retry_delays` (a TOML array).
     pub fn config_toml_retrying(&self, retry_delays: &str, extra: &str) -> String {
+        let toml = self.toml_retrying(retry_delays, extra);
+        // A config a test means to be refused declares no queue.
+        if let Ok(config) = Config::from_toml(&toml) {
+            let mut routes = self.routes.lock().expect("lock");
+            routes.extend(config.routes.into_iter().map(|route| route.name));
+        }
+        toml
+    }
+
+    fn toml_retrying(&self, retry_delays: &str, extra: &str) -> String {
         format!(
             r#"
 [gateway]
@@ -121,8 +135,10 @@ dedup_ttl = "1h"
         )
     }
 
+    /// This test's topology, with a queue for every route its configs had.
     pub fn topology(&self) -> Topology {
-        Topology::new(&self.config("").amqp)
+        let routes = self.routes.lock().expect("lock").clone();
+        Topology::new(&self.config("").amqp).with_route_queues(routes.iter().map(String::as_str))
     }
 
     /// The end of a run that leaves events behind: deletes this test's queues.

@@ -85,7 +85,8 @@ impl UnderLoad {
         let config = Config::from_toml(&toml).expect("the stage's config is valid");
         let cleanup = TopologyCleanup {
             url: setup.amqp_direct.clone(),
-            topology: Some(Topology::new(&config.amqp)),
+            // The stage's own retry delays, and the worker's route queues.
+            topology: Some(Topology::new(&config.amqp).with_worker_routes(&config.routes)),
         };
         let worker = RunningWorker::start(config).await;
         let gateway = GatewayProcess::start(env.dir.path(), &toml, &setup.gateway_env).await;

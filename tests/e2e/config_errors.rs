@@ -58,3 +58,30 @@ fn retry_delays_that_do_not_grow_stop_the_worker_with_code_64() {
         "says which delay: {stderr}"
     );
 }
+
+#[test]
+fn bad_route_limits_and_breaker_settings_stop_the_worker_with_code_64() {
+    let env = TestEnv::new("cfg");
+    for (extra, key) in [
+        ("concurrency = 0", "routes[0] (crm).concurrency"),
+        (
+            "rate = { per_second = 0, burst = 5 }",
+            "routes[0] (crm).rate.per_second",
+        ),
+        (
+            "[routes.breaker]\nfailures = 0",
+            "routes[0] (crm).breaker.failures",
+        ),
+        (
+            "[routes.breaker]\nprobe_after = \"10m\"\nprobe_max = \"1m\"",
+            "routes[0] (crm).breaker.probe_max",
+        ),
+        ("[routes.breaker]\nprobes = 3", "probes"),
+    ] {
+        let route =
+            format!("[[routes]]\nname = \"crm\"\nmatch = [\"*\"]\nhandler = \"log\"\n{extra}\n");
+        let (code, stderr) = run_worker(&env, &env.config_toml(&route));
+        assert_eq!(code, Some(64), "{extra}: {stderr}");
+        assert!(stderr.contains(key), "{extra}: names the key: {stderr}");
+    }
+}

@@ -18,6 +18,7 @@ mod providers;
 mod redis;
 mod retries;
 mod route_fan_out;
+mod route_limits;
 mod worker_crash;
 
 /// The gateway of a [`sluice_testkit::gateway_process::GatewayProcess`]: this

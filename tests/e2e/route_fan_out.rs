@@ -219,7 +219,7 @@ async fn an_exclusive_route_takes_the_event_from_the_routes_after_it_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_matching_route_is_delivered_directly_without_a_route_copy() {
+async fn one_matching_route_gets_one_copy_through_its_queue_and_the_other_route_none() {
     let env = TestEnv::new("fanout-one");
     let only = Downstream::start(Plan::Succeed).await;
     let other = Downstream::start(Plan::Succeed).await;
@@ -237,10 +237,21 @@ async fn one_matching_route_is_delivered_directly_without_a_route_copy() {
     })
     .await;
     assert!(arrived);
+    // Every event reaches its route through the route's queue, a single
+    // match too: a slow route's backlog waits there, not in the worker.
     assert_eq!(
         route_metric(&worker, r#"sluice_worker_route_copies_total{route="only"}"#).await,
+        Some(1.0),
+        "one copy, into the one matching route's queue"
+    );
+    assert_eq!(
+        route_metric(
+            &worker,
+            r#"sluice_worker_route_copies_total{route="other"}"#
+        )
+        .await,
         Some(0.0),
-        "no copy when one route takes the event"
+        "none for the route that does not match"
     );
     assert_eq!(only.attempts(&id), 1);
     assert_eq!(other.attempts(&id), 0);

@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_shared::admin;
-use sluice_shared::config::{Config, ConfigError};
+use sluice_shared::config::{Config, ConfigError, RouteConfig};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::ReconnectBackoff;
 use crate::broker::{BrokerSettings, Session};
+use crate::consumer::{Lane, LaneWork};
 use crate::copies::CopyCheck;
 use crate::dead_lettering::{self, DeadLettering};
 use crate::dispatch::Dispatcher;
@@ -30,6 +29,8 @@ use crate::ordered::OrderedSettings;
 use crate::queue_depth::QueueDepthPoller;
 use crate::readiness::BrokerStatus;
 use crate::retry::RetryPolicy;
+use crate::route_gate::RouteGate;
+use crate::route_status::RouteBoard;
 use crate::routes::RouteTable;
 use crate::supervisor::Supervisor;
 
@@ -45,6 +46,8 @@ pub struct Worker {
     depths: QueueDepthPoller,
     /// The `/dlq` routes, when `dlq.http.enabled`.
     dlq: Option<DlqApi>,
+    /// `GET /routes`: each route's breaker.
+    board: RouteBoard,
 }
 
 impl Worker {
@@ -53,11 +56,13 @@ impl Worker {
     /// mismatch is an error; an unreachable broker is not (the worker keeps
     /// trying in the background and `/readyz` says why it is not ready).
     pub async fn build(config: Config) -> Result<Worker, StartError> {
-        let mut settings = BrokerSettings::new(&config.amqp);
-        settings.copy_channels = config.worker.concurrency;
-        settings.topology = settings.topology.with_routes(&config.routes);
-        let policy = RetryPolicy::new(settings.topology.retry_tiers());
         let routes = RouteTable::from_config(&config.routes)?;
+        let mut settings = BrokerSettings::new(&config.amqp);
+        // Ordered routes get partition queues (fed by the gateway), the
+        // others a queue each (fed by the router).
+        settings.topology = settings.topology.with_worker_routes(&config.routes);
+        settings.copy_channels = copy_channels(&config);
+        let policy = RetryPolicy::new(settings.topology.retry_tiers());
         let dlq = DlqApi::from_config(&config)?;
         let metrics = WorkerMetrics::new(routes.names())?;
         let client = http_target::client().map_err(StartError::HttpClient)?;
@@ -85,19 +90,23 @@ impl Worker {
         let session = first_session(&settings, &status).await?;
         let interval = config.worker.queue_depth_interval;
         let depths = QueueDepthPoller::new(&settings, interval, &metrics.registry())?;
+        // Ordered routes have no gate: their partitions hold a key's events in place.
+        let gates: Vec<_> = unordered(&config)
+            .map(|route| Arc::new(RouteGate::new(route, metrics.clone())))
+            .collect();
+        let lanes = lanes(&config, &settings, &gates);
         let supervisor = Supervisor {
-            settings,
-            prefetch: config.worker.prefetch(),
             dispatcher: Arc::new(Dispatcher::new(
                 routes,
                 client,
                 policy,
                 metrics.clone(),
                 copies,
+                settings.topology.clone(),
             )),
+            settings,
             status,
-            permits: Arc::new(Semaphore::new(config.worker.concurrency)),
-            tasks: JoinSet::new(),
+            lanes,
             backoff: ReconnectBackoff::default(),
             ordered: Arc::new(OrderedSettings {
                 hold_limit: config.worker.ordered_hold_limit,
@@ -113,6 +122,7 @@ impl Worker {
             shutdown_grace: config.worker.shutdown_grace,
             depths,
             dlq,
+            board: RouteBoard::new(gates),
         })
     }
 
@@ -133,11 +143,13 @@ impl Worker {
             shutdown_grace,
             depths,
             dlq,
+            board,
             ..
         } = self;
         // A child token: the admin port also closes when consuming fails for good.
         let admin_stop = shutdown.child_token();
         let router = with_dlq(admin::router(registry, supervisor.status.clone()), dlq);
+        let router = board.serve_on(router);
         let server =
             axum::serve(admin, router).with_graceful_shutdown(admin_stop.clone().cancelled_owned());
         let server = tokio::spawn(async move { server.await });
@@ -159,6 +171,45 @@ impl Worker {
         tracing::info!("worker stopped");
         Ok(())
     }
+}
+
+/// The router's lane on the work queue, then one lane per route on its queue.
+fn lanes(config: &Config, settings: &BrokerSettings, gates: &[Arc<RouteGate>]) -> Vec<Lane> {
+    let worker = &config.worker;
+    let router = Lane::new(
+        LaneWork::Router,
+        settings.topology.work_queue(),
+        worker.prefetch(),
+        worker.concurrency,
+    );
+    let routes = unordered(config).zip(gates).map(|(route, gate)| {
+        Lane::new(
+            LaneWork::Route(Arc::clone(gate)),
+            settings.topology.route_queue(&route.name),
+            route.concurrency,
+            usize::from(route.concurrency),
+        )
+    });
+    std::iter::once(router).chain(routes).collect()
+}
+
+/// The routes the router feeds (an ordered route's partitions are fed by
+/// the gateway and delivered by their own consumers).
+fn unordered(config: &Config) -> impl Iterator<Item = &RouteConfig> {
+    config.routes.iter().filter(|route| route.ordered.is_none())
+}
+
+/// Copies published at once: one per task that may be settling (the
+/// router's and every route's), at most 1,024 channels on the publish
+/// connection (RabbitMQ allows 2,047 by default); past that a task waits
+/// for a channel.
+fn copy_channels(config: &Config) -> usize {
+    let routes: usize = config
+        .routes
+        .iter()
+        .map(|route| usize::from(route.concurrency))
+        .sum();
+    config.worker.concurrency.saturating_add(routes).min(1024)
 }
 
 /// The first attempt to reach RabbitMQ: only a topology mismatch is fatal.

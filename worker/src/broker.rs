@@ -1,5 +1,6 @@
-//! One session with RabbitMQ: a connection with a channel to consume (and
-//! ack) on, and a second connection to publish copies on.
+//! One session with RabbitMQ: a connection to consume (and ack) on, one
+//! channel per consumer (the router's and each route's), and a second
+//! connection to publish copies on.
 //!
 //! Opening a session declares the topology (idempotent, so every reconnect
 //! repairs a queue deleted by hand). Two connections because RabbitMQ blocks
@@ -10,7 +11,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection, Consumer};
 use sluice_shared::amqp::{self, ConnectError};
@@ -79,16 +81,12 @@ impl BrokerSettings {
         self.nodes.redacted()
     }
 
-    /// Connects, declares the topology and opens both channels.
+    /// Connects both connections and declares the topology.
     pub async fn open(&self) -> Result<Session, SessionError> {
         let limit = self.connect_timeout;
         let name = &self.connection_name;
         let connection =
             amqp::connect_with_heartbeat(&self.nodes, name, limit, self.heartbeat).await?;
-        let consume = timeout(limit, connection.create_channel())
-            .await
-            .map_err(|_| SessionError::Timeout(limit, "opening a channel"))?
-            .map_err(SessionError::Channel)?;
         timeout(limit, self.topology.declare(&connection))
             .await
             .map_err(|_| SessionError::Timeout(limit, "declaring the topology"))??;
@@ -109,7 +107,6 @@ impl BrokerSettings {
             Settler::new(copies, self.topology.clone()).map_err(|_| SessionError::Name)?;
         Ok(Session {
             connection,
-            consume,
             settler,
             limit,
         })
@@ -119,7 +116,6 @@ impl BrokerSettings {
 /// A live consuming connection and the settler's publishing one.
 pub struct Session {
     connection: Connection,
-    consume: Channel,
     settler: Settler,
     limit: Duration,
 }
@@ -129,8 +125,8 @@ impl Session {
         &self.settler
     }
 
-    /// Opens another channel on the consuming connection (an ordered
-    /// route's partition consumes on one of its own).
+    /// A channel of its own for one consumer: its prefetch, its cancel and
+    /// its acks concern no other consumer.
     pub async fn open_channel(&self) -> Result<Channel, SessionError> {
         timeout(self.limit, self.connection.create_channel())
             .await
@@ -138,18 +134,8 @@ impl Session {
             .map_err(SessionError::Channel)
     }
 
-    /// Starts consuming `queue` with at most `prefetch` unacked messages.
-    pub async fn start_consuming(
-        &self,
-        queue: &str,
-        prefetch: u16,
-        tag: &str,
-    ) -> Result<Consumer, SessionError> {
-        self.consume_on(&self.consume, queue, prefetch, tag).await
-    }
-
     /// Starts consuming `queue` on `channel` with at most `prefetch` unacked messages.
-    pub async fn consume_on(
+    pub async fn start_consuming(
         &self,
         channel: &Channel,
         queue: &str,
@@ -190,27 +176,46 @@ impl Session {
             .map_err(failed)
     }
 
-    /// Stops the broker pushing messages to consumer `tag` (best effort).
-    pub async fn cancel(&self, tag: &str) {
-        let cancel = self
-            .consume
-            .basic_cancel(ShortString::from(tag), BasicCancelOptions::default());
+    /// Stops the broker pushing messages to consumer `tag` of `channel`;
+    /// false if that failed (the channel is then likely gone).
+    pub async fn cancel(&self, channel: &Channel, tag: &str) -> bool {
+        let cancel = channel.basic_cancel(ShortString::from(tag), BasicCancelOptions::default());
         match timeout(self.limit, cancel).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "basic.cancel failed"),
-            Err(_) => tracing::warn!("basic.cancel timed out"),
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "basic.cancel failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("basic.cancel timed out");
+                false
+            }
         }
     }
 
-    /// Closes the publishing connection, then the consuming channel and
-    /// connection; unacked messages go back to the queue. Errors are only
-    /// logged: the process is leaving anyway.
+    /// Takes one message of `queue`, if it has one (`basic.get`, acked by hand).
+    pub async fn get_one(
+        &self,
+        channel: &Channel,
+        queue: &str,
+    ) -> Result<Option<Delivery>, SessionError> {
+        let get = channel.basic_get(ShortString::from(queue), BasicGetOptions { no_ack: false });
+        let got = timeout(self.limit, get)
+            .await
+            .map_err(|_| SessionError::Timeout(self.limit, "taking a message (basic.get)"))?
+            .map_err(|source| SessionError::Consume {
+                queue: queue.to_owned(),
+                source,
+            })?;
+        Ok(got.map(|message| message.delivery))
+    }
+
+    /// Closes the publishing connection, then the consuming connection and
+    /// its channels; unacked messages go back to their queues. Errors are
+    /// only logged: the process is leaving anyway.
     pub async fn close(&self) {
         let ok = || ShortString::from("worker stopping");
         self.settler.close().await;
-        if self.consume.status().connected() {
-            let _ = timeout(self.limit, self.consume.close(200, ok())).await;
-        }
         if self.connection.status().connected()
             && let Ok(Err(e)) = timeout(self.limit, self.connection.close(200, ok())).await
         {

@@ -1,13 +1,22 @@
-//! The consume loop of one session: take a permit, take a message, hand
-//! both to a task.
+//! The worker's consumers, one [`Lane`] each: the router on the work queue,
+//! and one per route on the route's queue. A lane's consume loop takes a
+//! permit, takes a message, hands both to a task.
 //!
-//! Concurrency is bounded twice: the broker pushes at most `prefetch`
-//! unacked messages, and at most `concurrency` tasks run (one permit each).
-//! The loop ends when the token is cancelled (the broker is told to stop
-//! sending; tasks in flight carry on and are drained by the caller) or when
-//! the session breaks: the consumer stream fails or ends, or the publish
-//! channel is found closed. Tasks on a broken session just fail to settle
-//! and the broker redelivers their messages.
+//! Concurrency is bounded per lane, twice: the broker pushes at most the
+//! lane's `prefetch` unacked messages, and at most its `concurrency` tasks
+//! run (one permit each). Lanes share nothing else, so a route whose
+//! receiver is slow fills its own permits and no other route's: the
+//! worker's deliveries in flight are at most the sum of the routes'
+//! `concurrency`, plus the router's `worker.concurrency` (routing is a
+//! confirmed publish, never a delivery). Permits and tasks belong to the
+//! lane, not to a session: a task may outlive its connection.
+//!
+//! A loop ends when the session's token is cancelled (the broker is told to
+//! stop sending; tasks in flight carry on and are drained by the caller),
+//! when the session breaks (the consumer stream fails or ends, or the
+//! publish connection is found closed; tasks on it just fail to settle and
+//! the broker redelivers their messages), or, for a route, when its breaker
+//! leaves `closed` ([`crate::route_lane`]).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -16,14 +25,16 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::{Acker, Consumer};
+use lapin::{Acker, Channel, Consumer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Session, unique_name};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{AttemptKind, Dispatcher};
 use crate::readiness::BrokerStatus;
+use crate::route_gate::RouteGate;
+use crate::route_lane;
 use crate::settle::{Settler, requeue_delay};
 
 /// How a session's consume loop ended.
@@ -35,15 +46,40 @@ pub enum SessionEnd {
     Lost(String),
 }
 
-/// What the consume loop works with, beyond the session itself.
-pub struct ConsumeContext<'a> {
-    pub queue: &'a str,
+/// How one consume loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoopEnd {
+    Session(SessionEnd),
+    /// `pause` fired: the consumer is cancelled and what it had taken
+    /// ahead was put back.
+    Paused,
+}
+
+/// What a lane's messages are for.
+#[derive(Clone)]
+pub enum LaneWork {
+    /// The work queue: put each event in its routes' queues.
+    Router,
+    /// A route's queue: deliver through the route's gate.
+    Route(Arc<RouteGate>),
+}
+
+/// One consumer and what outlives its sessions: permits and tasks.
+pub struct Lane {
+    pub work: LaneWork,
+    pub queue: String,
     pub prefetch: u16,
+    pub permits: Arc<Semaphore>,
+    pub tasks: JoinSet<()>,
+}
+
+/// What every lane of a session shares.
+pub struct SessionContext<'a> {
+    pub session: &'a Arc<Session>,
     pub dispatcher: &'a Arc<Dispatcher>,
-    pub permits: &'a Arc<Semaphore>,
-    pub tasks: &'a mut JoinSet<()>,
     pub status: &'a BrokerStatus,
-    pub shutdown: &'a CancellationToken,
+    /// Cancelled at shutdown, or when another lane lost the session.
+    pub stop: &'a CancellationToken,
 }
 
 enum Next {
@@ -52,33 +88,147 @@ enum Next {
     Ended(&'static str),
 }
 
-/// Consumes until stopped or broken.
-pub async fn consume(session: &Arc<Session>, mut ctx: ConsumeContext<'_>) -> SessionEnd {
-    let tag = unique_name();
-    let mut consumer = match session.start_consuming(ctx.queue, ctx.prefetch, &tag).await {
-        Ok(consumer) => consumer,
-        Err(e) => return SessionEnd::Lost(e.to_string()),
-    };
-    ctx.status.set_consuming();
-    tracing::info!(queue = ctx.queue, consumer_tag = %tag, "consuming");
-    let lost = session.settler().lost();
-    let end = loop {
-        tokio::select! {
-            biased;
-            () = ctx.shutdown.cancelled() => break SessionEnd::Stopped,
-            () = lost.cancelled() => break SessionEnd::Lost("the publish channel closed".into()),
-            Some(joined) = ctx.tasks.join_next() => report(joined),
-            next = next_with_permit(&mut consumer, ctx.permits) => match next {
-                Next::Delivery(delivery, permit) => spawn(session, &mut ctx, *delivery, permit),
-                Next::Failed(error) => break SessionEnd::Lost(error.to_string()),
-                Next::Ended(reason) => break SessionEnd::Lost(reason.into()),
-            },
+impl Lane {
+    /// `concurrency` tasks at once, `prefetch` messages pushed ahead.
+    pub fn new(work: LaneWork, queue: String, prefetch: u16, concurrency: usize) -> Self {
+        Self {
+            work,
+            queue,
+            prefetch,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            tasks: JoinSet::new(),
         }
-    };
-    if end == SessionEnd::Stopped {
-        session.cancel(&tag).await;
     }
-    end
+
+    /// Consumes for one session, until stopped or broken.
+    pub async fn run(&mut self, ctx: &SessionContext<'_>) -> SessionEnd {
+        let channel = match ctx.session.open_channel().await {
+            Ok(channel) => channel,
+            Err(e) => return SessionEnd::Lost(e.to_string()),
+        };
+        match self.work.clone() {
+            LaneWork::Router => {
+                match self
+                    .consume(ctx, &channel, std::future::pending::<()>())
+                    .await
+                {
+                    LoopEnd::Session(end) => end,
+                    LoopEnd::Paused => SessionEnd::Lost("the router paused".into()),
+                }
+            }
+            LaneWork::Route(gate) => route_lane::run(self, &gate, ctx, &channel).await,
+        }
+    }
+
+    /// Consumes until the session stops or breaks, or `pause` fires.
+    pub async fn consume(
+        &mut self,
+        ctx: &SessionContext<'_>,
+        channel: &Channel,
+        pause: impl Future<Output = ()>,
+    ) -> LoopEnd {
+        let tag = unique_name();
+        let session = ctx.session;
+        let started = session
+            .start_consuming(channel, &self.queue, self.prefetch, &tag)
+            .await;
+        let mut consumer = match started {
+            Ok(consumer) => consumer,
+            Err(e) => return LoopEnd::Session(SessionEnd::Lost(e.to_string())),
+        };
+        if matches!(self.work, LaneWork::Router) {
+            ctx.status.set_consuming();
+        }
+        tracing::info!(queue = %self.queue, consumer_tag = %tag, "consuming");
+        let lost = session.settler().lost();
+        tokio::pin!(pause);
+        let end = loop {
+            tokio::select! {
+                biased;
+                () = ctx.stop.cancelled() => break LoopEnd::Session(SessionEnd::Stopped),
+                () = lost.cancelled() => break LoopEnd::Session(SessionEnd::Lost("the publish channel closed".into())),
+                () = &mut pause => break LoopEnd::Paused,
+                Some(joined) = self.tasks.join_next() => report(joined),
+                next = next_with_permit(&mut consumer, &self.permits) => match next {
+                    Next::Delivery(delivery, permit) => self.spawn(ctx, *delivery, permit),
+                    Next::Failed(error) => break LoopEnd::Session(SessionEnd::Lost(error.to_string())),
+                    Next::Ended(reason) => break LoopEnd::Session(SessionEnd::Lost(reason.into())),
+                },
+            }
+        };
+        match end {
+            LoopEnd::Session(SessionEnd::Stopped) => {
+                session.cancel(channel, &tag).await;
+            }
+            LoopEnd::Paused => {
+                if !session.cancel(channel, &tag).await {
+                    return LoopEnd::Session(SessionEnd::Lost("basic.cancel failed".into()));
+                }
+                self.put_back_taken(ctx, &mut consumer).await;
+            }
+            LoopEnd::Session(SessionEnd::Lost(_)) => {}
+        }
+        end
+    }
+
+    /// After a cancel: the messages the broker pushed ahead and no task
+    /// took go back to the route's queue, unattempted.
+    async fn put_back_taken(&self, ctx: &SessionContext<'_>, consumer: &mut Consumer) {
+        let LaneWork::Route(gate) = &self.work else {
+            return;
+        };
+        // The stream ends once the cancel is through; what it holds was
+        // sent before the broker's cancel-ok, so it is all here already.
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_secs(5), consumer.next()).await
+        {
+            let settler = ctx.session.settler();
+            ctx.dispatcher
+                .hold_delivery(settler, gate.route(), delivery)
+                .await;
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        ctx: &SessionContext<'_>,
+        delivery: Delivery,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let session = Arc::clone(ctx.session);
+        let dispatcher = Arc::clone(ctx.dispatcher);
+        let work = self.work.clone();
+        let in_flight = dispatcher.metrics().in_flight();
+        self.tasks.spawn(async move {
+            let _permit = permit;
+            let _in_flight = in_flight;
+            let settler = session.settler();
+            let acker = delivery.acker.clone();
+            let wait = requeue_delay(&delivery.properties);
+            let handled = async {
+                match &work {
+                    LaneWork::Router => dispatcher.route(settler, delivery).await,
+                    LaneWork::Route(gate) => {
+                        let kind = AttemptKind::Ordinary;
+                        dispatcher.deliver(settler, gate, delivery, kind).await;
+                    }
+                }
+            };
+            if guard_panics(handled, settler, &acker, wait).await {
+                dispatcher.metrics().record_panic();
+            }
+        });
+    }
+
+    /// Waits until `deadline` for the lane's tasks; false if some are left.
+    pub async fn drain_until(&mut self, deadline: tokio::time::Instant) -> bool {
+        let all_done = async {
+            while let Some(joined) = self.tasks.join_next().await {
+                report(joined);
+            }
+        };
+        tokio::time::timeout_at(deadline, all_done).await.is_ok()
+    }
 }
 
 /// Waits for a free permit, then for the next message. Dropping this
@@ -94,32 +244,10 @@ async fn next_with_permit(consumer: &mut Consumer, permits: &Arc<Semaphore>) -> 
     }
 }
 
-fn spawn(
-    session: &Arc<Session>,
-    ctx: &mut ConsumeContext<'_>,
-    delivery: Delivery,
-    permit: OwnedSemaphorePermit,
-) {
-    let session = Arc::clone(session);
-    let dispatcher = Arc::clone(ctx.dispatcher);
-    let in_flight = dispatcher.metrics().in_flight();
-    ctx.tasks.spawn(async move {
-        let _permit = permit;
-        let _in_flight = in_flight;
-        let settler = session.settler();
-        let acker = delivery.acker.clone();
-        let wait = requeue_delay(&delivery.properties);
-        let handled = dispatcher.handle(settler, delivery);
-        if guard_panics(handled, settler, &acker, wait).await {
-            dispatcher.metrics().record_panic();
-        }
-    });
-}
-
 /// Runs a delivery's handling; if it panics, requeues its message after
 /// `wait` instead of leaving it unacked until the channel closes (which,
 /// with the channel otherwise healthy, is RabbitMQ's `consumer_timeout`:
-/// 30 minutes). A message that panics every time reaches the work queue's
+/// 30 minutes). A message that panics every time reaches its queue's
 /// `x-delivery-limit` and is dead-lettered. A message already settled when
 /// the panic came is left alone: its acker was used. Returns whether it
 /// panicked. The panic's message is not logged: it may quote the payload.

@@ -1,5 +1,6 @@
-//! The properties of the copies an event becomes: one per route when it
-//! fans out, one for a retry tier, one for the dead queue.
+//! The properties of the copies an event becomes: one per matching route
+//! (into the route's queue, also when an event goes back there unattempted),
+//! one for a retry tier, one for the dead queue.
 //!
 //! A copy keeps the original's properties (persistent, `message_id`,
 //! `content_type`, timestamp) and headers, and gains the story of its
@@ -30,9 +31,9 @@ impl From<&DeliveryError> for LastFailure {
     }
 }
 
-/// Properties of `route`'s copy of an event that several routes take: the
-/// original's, naming the route (`x-sluice-route`), so the worker delivers
-/// it to that route only, and its retry and dead copies keep the name.
+/// Properties of `route`'s copy of an event, put in the route's queue: the
+/// original's, naming the route (`x-sluice-route`), so its retry and dead
+/// copies keep the name and come back to that route alone.
 pub fn for_route(original: &BasicProperties, route: &str) -> BasicProperties {
     let mut headers = copied_headers(original);
     headers.route = Some(route.to_owned());

@@ -1,18 +1,20 @@
-//! One message, from the work queue to its outcome.
+//! One message, from a queue to its outcome.
 //!
-//! read the event → find its routes → one delivery attempt → decide (done,
-//! retry tier, dead) → settle. An event that several routes take is not
-//! attempted: one copy per route, each naming its route
-//! (`x-sluice-route`), goes back to the work queue, and the original is
-//! acked once all are confirmed; a message naming a route is delivered to
-//! that route only. Every step that can go wrong ends in a
-//! decision about the message, never in a panic: a message that is not a
-//! Sluice message is dead-lettered as `malformed`, one without a route as
-//! `no_route`. Each event is handled in a span carrying its id's digest
-//! (never the id: a `wamid` holds a phone number), source, type, route,
-//! attempt, request id and trace id, so every log line about it can be found
-//! by `sluice-worker id-digest <id>` and tied to the gateway's lines for the
-//! same request.
+//! The work queue's messages are routed ([`router`]): each goes, one copy
+//! per matching route, into the routes' own queues, and is never attempted
+//! there. A route queue's message is delivered ([`Dispatcher::deliver`]):
+//! ask the route's gate (rate limit, breaker) → one attempt → the gate's
+//! word (settle, or hold the event back in its queue while the breaker is
+//! open) → decide (done, retry tier, dead) → settle. Every step that can go
+//! wrong ends in a decision about the message, never in a panic: a message
+//! that is not a Sluice message is dead-lettered as `malformed`, one without
+//! a route as `no_route`. Each event is handled in a span carrying its id's
+//! digest (never the id: a `wamid` holds a phone number), source, type,
+//! route, attempt, request id and trace id, so every log line about it can be
+//! found by `sluice-worker id-digest <id>` and tied to the gateway's lines
+//! for the same request.
+
+mod router;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,18 +24,27 @@ use lapin::types::ShortString;
 use reqwest::Client;
 use sluice_shared::envelope::unix_millis;
 use sluice_shared::id_digest;
-use sluice_shared::message::headers;
-use sluice_shared::topology::RetryTier;
+use sluice_shared::topology::{RetryTier, Topology};
 use tracing::{Instrument, Span};
 
-use crate::copies::{CopyCheck, Verdict as Copy};
+use crate::copies::CopyCheck;
 use crate::copy_headers::{self, LastFailure};
 use crate::delivery_error::DeliveryError;
 use crate::message::{Malformed, QueuedMessage, SluiceEvent};
 use crate::metrics::{NO_ROUTE, Outcome, WorkerMetrics};
 use crate::retry::{DeadReason, Decision, RetryPolicy};
-use crate::routes::{Route, RouteTable};
+use crate::route_gate::{Admission, AfterAttempt, RouteGate};
+use crate::routes::RouteTable;
 use crate::settle::{Destination, SettleError, Settler, requeue_delay};
+
+/// Which kind of attempt a route's consumer asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptKind {
+    /// A delivery while the route's breaker is closed.
+    Ordinary,
+    /// The one delivery that tests a route whose breaker is half-open.
+    Probe,
+}
 
 /// What happens to a message once its attempt (if any) is over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +69,8 @@ pub struct Dispatcher {
     policy: RetryPolicy,
     metrics: WorkerMetrics,
     copies: Option<CopyCheck>,
+    /// Names the route queues.
+    topology: Topology,
 }
 
 impl Dispatcher {
@@ -67,6 +80,7 @@ impl Dispatcher {
         policy: RetryPolicy,
         metrics: WorkerMetrics,
         copies: Option<CopyCheck>,
+        topology: Topology,
     ) -> Self {
         Self {
             routes,
@@ -74,6 +88,7 @@ impl Dispatcher {
             policy,
             metrics,
             copies,
+            topology,
         }
     }
 
@@ -93,24 +108,21 @@ impl Dispatcher {
         &self.policy
     }
 
-    /// Handles one delivery to the end; errors are logged and counted here.
-    pub async fn handle(&self, settler: &Settler, delivery: Delivery) {
-        let Delivery {
-            acker,
-            routing_key,
-            properties,
-            data,
-            ..
-        } = delivery;
-        let message = QueuedMessage {
-            routing_key,
-            properties,
-            body: data,
-        };
+    /// Delivers one message of `gate`'s route queue to the end: gate,
+    /// attempt, settle (or hold); errors are logged and counted here.
+    pub async fn deliver(
+        &self,
+        settler: &Settler,
+        gate: &RouteGate,
+        delivery: Delivery,
+        kind: AttemptKind,
+    ) {
+        let (acker, message) = split(delivery);
         match SluiceEvent::read(&message) {
             Ok(event) => {
                 let span = delivery_span(&event);
-                self.handle_event(settler, &acker, &message, &event)
+                span.record("route", gate.route());
+                self.attempt(settler, &acker, &message, &event, gate, kind)
                     .instrument(span)
                     .await;
             }
@@ -121,104 +133,88 @@ impl Dispatcher {
         }
     }
 
-    async fn handle_event(
+    async fn attempt(
         &self,
         settler: &Settler,
         acker: &Acker,
         message: &QueuedMessage,
         event: &SluiceEvent,
+        gate: &RouteGate,
+        kind: AttemptKind,
     ) {
-        // A route's copy was made after its original passed the check.
-        if event.route.is_none() && self.second_copy(event).await {
-            if let Err(e) = settler.ack(acker).await {
-                tracing::warn!(error = %e, "could not drop a second copy; RabbitMQ redelivers it");
-            }
-            return;
-        }
-        let subject = event.subject();
-        let route = match &event.route {
-            Some(name) => match self.routes.named(name) {
-                Some(route) if route.ordered.is_some() => {
-                    return self.to_partition(settler, acker, message, route).await;
-                }
-                Some(route) => route,
-                None => {
-                    let error = format!(
-                        "the message is for route `{name}` (its {} header), which the config \
-                         does not have; restore the route, then replay it",
-                        headers::ROUTE
-                    );
-                    return self.no_route(settler, acker, message, event, error).await;
-                }
-            },
-            None => {
-                let matching = self.routes.matching(&subject);
-                let fed_by_gateway = matching.iter().filter(|r| r.ordered.is_some()).count();
-                let unordered: Vec<&Route> = matching
-                    .into_iter()
-                    .filter(|route| route.ordered.is_none())
-                    .collect();
-                match unordered.as_slice() {
-                    // The gateway published the event to its ordered routes' partitions.
-                    [] if fed_by_gateway > 0 => return self.ack_fed(settler, acker).await,
-                    [] => {
-                        let error = format!("no route matches {subject}");
-                        return self.no_route(settler, acker, message, event, error).await;
-                    }
-                    [route] => *route,
-                    several => {
-                        return self.fan_out(settler, acker, message, several).await;
-                    }
-                }
+        let name = gate.route();
+        let Some(route) = self.routes.named(name) else {
+            // The lanes are built from this table: cannot happen.
+            let error = format!("route `{name}` has a queue but no config");
+            return self.no_route(settler, acker, message, event, error).await;
+        };
+        let admission = match kind {
+            AttemptKind::Ordinary => gate.before_attempt().await,
+            AttemptKind::Probe => {
+                gate.before_probe().await;
+                Admission::Attempt
             }
         };
-        Span::current().record("route", route.name.as_str());
+        if admission == Admission::Hold {
+            return self.hold(settler, acker, message, name).await;
+        }
         let started = Instant::now();
         let result = route.deliver(&self.client, event, &message.body).await;
-        self.metrics.observe_attempt(&route.name, started.elapsed());
+        self.metrics.observe_attempt(name, started.elapsed());
+        let after = match kind {
+            AttemptKind::Ordinary => gate.after_attempt(&result),
+            AttemptKind::Probe => gate.after_probe(&result),
+        };
+        if after == AfterAttempt::Hold {
+            return self.hold(settler, acker, message, name).await;
+        }
         let verdict = self.verdict(event, result);
-        self.settle(settler, acker, message, Some(event), &route.name, verdict)
+        self.settle(settler, acker, message, Some(event), name, verdict)
             .await;
     }
 
-    /// Acks an event only ordered routes take: the gateway published it to
-    /// their partition queues too, and their consumers deliver it.
-    async fn ack_fed(&self, settler: &Settler, acker: &Acker) {
-        match settler.ack(acker).await {
-            Ok(()) => tracing::debug!(
-                outcome = "ordered_only",
-                "event left to its ordered routes' partitions"
-            ),
-            Err(e) => tracing::warn!(error = %e, "could not ack; RabbitMQ redelivers it"),
-        }
-    }
-
-    /// Moves a message naming an ordered route (a replayed dead event) to
-    /// the route's partition its key digest picks, behind the events
-    /// queued there already; acks it once that copy is confirmed.
-    async fn to_partition(
+    /// Puts a route queue's message back at the tail of its queue, as it
+    /// was: no attempt counted, and RabbitMQ's delivery count starts again
+    /// (a nack would raise it, and enough opens of the breaker would then
+    /// dead-letter an event that was never attempted).
+    pub async fn hold(
         &self,
         settler: &Settler,
         acker: &Acker,
         message: &QueuedMessage,
-        route: &Route,
+        route: &str,
     ) {
-        let queue = crate::ordered::partition_of(settler.topology(), route, message);
+        let properties = copy_headers::for_route(&message.properties, route);
+        let queue = self.topology.route_queue(route);
         let wait = requeue_delay(&message.properties);
-        let properties = copy_headers::for_route(&message.properties, &route.name);
-        let destination = Destination::Partition(&queue);
-        let moved = settler.move_to(acker, destination, &message.body, properties, wait);
-        match moved.await {
-            Ok(()) => tracing::info!(
-                outcome = "to_partition",
-                route = %route.name,
-                "event for an ordered route put back in its partition"
-            ),
+        let destination = Destination::Queue(&queue);
+        match settler
+            .move_to(acker, destination, &message.body, properties, wait)
+            .await
+        {
+            Ok(()) => {
+                self.metrics.record_held(route);
+                tracing::debug!(
+                    outcome = "held",
+                    "the route's circuit breaker is open: the event waits in its queue"
+                );
+            }
             Err(error) => {
                 self.metrics.record_settle_failure();
-                tracing::warn!(error = %error, "could not move the event to its partition; RabbitMQ will deliver it again");
+                tracing::warn!(
+                    error = %error,
+                    outcome = "held",
+                    "could not put the event back in its route's queue; RabbitMQ will deliver it again"
+                );
             }
         }
+    }
+
+    /// [`Dispatcher::hold`] for a delivery taken but not handed to a task
+    /// (the consumer was cancelled when the breaker opened).
+    pub async fn hold_delivery(&self, settler: &Settler, route: &str, delivery: Delivery) {
+        let (acker, message) = split(delivery);
+        self.hold(settler, &acker, &message, route).await;
     }
 
     /// Dead-letters an event no configured route takes, as `no_route`.
@@ -240,73 +236,6 @@ impl Dispatcher {
         };
         self.settle(settler, acker, message, Some(event), NO_ROUTE, verdict)
             .await;
-    }
-
-    /// Puts one copy per route back on the work queue, each naming its
-    /// route, and acks the original once every copy is confirmed: from then
-    /// on each route's copy has its own attempts, retry tiers and dead record.
-    async fn fan_out(
-        &self,
-        settler: &Settler,
-        acker: &Acker,
-        message: &QueuedMessage,
-        routes: &[&Route],
-    ) {
-        let copies = routes
-            .iter()
-            .map(|route| copy_headers::for_route(&message.properties, &route.name))
-            .collect();
-        let wait = requeue_delay(&message.properties);
-        let moved = settler
-            .move_all(acker, Destination::WorkQueue, &message.body, copies, wait)
-            .await;
-        match moved {
-            Ok(()) => {
-                for route in routes {
-                    self.metrics.record_route_copy(&route.name);
-                }
-                tracing::info!(
-                    outcome = "fanned_out",
-                    routes = routes.len(),
-                    "event copied to each matching route"
-                );
-            }
-            Err(error) => {
-                self.metrics.record_settle_failure();
-                tracing::warn!(
-                    error = %error,
-                    outcome = "fanned_out",
-                    "could not copy the event to its routes; RabbitMQ will deliver it again"
-                );
-            }
-        }
-    }
-
-    /// Whether the message is a second copy of an event another copy of
-    /// which is delivered (asked before the first attempt only).
-    pub(crate) async fn second_copy(&self, event: &SluiceEvent) -> bool {
-        let Some(copy) = event.copy.as_deref().filter(|_| event.failed_before == 0) else {
-            return false;
-        };
-        let Some(copies) = &self.copies else {
-            return false;
-        };
-        match copies.check(event, copy).await {
-            Ok(Copy::Deliver) => false,
-            Ok(Copy::Duplicate) => {
-                self.metrics.record_duplicate_copy();
-                tracing::info!(
-                    outcome = "duplicate_copy",
-                    "a second copy of the event is dropped: another copy is delivered"
-                );
-                true
-            }
-            Err(e) => {
-                self.metrics.record_copy_check_error();
-                tracing::warn!(error = %e, "cannot check the event's copy of record; delivering it");
-                false
-            }
-        }
     }
 
     async fn dead_letter_malformed(
@@ -429,7 +358,7 @@ async fn carry_out(
             last,
         } => {
             let properties = copy_headers::for_retry(original, *attempts, last, now_ms);
-            let destination = Destination::RetryQueue(&tier.queue);
+            let destination = Destination::Queue(&tier.queue);
             let wait = requeue_delay(&message.properties);
             let moved = settler.move_to(acker, destination, &message.body, properties, wait);
             (Outcome::Retried, moved.await)
@@ -447,6 +376,23 @@ async fn carry_out(
             (Outcome::Dead, moved.await)
         }
     }
+}
+
+/// The acknowledgement handle and the message of a delivery.
+fn split(delivery: Delivery) -> (Acker, QueuedMessage) {
+    let Delivery {
+        acker,
+        routing_key,
+        properties,
+        data,
+        ..
+    } = delivery;
+    let message = QueuedMessage {
+        routing_key,
+        properties,
+        body: data,
+    };
+    (acker, message)
 }
 
 /// `<source>.<type>` (the original routing key of a message that came back

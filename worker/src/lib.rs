@@ -18,14 +18,16 @@
 //!   confirms, then acks the original.
 //!
 //! [`dlq`] holds the operator commands that inspect, export, replay and
-//! purge the dead queue (and their HTTP routes).
+//! purge the dead queue (and their HTTP routes); [`routes_cli`] shows each
+//! route's breaker, as the worker's [`route_status`] reports it.
 //!
-//! [`app`] builds and runs it all; [`metrics`], [`queue_depth`] and
-//! [`readiness`] are what it reports on the admin port; [`error`] is how it
-//! fails.
+//! [`app`] builds and runs it all; [`metrics`] (with [`route_metrics`]),
+//! [`queue_depth`] and [`readiness`] are what it reports on the admin port;
+//! [`error`] is how it fails.
 
 pub mod app;
 pub mod backoff;
+pub mod breaker;
 pub mod broker;
 pub mod consumer;
 pub mod copies;
@@ -42,7 +44,12 @@ pub mod ordered;
 pub mod queue_depth;
 pub mod readiness;
 pub mod retry;
+pub mod route_gate;
+pub mod route_lane;
+pub mod route_metrics;
+pub mod route_status;
 pub mod routes;
+pub mod routes_cli;
 pub mod settle;
 pub mod supervisor;
 

@@ -1,6 +1,6 @@
 //! `sluice-worker`: loads the config, starts logging, consumes until SIGTERM
 //! or Ctrl-C; or runs one operator command (`sluice-worker dlq ...`,
-//! `sluice-worker id-digest <id>...`).
+//! `sluice-worker routes`, `sluice-worker id-digest <id>...`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use sluice_shared::config::{Config, ConfigError, EXIT_BAD_CONFIG};
 use sluice_shared::id_digest::IdDigester;
 use sluice_worker::Worker;
 use sluice_worker::dlq::cli::{self as dlq, DlqArgs};
+use sluice_worker::routes_cli::{self, RoutesArgs};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -39,6 +40,9 @@ struct Args {
 enum Command {
     /// Inspect, export, replay and purge the dead-letter queue.
     Dlq(DlqArgs),
+    /// Each route's circuit breaker (closed, open, half-open), backlog and
+    /// last error, asked of the running worker.
+    Routes(RoutesArgs),
     /// Print the digest log lines carry for each event id, one a line, to
     /// find an event's lines (needs `telemetry.id_digest_key`).
     IdDigest {
@@ -83,6 +87,10 @@ async fn run(config: Config, command: Option<Command>) -> ExitCode {
     match command {
         Some(Command::Dlq(command)) => {
             let code = dlq::run(&config, command).await;
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        Some(Command::Routes(args)) => {
+            let code = routes_cli::run(&config, args).await;
             return ExitCode::from(u8::try_from(code).unwrap_or(1));
         }
         // Answered before logging started; here only for completeness.

@@ -13,7 +13,9 @@ use prometheus::{
     Registry,
 };
 
+use crate::breaker::BreakerState;
 use crate::retry::DeadReason;
+use crate::route_metrics::RouteMetrics;
 
 /// The `route` label of an event that has no route (malformed or unrouted).
 pub const NO_ROUTE: &str = "none";
@@ -80,12 +82,16 @@ pub struct WorkerMetrics {
     ordered_waiting: IntGaugeVec,
     /// Ordered routes: partitions handed back to the queue at the hold limit.
     ordered_handbacks: IntCounterVec,
+    /// Breakers, holds and rate-limit waits, by route.
+    routes: RouteMetrics,
 }
 
 impl WorkerMetrics {
     /// Registers every metric, with zeroed series for each route and outcome
     /// so dashboards and alerts see them before the first event.
-    pub fn new<'a>(routes: impl Iterator<Item = &'a str>) -> Result<Self, prometheus::Error> {
+    pub fn new<'a>(
+        routes: impl Iterator<Item = &'a str> + Clone,
+    ) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let deliveries = IntCounterVec::new(
             Opts::new(
@@ -152,8 +158,9 @@ impl WorkerMetrics {
         let route_copies = IntCounterVec::new(
             Opts::new(
                 "sluice_worker_route_copies_total",
-                "Copies of events several routes take, one per route, put back on the work \
-                 queue for that route alone; each is then counted in deliveries_total.",
+                "Copies of events the router put in a route's queue, one per matching route; \
+                 each is then counted in deliveries_total. A retry or replay that comes back \
+                 naming its route is not counted again.",
             ),
             &["route"],
         )?;
@@ -191,6 +198,7 @@ impl WorkerMetrics {
         registry.register(Box::new(broker_connected.clone()))?;
         registry.register(Box::new(settle_failures.clone()))?;
         sluice_shared::admin::register_build_info(&registry, "worker")?;
+        let route_series = RouteMetrics::register(&registry, routes.clone())?;
         for route in routes.chain([NO_ROUTE]) {
             for outcome in Outcome::ALL {
                 deliveries.with_label_values(&[route, outcome.as_str()]);
@@ -221,6 +229,7 @@ impl WorkerMetrics {
             dead_lettering_verified,
             ordered_waiting,
             ordered_handbacks,
+            routes: route_series,
         })
     }
 
@@ -291,6 +300,23 @@ impl WorkerMetrics {
         self.copy_check_errors.inc();
     }
 
+    pub fn set_breaker_state(&self, route: &str, state: BreakerState) {
+        self.routes.set_breaker_state(route, state);
+    }
+
+    pub fn record_breaker_open(&self, route: &str) {
+        self.routes.record_breaker_open(route);
+    }
+
+    /// An event put back in its route's queue unattempted (breaker open).
+    pub fn record_held(&self, route: &str) {
+        self.routes.record_held(route);
+    }
+
+    pub fn record_rate_wait(&self, route: &str, waited: Duration) {
+        self.routes.record_rate_wait(route, waited);
+    }
+
     pub fn set_dead_lettering_verified(&self, verified: bool) {
         self.dead_lettering_verified.set(i64::from(verified));
     }
@@ -341,6 +367,31 @@ mod tests {
         assert!(
             !text.contains(r#"sluice_worker_route_copies_total{route="none"}"#),
             "no route makes no route copy"
+        );
+        assert!(text.contains(r#"sluice_worker_route_breaker_state{route="crm"} 0"#));
+        assert!(text.contains(r#"sluice_worker_route_held_total{route="crm"} 0"#));
+        assert!(text.contains(r#"sluice_worker_route_rate_limited_total{route="crm"} 0"#));
+    }
+
+    #[test]
+    fn breaker_states_holds_and_rate_waits_count_per_route() {
+        let metrics = WorkerMetrics::new(["crm", "audit"].into_iter()).unwrap();
+        metrics.set_breaker_state("crm", BreakerState::Open);
+        metrics.set_breaker_state("audit", BreakerState::HalfOpen);
+        metrics.record_breaker_open("crm");
+        metrics.record_held("crm");
+        metrics.record_held("crm");
+        metrics.record_rate_wait("audit", Duration::from_millis(250));
+        let text = render(&metrics);
+        assert!(text.contains(r#"sluice_worker_route_breaker_state{route="crm"} 2"#));
+        assert!(text.contains(r#"sluice_worker_route_breaker_state{route="audit"} 1"#));
+        assert!(text.contains(r#"sluice_worker_route_breaker_opened_total{route="crm"} 1"#));
+        assert!(text.contains(r#"sluice_worker_route_held_total{route="crm"} 2"#));
+        assert!(text.contains(r#"sluice_worker_route_rate_limited_total{route="audit"} 1"#));
+        assert!(
+            text.contains(
+                r#"sluice_worker_route_rate_limit_wait_seconds_total{route="audit"} 0.25"#
+            )
         );
     }
 

@@ -1,9 +1,10 @@
 //! Queue depths from the broker, into `sluice_worker_queue_depth{queue}`.
 //!
 //! Every `worker.queue_depth_interval` the poller asks RabbitMQ how many
-//! messages are ready in the work queue, each retry tier and the dead queue,
-//! with a passive `queue.declare` (it creates nothing and changes nothing).
-//! The `queue` label is the queue's name without the prefix: `work`,
+//! messages are ready in the work queue, each route's queue (the route's
+//! backlog), each retry tier and the dead queue, with a passive
+//! `queue.declare` (it creates nothing and changes nothing). The `queue`
+//! label is the queue's name without the prefix: `work`, `route.<name>`,
 //! `retry.<delay>` (e.g. `retry.5s`), `dead`; bounded by the config.
 //!
 //! It uses a connection of its own, so a slow or failed poll never touches
@@ -57,7 +58,7 @@ impl QueueDepthPoller {
         let depth = IntGaugeVec::new(
             Opts::new(
                 "sluice_worker_queue_depth",
-                "Messages ready in a Sluice queue (work, retry.<delay>, dead), as RabbitMQ last reported.",
+                "Messages ready in a Sluice queue (work, route.<name>, retry.<delay>, dead), as RabbitMQ last reported.",
             ),
             &["queue"],
         )?;
@@ -159,9 +160,16 @@ impl QueueDepthPoller {
     }
 }
 
-/// `work`, `retry.<delay>` for each tier, `dead`, each with its queue's name.
+/// `work`, `route.<name>` for each route, `retry.<delay>` for each tier,
+/// `dead`, each with its queue's name.
 fn labelled_queues(topology: &Topology) -> Vec<(String, String)> {
     let mut queues = vec![("work".to_owned(), topology.work_queue())];
+    queues.extend(
+        topology
+            .route_queues()
+            .into_iter()
+            .map(|(route, queue)| (format!("route.{route}"), queue)),
+    );
     queues.extend(
         topology
             .retry_tiers()
@@ -184,7 +192,8 @@ mod tests {
             retry_delays: RetryDelays::new(vec![Duration::from_secs(1), Duration::from_secs(120)])
                 .expect("growing"),
             ..AmqpConfig::default()
-        });
+        })
+        .with_route_queues(["crm"]);
         let labels: Vec<_> = labelled_queues(&topology)
             .into_iter()
             .map(|(label, queue)| format!("{label}={queue}"))
@@ -193,6 +202,7 @@ mod tests {
             labels,
             [
                 "work=t1.work",
+                "route.crm=t1.route.crm",
                 "retry.1s=t1.retry.1s",
                 "retry.2m=t1.retry.2m",
                 "dead=t1.dead"

@@ -94,8 +94,13 @@ impl RouteTable {
         self.routes.iter().find(|route| route.name == name)
     }
 
+    /// Every route, in config order.
+    pub fn all(&self) -> &[Route] {
+        &self.routes
+    }
+
     /// Route names in order, for pre-registering metric series.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
+    pub fn names(&self) -> impl Iterator<Item = &str> + Clone {
         self.routes.iter().map(|route| route.name.as_str())
     }
 }

@@ -1,8 +1,9 @@
 //! Settling a message: acknowledge it only once its next home has it.
 //!
-//! Delivered: ack. To retry or to the dead queue, or fanned out to several
-//! routes (one copy per route, back to the work queue): publish the copies
-//! with publisher confirms, and ack the original only once every copy got a
+//! Delivered: ack. To retry or to the dead queue, routed (one copy per
+//! matching route, into each route's queue), or held back in its route's
+//! queue while the route's breaker is open: publish the copies with
+//! publisher confirms, and ack the original only once every copy got a
 //! plain `Ack(None)`.
 //! Anything else (a nack, a returned message, an error, a timeout) nacks the
 //! original with requeue, so the message is handled again, never lost; a
@@ -77,14 +78,8 @@ pub enum SettleError {
 /// Where a copy goes.
 #[derive(Debug, Clone, Copy)]
 pub enum Destination<'a> {
-    /// The work queue, through the default exchange: a route's copy of an
-    /// event several routes take.
-    WorkQueue,
-    /// A retry tier's queue, through the default exchange.
-    RetryQueue(&'a str),
-    /// An ordered route's partition queue, through the default exchange: a
-    /// replayed event of that route goes back to its key's partition.
-    Partition(&'a str),
+    /// A queue, through the default exchange: a route's queue or a retry tier.
+    Queue(&'a str),
     /// The dead exchange, with this routing key.
     Dead(&'a ShortString),
 }
@@ -161,23 +156,23 @@ impl Settler {
         properties: BasicProperties,
         requeue_after: Duration,
     ) -> Result<(), SettleError> {
-        self.move_all(acker, destination, body, vec![properties], requeue_after)
+        self.move_all(acker, body, vec![(destination, properties)], requeue_after)
             .await
     }
 
-    /// Publishes one copy of `body` per entry of `copies` to `destination`,
-    /// together; acks the original once every copy is confirmed, else
-    /// requeues it after `requeue_after` (the copies that were stored stay:
-    /// the next round publishes them again, a duplicate at worst).
+    /// Publishes one copy of `body` per entry of `copies`, each to its
+    /// destination, together; acks the original once every copy is
+    /// confirmed, else requeues it after `requeue_after` (the copies that
+    /// were stored stay: the next round publishes them again, a duplicate at
+    /// worst).
     pub async fn move_all(
         &self,
         acker: &Acker,
-        destination: Destination<'_>,
         body: &[u8],
-        copies: Vec<BasicProperties>,
+        copies: Vec<(Destination<'_>, BasicProperties)>,
         requeue_after: Duration,
     ) -> Result<(), SettleError> {
-        match self.publish_confirmed(destination, body, copies).await {
+        match self.publish_confirmed(body, copies).await {
             Ok(()) => self.ack(acker).await,
             Err(e) => {
                 self.requeue(acker, requeue_after).await;
@@ -191,26 +186,31 @@ impl Settler {
     /// (a requeued message would go to the tail, behind later events).
     pub async fn publish_confirmed(
         &self,
-        destination: Destination<'_>,
         body: &[u8],
-        copies: Vec<BasicProperties>,
+        copies: Vec<(Destination<'_>, BasicProperties)>,
     ) -> Result<(), SettleError> {
-        let (exchange, routing_key, target) = self.address(destination)?;
         let wanted = copies.len();
-        let copies = copies
-            .into_iter()
-            .map(|properties| Outgoing {
-                exchange: exchange.clone(),
-                routing_key: routing_key.clone(),
+        let mut targets = Vec::with_capacity(wanted);
+        let mut outgoing = Vec::with_capacity(wanted);
+        for (destination, properties) in copies {
+            let (exchange, routing_key, target) = self.address(destination)?;
+            targets.push(target);
+            outgoing.push(Outgoing {
+                exchange,
+                routing_key,
                 body: body.to_vec(),
                 properties,
-            })
-            .collect();
-        let outcome = self.copies.publish(copies, Some(BROKER_LIMIT)).await;
+            });
+        }
+        let outcome = self.copies.publish(outgoing, Some(BROKER_LIMIT)).await;
         if outcome.len() < wanted {
             return Err(SettleError::Timeout(BROKER_LIMIT));
         }
-        let Some(source) = outcome.into_iter().find_map(Result::err) else {
+        let Some((target, source)) = targets
+            .into_iter()
+            .zip(outcome)
+            .find_map(|(target, result)| result.err().map(|e| (target, e)))
+        else {
             return Ok(());
         };
         if source.is_broken_link() && !self.copies.connection().status().connected() {
@@ -223,7 +223,8 @@ impl Settler {
     }
 
     /// Declares the topology again (at most once a second) after a copy
-    /// came back: it restores a retry tier or dead queue deleted by hand, so
+    /// came back: it restores a retry tier, route queue or dead queue
+    /// deleted by hand, so
     /// the requeued original's next copy is routed.
     async fn redeclare(&self) {
         {
@@ -252,16 +253,7 @@ impl Settler {
         destination: Destination<'_>,
     ) -> Result<(ShortString, ShortString, String), SettleError> {
         Ok(match destination {
-            Destination::WorkQueue => {
-                let queue = self.topology.work_queue();
-                (
-                    ShortString::default(),
-                    ShortString::try_new(queue.as_str())
-                        .map_err(|_| SettleError::Name(queue.clone()))?,
-                    format!("queue {queue}"),
-                )
-            }
-            Destination::RetryQueue(queue) | Destination::Partition(queue) => (
+            Destination::Queue(queue) => (
                 // The default exchange routes to the queue named by the key.
                 ShortString::default(),
                 ShortString::try_new(queue).map_err(|_| SettleError::Name(queue.into()))?,

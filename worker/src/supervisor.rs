@@ -1,21 +1,23 @@
 //! Keeps the worker consuming: connect, consume, and after a lost
 //! connection wait (250 ms doubling to 5 s), reconnect, re-declare, resume.
 //!
-//! Owns what outlives a session: the delivery tasks (a message's task may
-//! still be running when its connection drops) and the concurrency permits.
-//! At shutdown [`Supervisor::drain`] gives those tasks the grace period, then
-//! abandons the rest; the broker redelivers their unacked messages.
+//! A session runs every [`Lane`] at once (the router and one per route);
+//! when one lane loses the session, the others stop and all reconnect
+//! together. The lanes own what outlives a session: the delivery tasks (a
+//! message's task may still be running when its connection drops) and the
+//! concurrency permits. At shutdown [`Supervisor::drain`] gives those tasks
+//! the grace period, then abandons the rest; the broker redelivers their
+//! unacked messages.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::ReconnectBackoff;
 use crate::broker::{BrokerSettings, Session, SessionError};
-use crate::consumer::{self, ConsumeContext, SessionEnd};
+use crate::consumer::{Lane, SessionContext, SessionEnd};
 use crate::dispatch::Dispatcher;
 use crate::ordered::{OrderedConsumers, OrderedSettings};
 use crate::readiness::BrokerStatus;
@@ -23,11 +25,10 @@ use crate::readiness::BrokerStatus;
 /// The reconnecting consumer.
 pub struct Supervisor {
     pub settings: BrokerSettings,
-    pub prefetch: u16,
     pub dispatcher: Arc<Dispatcher>,
     pub status: BrokerStatus,
-    pub permits: Arc<Semaphore>,
-    pub tasks: JoinSet<()>,
+    /// The router first, then one lane per route.
+    pub lanes: Vec<Lane>,
     pub backoff: ReconnectBackoff,
     /// The ordered routes' partition consumers' settings.
     pub ordered: Arc<OrderedSettings>,
@@ -44,7 +45,6 @@ impl Supervisor {
         mut session: Option<Session>,
         shutdown: &CancellationToken,
     ) -> Result<Option<Arc<Session>>, SessionError> {
-        let queue = self.settings.topology.work_queue();
         loop {
             let current = match session.take() {
                 Some(session) => Arc::new(session),
@@ -61,16 +61,7 @@ impl Supervisor {
                 &self.ordered,
                 shutdown.child_token(),
             );
-            let ctx = ConsumeContext {
-                queue: &queue,
-                prefetch: self.prefetch,
-                dispatcher: &self.dispatcher,
-                permits: &self.permits,
-                tasks: &mut self.tasks,
-                status: &self.status,
-                shutdown,
-            };
-            let end = consumer::consume(&current, ctx).await;
+            let end = self.run_lanes(&current, shutdown).await;
             ordered.stop(self.grace).await;
             match end {
                 SessionEnd::Stopped => return Ok(Some(current)),
@@ -87,6 +78,40 @@ impl Supervisor {
                 return Ok(None);
             }
         }
+    }
+
+    /// Runs every lane on `session` until shutdown (`Stopped`) or until one
+    /// of them loses it, which stops the others (`Lost`, with its reason).
+    async fn run_lanes(
+        &mut self,
+        session: &Arc<Session>,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
+        let stop = shutdown.child_token();
+        let ctx = SessionContext {
+            session,
+            dispatcher: &self.dispatcher,
+            status: &self.status,
+            stop: &stop,
+        };
+        let ends = join_all(self.lanes.iter_mut().map(|lane| {
+            let ctx = &ctx;
+            async move {
+                let end = lane.run(ctx).await;
+                if let SessionEnd::Lost(reason) = &end {
+                    tracing::debug!(queue = %lane.queue, reason = %reason, "a consumer lost the session");
+                    ctx.stop.cancel();
+                }
+                end
+            }
+        }))
+        .await;
+        if shutdown.is_cancelled() {
+            return SessionEnd::Stopped;
+        }
+        ends.into_iter()
+            .find(|end| matches!(end, SessionEnd::Lost(_)))
+            .unwrap_or_else(|| SessionEnd::Lost("the consumers stopped".into()))
     }
 
     /// Tries to open a session until one opens (`Some`) or `shutdown` (`None`).
@@ -132,23 +157,25 @@ impl Supervisor {
         }
     }
 
-    /// Waits up to `grace` for delivery tasks, then aborts what is left.
+    /// Waits up to `grace` for every lane's tasks, then aborts what is left.
     pub async fn drain(&mut self, grace: Duration) {
-        let in_flight = self.tasks.len();
+        let in_flight: usize = self.lanes.iter().map(|lane| lane.tasks.len()).sum();
         if in_flight > 0 {
             tracing::info!(in_flight, grace = %humantime::format_duration(grace), "waiting for in-flight deliveries");
         }
-        let all_done = async {
-            while let Some(joined) = self.tasks.join_next().await {
-                consumer::report(joined);
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut abandoned = 0;
+        for lane in &mut self.lanes {
+            if !lane.drain_until(deadline).await {
+                abandoned += lane.tasks.len();
+                lane.tasks.shutdown().await;
             }
-        };
-        if tokio::time::timeout(grace, all_done).await.is_err() {
+        }
+        if abandoned > 0 {
             tracing::warn!(
-                abandoned = self.tasks.len(),
+                abandoned,
                 "shutdown grace is over; abandoning in-flight deliveries (RabbitMQ redelivers them)"
             );
-            self.tasks.shutdown().await;
         }
     }
 }

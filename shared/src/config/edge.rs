@@ -83,14 +83,16 @@ fn default_reload_interval() -> Duration {
 #[serde(transparent)]
 pub struct TrustedProxies(pub Vec<IpNet>);
 
-/// `rate_limit = { per_second = 100, burst = 200 }` on a source.
+/// `rate_limit = { per_second = 100, burst = 200 }` on a source, `rate =
+/// { per_second = 50, burst = 10 }` on a route.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Events accepted per second, on average.
+    /// Events accepted (a source) or delivery attempts (a route) per
+    /// second, on average.
     pub per_second: f64,
-    /// Events that may arrive at once above the average (one Meta batch
-    /// holds up to 1,000).
+    /// How many may come at once above the average (one Meta batch holds
+    /// up to 1,000 events).
     pub burst: u32,
 }
 
@@ -124,19 +126,18 @@ pub(super) fn validate_limits(limits: &LimitsConfig) -> Result<(), ConfigError> 
     Ok(())
 }
 
-pub(super) fn validate_rate_limit(
-    source: &str,
-    limit: &RateLimitConfig,
-) -> Result<(), ConfigError> {
+/// Checks a rate limit written at `key` (`sources.<name>.rate_limit`,
+/// `routes[0] (crm).rate`).
+pub(super) fn validate_rate_limit(key: &str, limit: &RateLimitConfig) -> Result<(), ConfigError> {
     if !(limit.per_second.is_finite() && limit.per_second >= 0.001) {
         return Err(ConfigError::invalid(
-            format!("sources.{source}.rate_limit.per_second"),
-            "must be a number of events per second, at least 0.001",
+            format!("{key}.per_second"),
+            "must be a number per second, at least 0.001",
         ));
     }
     if limit.burst == 0 {
         return Err(ConfigError::invalid(
-            format!("sources.{source}.rate_limit.burst"),
+            format!("{key}.burst"),
             "must be at least 1",
         ));
     }

@@ -103,7 +103,7 @@ impl ConfigFile {
             .routes
             .into_iter()
             .enumerate()
-            .map(|(index, route)| route.into_config(index))
+            .map(|(index, route)| route.into_config(index, self.worker.concurrency))
             .collect::<Result<_, _>>()?;
         // A route's copy of an event names its route (`x-sluice-route`):
         // two routes of one name could not be told apart.

@@ -41,7 +41,7 @@ pub use durations::{RetryDelays, RetryDelaysError};
 pub use edge::{LimitsConfig, PARSER_HEAD_LIMIT, RateLimitConfig, TlsConfig, TrustedProxies};
 pub use error::ConfigError;
 pub use gateway::{FAN_OUT_BYTES_PER_BODY_BYTE, GatewayConfig, RedisErrorPolicy};
-pub use route::{HandlerKind, HttpRoute, RouteConfig, RouteHandler};
+pub use route::{BreakerConfig, HandlerKind, HttpRoute, RouteConfig, RouteHandler};
 pub use secrets::ConfigSecret;
 pub use source::{
     ChallengeConfig, DigestEncoding, ExtractorKind, HmacScheme, SchemeKind, SourceConfig,

@@ -1,11 +1,13 @@
 //! `[[routes]]`: where the worker delivers events, read from the file's form
-//! into a [`RouteConfig`] whose handler holds what it needs, parsed.
+//! into a [`RouteConfig`] whose handler holds what it needs, parsed, with
+//! its limits (`concurrency`, `rate`) and its circuit breaker.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
 
+use super::edge::{RateLimitConfig, validate_rate_limit};
 use super::secrets::ConfigSecret;
 use super::{ConfigError, is_name};
 use crate::glob::Glob;
@@ -31,6 +33,68 @@ pub struct RouteConfig {
     /// the gateway accepted them, through partition queues the gateway
     /// feeds ([`crate::ordering`]). None: any order, through the work queue.
     pub ordered: Option<OrderedBy>,
+    /// Deliveries to this route running at once in one worker (and the
+    /// prefetch of its queue's consumer): `concurrency`, else `worker.concurrency`.
+    pub concurrency: u16,
+    /// Delivery attempts per second, with a burst; none: no limit.
+    pub rate: Option<RateLimitConfig>,
+    /// When to stop sending to the route and hold its events.
+    pub breaker: BreakerConfig,
+}
+
+/// `[routes.breaker]`: after `failures` unhealthy failures in a row the
+/// worker stops sending to the route (its events wait in the route's
+/// queue, attempts untouched), then probes it with one delivery after
+/// `probe_after`, doubling up to `probe_max` while the probes fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Off: every event is attempted whatever the route answers.
+    pub enabled: bool,
+    /// Unhealthy failures in a row (a timeout, a connection error, 408,
+    /// 425, 429, 5xx) that open the breaker; any other answer resets the count.
+    pub failures: u32,
+    /// The first wait before a probe.
+    #[serde(with = "humantime_serde")]
+    pub probe_after: Duration,
+    /// The longest wait between probes.
+    #[serde(with = "humantime_serde")]
+    pub probe_max: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failures: 5,
+            probe_after: Duration::from_secs(5),
+            probe_max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl BreakerConfig {
+    fn validate(&self, key: impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        if self.failures == 0 {
+            return Err(ConfigError::invalid(
+                key("breaker.failures"),
+                "must be at least 1 (to never open the breaker, set breaker.enabled = false)",
+            ));
+        }
+        if self.probe_after.is_zero() {
+            return Err(ConfigError::invalid(
+                key("breaker.probe_after"),
+                "must be above 0, e.g. \"5s\"",
+            ));
+        }
+        if self.probe_max < self.probe_after {
+            return Err(ConfigError::invalid(
+                key("breaker.probe_max"),
+                "must be at least breaker.probe_after: the wait between probes grows from one to the other",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What delivering means, with what it needs.
@@ -84,6 +148,12 @@ pub(super) struct RouteFile {
     partitions: Option<u16>,
     #[serde(default)]
     partition_prefetch: Option<u16>,
+    #[serde(default)]
+    concurrency: Option<usize>,
+    #[serde(default)]
+    rate: Option<RateLimitConfig>,
+    #[serde(default)]
+    breaker: Option<BreakerConfig>,
 }
 
 /// `ordered_by`: one JSON pointer, or several tried in turn.
@@ -99,8 +169,13 @@ fn default_delivery_timeout() -> Duration {
 }
 
 impl RouteFile {
-    /// Checks the route at `index` and gives its handler what it needs.
-    pub(super) fn into_config(mut self, index: usize) -> Result<RouteConfig, ConfigError> {
+    /// Checks the route at `index` and gives its handler what it needs;
+    /// `concurrency` unset is `default_concurrency` (`worker.concurrency`).
+    pub(super) fn into_config(
+        mut self,
+        index: usize,
+        default_concurrency: usize,
+    ) -> Result<RouteConfig, ConfigError> {
         let key = |field: &str| format!("routes[{index}] ({}).{field}", self.name);
         if !is_name(&self.name, "") {
             return Err(ConfigError::invalid(
@@ -165,6 +240,44 @@ impl RouteFile {
             self.partition_prefetch,
             &key,
         )?;
+        if ordered.is_some() {
+            // The partition consumers hold a key's events in place; the
+            // route queues' gate (limits, breaker) is not theirs.
+            let limits = [
+                ("concurrency", self.concurrency.is_some()),
+                ("rate", self.rate.is_some()),
+                ("breaker", self.breaker.is_some()),
+            ];
+            if let Some((name, _)) = limits.iter().find(|(_, given)| *given) {
+                return Err(ConfigError::invalid(
+                    key(name),
+                    "is not available on an ordered route (one with ordered_by): its partitions \
+                     deliver one event per key at a time, retrying in place; bound it with \
+                     partition_prefetch, or remove ordered_by",
+                ));
+            }
+        }
+        let breaker = self.breaker.unwrap_or_default();
+        let concurrency = self.concurrency.unwrap_or(default_concurrency);
+        // It is also the prefetch of the route's consumer, an AMQP u16.
+        let concurrency = u16::try_from(concurrency)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                let source = if self.concurrency.is_some() {
+                    "concurrency"
+                } else {
+                    "concurrency (from worker.concurrency)"
+                };
+                ConfigError::invalid(
+                    key(source),
+                    "must be from 1 to 65535: deliveries to this route at once, and its queue's prefetch",
+                )
+            })?;
+        if let Some(rate) = &self.rate {
+            validate_rate_limit(&key("rate"), rate)?;
+        }
+        breaker.validate(key)?;
         Ok(RouteConfig {
             name: self.name,
             patterns: self.patterns.iter().map(|p| Glob::new(p)).collect(),
@@ -172,6 +285,9 @@ impl RouteFile {
             timeout: self.timeout,
             exclusive: self.exclusive,
             ordered,
+            concurrency,
+            rate: self.rate,
+            breaker,
         })
     }
 }
@@ -411,5 +527,95 @@ mod tests {
             assert!(error.contains(key), "{extra}: {error}");
             assert!(error.contains("handler = \"http\""), "{extra}: {error}");
         }
+    }
+
+    #[test]
+    fn limits_default_to_the_worker_s_concurrency_no_rate_and_a_breaker_on() {
+        let text = format!("[worker]\nconcurrency = 7\n{}", route("handler = \"log\""));
+        let config = Config::from_toml(&text).expect("loads");
+        let route = &config.routes[0];
+        assert_eq!(route.concurrency, 7);
+        assert_eq!(route.rate, None);
+        assert_eq!(route.breaker, super::BreakerConfig::default());
+        assert!(route.breaker.enabled);
+        assert_eq!(route.breaker.failures, 5);
+    }
+
+    #[test]
+    fn an_ordered_route_refuses_the_route_queues_limits() {
+        for extra in [
+            "concurrency = 2",
+            "rate = { per_second = 5, burst = 1 }",
+            "[routes.breaker]\nfailures = 2",
+        ] {
+            let toml = format!(
+                "[[routes]]\nname = \"crm\"\nmatch = [\"*\"]\nhandler = \"log\"\nordered_by = \"/k\"\n{extra}"
+            );
+            let refused = crate::config::Config::from_toml(&toml).expect_err("refused");
+            assert!(
+                refused
+                    .to_string()
+                    .contains("not available on an ordered route"),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_route_s_own_limits_and_breaker_are_read() {
+        let text = route(
+            "handler = \"log\"\nconcurrency = 3\nrate = { per_second = 2.5, burst = 4 }\n\
+             [routes.breaker]\nfailures = 2\nprobe_after = \"1s\"\nprobe_max = \"1m\"",
+        );
+        let config = Config::from_toml(&text).expect("loads");
+        let route = &config.routes[0];
+        assert_eq!(route.concurrency, 3);
+        let rate = route.rate.expect("a rate");
+        assert_eq!((rate.per_second, rate.burst), (2.5, 4));
+        assert_eq!(route.breaker.failures, 2);
+        assert_eq!(route.breaker.probe_after, std::time::Duration::from_secs(1));
+        assert_eq!(route.breaker.probe_max, std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_limits_and_breaker_settings_are_refused_naming_the_key() {
+        for (extra, key) in [
+            ("concurrency = 0", "routes[0] (crm).concurrency"),
+            ("concurrency = 70000", "routes[0] (crm).concurrency"),
+            (
+                "rate = { per_second = 0, burst = 1 }",
+                "routes[0] (crm).rate.per_second",
+            ),
+            (
+                "rate = { per_second = 1, burst = 0 }",
+                "routes[0] (crm).rate.burst",
+            ),
+            (
+                "[routes.breaker]\nfailures = 0",
+                "routes[0] (crm).breaker.failures",
+            ),
+            (
+                "[routes.breaker]\nprobe_after = \"0s\"",
+                "routes[0] (crm).breaker.probe_after",
+            ),
+            (
+                "[routes.breaker]\nprobe_after = \"1m\"\nprobe_max = \"5s\"",
+                "routes[0] (crm).breaker.probe_max",
+            ),
+            ("[routes.breaker]\nfailure = 3", "failure"),
+        ] {
+            let text = route(&format!("handler = \"log\"\n{extra}"));
+            let error = Config::from_toml(&text).expect_err(extra).to_string();
+            assert!(error.contains(key), "{extra}: {error}");
+        }
+        let text = format!(
+            "[worker]\nconcurrency = 70000\n{}",
+            route("handler = \"log\"")
+        );
+        let error = Config::from_toml(&text).expect_err("too many").to_string();
+        assert!(
+            error.contains("routes[0] (crm).concurrency (from worker.concurrency)"),
+            "{error}"
+        );
     }
 }

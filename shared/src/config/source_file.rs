@@ -140,7 +140,7 @@ impl SourceFile {
             }
         }
         if let Some(limit) = &self.rate_limit {
-            validate_rate_limit(name, limit)?;
+            validate_rate_limit(&format!("sources.{name}.rate_limit"), limit)?;
         }
         if self.dedup_ttl < Duration::from_secs(1) {
             return Err(ConfigError::invalid(

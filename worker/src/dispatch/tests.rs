@@ -17,6 +17,7 @@ fn dispatcher(delays: &[u64]) -> Dispatcher {
         WorkerMetrics::new(std::iter::empty()).unwrap(),
         crate::copies::CopyCheck::new(&sluice_shared::config::Config::from_toml("").unwrap())
             .unwrap(),
+        Topology::new(&sluice_shared::config::AmqpConfig::default()),
     )
 }
 

@@ -308,8 +308,8 @@ impl InPlace {
         let settler = self.session.settler();
         let mut wait = DEAD_COPY_FIRST;
         loop {
-            let copy = vec![properties.clone()];
-            let published = settler.publish_confirmed(Destination::Dead(&key), &message.body, copy);
+            let copy = vec![(Destination::Dead(&key), properties.clone())];
+            let published = settler.publish_confirmed(&message.body, copy);
             match published.await {
                 Ok(()) => break,
                 Err(error) => {

@@ -132,7 +132,7 @@ impl Partition {
         let prefetch = self.prefetch();
         let consumed = self
             .session
-            .consume_on(channel, &self.queue, prefetch, &tag);
+            .start_consuming(channel, &self.queue, prefetch, &tag);
         let mut consumer = match consumed.await {
             Ok(consumer) => consumer,
             Err(error) => return (End::Lost(error.to_string()), None),
