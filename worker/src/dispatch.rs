@@ -379,7 +379,7 @@ async fn carry_out(
 }
 
 /// The acknowledgement handle and the message of a delivery.
-fn split(delivery: Delivery) -> (Acker, QueuedMessage) {
+pub(crate) fn split(delivery: Delivery) -> (Acker, QueuedMessage) {
     let Delivery {
         acker,
         routing_key,

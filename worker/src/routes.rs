@@ -196,39 +196,6 @@ mod tests {
     }
 
     #[test]
-    fn an_exclusive_match_ends_the_search_and_earlier_matches_keep_their_copy() {
-        let routes = table(
-            r#"
-            [[routes]]
-            name = "audit"
-            match = ["*"]
-            handler = "log"
-
-            [[routes]]
-            name = "payments"
-            match = ["stripe.*"]
-            handler = "log"
-            exclusive = true
-
-            [[routes]]
-            name = "everything-else"
-            match = ["*"]
-            handler = "log"
-        "#,
-        )
-        .unwrap();
-        assert_eq!(
-            names(&routes, "stripe.charge.succeeded"),
-            ["audit", "payments"]
-        );
-        assert_eq!(
-            names(&routes, "whatzme.messages.upsert"),
-            ["audit", "everything-else"],
-            "an exclusive route that does not match changes nothing"
-        );
-    }
-
-    #[test]
     fn every_route_exclusive_is_the_old_first_match_wins() {
         let routes =
             table(&TWO_ROUTES.replace("handler = \"log\"", "handler = \"log\"\nexclusive = true"))

@@ -105,18 +105,7 @@ impl InPlace {
     /// Delivers the message, retrying in place, until it is settled or the
     /// partition is handed back.
     pub async fn deliver(self, delivery: Delivery) {
-        let Delivery {
-            acker,
-            routing_key,
-            properties,
-            data,
-            ..
-        } = delivery;
-        let message = QueuedMessage {
-            routing_key,
-            properties,
-            body: data,
-        };
+        let (acker, message) = crate::dispatch::split(delivery);
         let Some(route) = self.dispatcher.routes().named(&self.route) else {
             return;
         };
