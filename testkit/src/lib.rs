@@ -127,12 +127,19 @@ dedup_ttl = "1h"
         Config::from_toml(&self.config_toml(extra)).expect("the test config is valid")
     }
 
-    /// An `http` route to `url` matching everything.
-    pub fn http_route(&self, url: &str) -> String {
+    /// An `http` route named `name` over `patterns` (a TOML array) to
+    /// `url`, signed with the test's route secret, with `extra` TOML (its
+    /// timeout, limits, `exclusive`...).
+    pub fn route(&self, name: &str, patterns: &str, url: &str, extra: &str) -> String {
         format!(
-            "[[routes]]\nname = \"downstream\"\nmatch = [\"*\"]\nhandler = \"http\"\nurl = \"{url}\"\nsecret = \"file:{}\"\ntimeout = \"2s\"\n",
+            "[[routes]]\nname = \"{name}\"\nmatch = {patterns}\nhandler = \"http\"\nurl = \"{url}\"\nsecret = \"file:{}\"\n{extra}\n",
             self.secret_path("route.secret").display()
         )
+    }
+
+    /// An `http` route to `url` matching everything.
+    pub fn http_route(&self, url: &str) -> String {
+        self.route("downstream", r#"["*"]"#, url, r#"timeout = "2s""#)
     }
 
     /// This test's topology, with a queue for every route its configs had.

@@ -14,7 +14,8 @@ use sluice_testkit::{
     RunningGateway, RunningWorker, TestEnv, eventually, metric, post_signed, upsert_body,
 };
 
-/// An `http` route named `name` over `patterns` (TOML array) to `downstream`.
+/// An `http` route named `name` over `patterns` (TOML array) to `downstream`,
+/// with a 2 s timeout.
 fn route(
     env: &TestEnv,
     name: &str,
@@ -22,11 +23,8 @@ fn route(
     downstream: &Downstream,
     extra: &str,
 ) -> String {
-    format!(
-        "[[routes]]\nname = \"{name}\"\nmatch = {patterns}\nhandler = \"http\"\nurl = \"{}\"\nsecret = \"file:{}\"\ntimeout = \"2s\"\n{extra}\n",
-        downstream.url(),
-        env.secret_path("route.secret").display()
-    )
+    let extra = format!("timeout = \"2s\"\n{extra}");
+    env.route(name, patterns, &downstream.url(), &extra)
 }
 
 /// Sends one `whatzme.messages.upsert` event; returns its id.

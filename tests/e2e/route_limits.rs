@@ -17,11 +17,7 @@ use sluice_testkit::{
 /// An `http` route named `name` matching everything, to `downstream`, with
 /// `extra` TOML (its limits, its `[routes.breaker]`).
 fn route(env: &TestEnv, name: &str, downstream: &Downstream, extra: &str) -> String {
-    format!(
-        "[[routes]]\nname = \"{name}\"\nmatch = [\"*\"]\nhandler = \"http\"\nurl = \"{}\"\nsecret = \"file:{}\"\n{extra}\n",
-        downstream.url(),
-        env.secret_path("route.secret").display()
-    )
+    env.route(name, r#"["*"]"#, &downstream.url(), extra)
 }
 
 /// Sends `count` events, one request each; returns their ids and when each was accepted.

@@ -39,14 +39,6 @@ async fn ready_and_unacked(rabbit: &PrivateRabbit, queue: &str) -> (u64, u64) {
     (ready, counts.next().unwrap_or(u64::MAX))
 }
 
-fn route(name: &str, pattern: &str, url: &str, env: &TestEnv, extra: &str) -> String {
-    format!(
-        "[[routes]]\nname = \"{name}\"\nmatch = [\"{pattern}\"]\nhandler = \"http\"\nurl = \"{url}\"\n\
-         secret = \"file:{}\"\ntimeout = \"2s\"\n{extra}\n",
-        env.secret_path("route.secret").display()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_memory_alarm_the_worker_still_acks_what_it_delivers() {
     let rabbit = PrivateRabbit::start().await;
@@ -56,13 +48,13 @@ async fn under_a_memory_alarm_the_worker_still_acks_what_it_delivers() {
     // copy is published while the alarm is on.
     let good = Downstream::start(Plan::Slow(Duration::from_millis(100))).await;
     let bad = Downstream::start(Plan::Hang).await;
-    let routes = route(
+    let timeout = r#"timeout = "2s""#;
+    let routes = env.route(
         "good",
-        "whatzme.messages.upsert",
+        r#"["whatzme.messages.upsert"]"#,
         &good.url(),
-        &env,
-        "concurrency = 1",
-    ) + &route("bad", "whatzme.messages.fail", &bad.url(), &env, "");
+        &format!("{timeout}\nconcurrency = 1"),
+    ) + &env.route("bad", r#"["whatzme.messages.fail"]"#, &bad.url(), timeout);
     let config = env.config(&routes);
     let good_queue = env.topology().route_queue("good");
 
