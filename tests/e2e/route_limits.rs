@@ -108,6 +108,65 @@ async fn a_route_at_ten_seconds_a_delivery_does_not_slow_another_route() {
     env.delete_topology().await;
 }
 
+/// The router attempts an event one route takes itself, in one of the
+/// route's slots, but never lets a slow route hold more than half of what it
+/// prefetched: the rest goes to the route's queue and the work queue drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_route_s_direct_attempts_keep_to_its_concurrency_and_half_the_router_s_prefetch() {
+    let env = TestEnv::new("limits-direct");
+    // Slower than the test: no attempt ends, so no share or slot comes back.
+    let slow = Downstream::start(Plan::Slow(Duration::from_secs(30))).await;
+    let routes = route(&env, "slow", &slow, "timeout = \"60s\"\nconcurrency = 2");
+    let mut config = env.config(&routes);
+    // Four direct shares: two attempts in the route's slots, two waiting.
+    config.worker.prefetch = Some(8);
+    let gateway = RunningGateway::start(config.clone()).await;
+    let worker = RunningWorker::start(config).await;
+    send(&env, &gateway, 20).await;
+
+    let topology = env.topology();
+    let broker = Broker::connect(&env.amqp_url).await;
+    let queued = eventually(Duration::from_secs(8), || async {
+        broker.count(&topology.work_queue()).await == 0
+            && broker.count(&topology.route_queue("slow")).await >= 14
+    })
+    .await;
+    let (work, route_queue) = (
+        broker.count(&topology.work_queue()).await,
+        broker.count(&topology.route_queue("slow")).await,
+    );
+    assert!(
+        queued,
+        "the router routes past its four direct shares: {work} left in the work queue, \
+         {route_queue} in the route's queue"
+    );
+    assert_eq!(
+        slow.attempt_log().len(),
+        2,
+        "direct attempts and the route's consumer share its two slots"
+    );
+    let direct = worker_metric(
+        &worker,
+        r#"sluice_worker_direct_attempts_total{route="slow"}"#,
+    )
+    .await;
+    let copies = worker_metric(&worker, r#"sluice_worker_route_copies_total{route="slow"}"#).await;
+    // The first event found a slot free; three more took the other shares
+    // and wait for a slot (counted once attempted); the 16 after them found
+    // no share and were routed.
+    assert!(
+        (1.0..=2.0).contains(&direct),
+        "{direct} attempted directly in the route's two slots"
+    );
+    assert_eq!(
+        copies, 16.0,
+        "everything past the router's four direct shares goes to the route's queue"
+    );
+    worker.stop().await;
+    gateway.stop().await;
+    env.delete_topology().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_route_opens_its_breaker_holds_its_events_unattempted_then_delivers_them_all() {
     let env = TestEnv::new("limits-breaker");

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::ReconnectBackoff;
 use crate::broker::{BrokerSettings, Session};
-use crate::consumer::{Lane, LaneWork};
+use crate::consumer::Lane;
 use crate::copies::CopyCheck;
 use crate::dead_lettering::{self, DeadLettering};
 use crate::dispatch::Dispatcher;
@@ -95,15 +95,17 @@ impl Worker {
             .map(|route| Arc::new(RouteGate::new(route, metrics.clone())))
             .collect();
         let lanes = lanes(&config, &settings, &gates);
+        let dispatcher = Dispatcher::new(
+            routes,
+            client,
+            policy,
+            metrics.clone(),
+            copies,
+            settings.topology.clone(),
+        )
+        .with_direct_attempts(&gates, direct_share(&config));
         let supervisor = Supervisor {
-            dispatcher: Arc::new(Dispatcher::new(
-                routes,
-                client,
-                policy,
-                metrics.clone(),
-                copies,
-                settings.topology.clone(),
-            )),
+            dispatcher: Arc::new(dispatcher),
             settings,
             status,
             lanes,
@@ -176,21 +178,24 @@ impl Worker {
 /// The router's lane on the work queue, then one lane per route on its queue.
 fn lanes(config: &Config, settings: &BrokerSettings, gates: &[Arc<RouteGate>]) -> Vec<Lane> {
     let worker = &config.worker;
-    let router = Lane::new(
-        LaneWork::Router,
+    // A task for every message the router holds: half of them may be
+    // direct attempts (`direct_share`), the others route.
+    let router = Lane::router(
         settings.topology.work_queue(),
         worker.prefetch(),
-        worker.concurrency,
+        usize::from(worker.prefetch()),
     );
     let routes = unordered(config).zip(gates).map(|(route, gate)| {
-        Lane::new(
-            LaneWork::Route(Arc::clone(gate)),
-            settings.topology.route_queue(&route.name),
-            route.concurrency,
-            usize::from(route.concurrency),
-        )
+        let queue = settings.topology.route_queue(&route.name);
+        Lane::route(gate, queue, route.concurrency)
     });
     std::iter::once(router).chain(routes).collect()
+}
+
+/// The router's tasks that may be direct attempts at once: half of its
+/// `prefetch` (none with a prefetch of 1), so the other half always routes.
+fn direct_share(config: &Config) -> usize {
+    usize::from(config.worker.prefetch()) / 2
 }
 
 /// The routes the router feeds (an ordered route's partitions are fed by

@@ -1,15 +1,16 @@
 //! The worker's consumers, one [`Lane`] each: the router on the work queue,
 //! and one per route on the route's queue. A lane's consume loop takes a
-//! permit, takes a message, hands both to a task.
+//! message, waits for a permit, hands both to a task.
 //!
 //! Concurrency is bounded per lane, twice: the broker pushes at most the
 //! lane's `prefetch` unacked messages, and at most its `concurrency` tasks
 //! run (one permit each). Lanes share nothing else, so a route whose
 //! receiver is slow fills its own permits and no other route's: the
 //! worker's deliveries in flight are at most the sum of the routes'
-//! `concurrency`, plus the router's `worker.concurrency` (routing is a
-//! confirmed publish, never a delivery). Permits and tasks belong to the
-//! lane, not to a session: a task may outlive its connection.
+//! `concurrency`: a route's slots are shared by its lane and the router's
+//! direct attempts ([`crate::dispatch`]'s router), and the router's other
+//! tasks route (a confirmed publish, never a delivery). Permits and tasks
+//! belong to the lane, not to a session: a task may outlive its connection.
 //!
 //! A loop ends when the session's token is cancelled (the broker is told to
 //! stop sending; tasks in flight carry on and are drained by the caller),
@@ -82,20 +83,26 @@ pub struct SessionContext<'a> {
     pub stop: &'a CancellationToken,
 }
 
-enum Next {
-    Delivery(Box<Delivery>, OwnedSemaphorePermit),
-    Failed(lapin::Error),
-    Ended(&'static str),
-}
-
 impl Lane {
-    /// `concurrency` tasks at once, `prefetch` messages pushed ahead.
-    pub fn new(work: LaneWork, queue: String, prefetch: u16, concurrency: usize) -> Self {
+    /// The router's lane: `concurrency` tasks at once, `prefetch` messages pushed ahead.
+    pub fn router(queue: String, prefetch: u16, concurrency: usize) -> Self {
         Self {
-            work,
+            work: LaneWork::Router,
             queue,
             prefetch,
             permits: Arc::new(Semaphore::new(concurrency)),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// A route's lane: as many tasks at once as the gate has slots (the
+    /// router's direct attempts take from the same slots), `prefetch` pushed ahead.
+    pub fn route(gate: &Arc<RouteGate>, queue: String, prefetch: u16) -> Self {
+        Self {
+            work: LaneWork::Route(Arc::clone(gate)),
+            queue,
+            prefetch,
+            permits: gate.slots(),
             tasks: JoinSet::new(),
         }
     }
@@ -142,6 +149,10 @@ impl Lane {
         tracing::info!(queue = %self.queue, consumer_tag = %tag, "consuming");
         let lost = session.settler().lost();
         tokio::pin!(pause);
+        // A message taken, waiting for a permit. Taken first, so the lane
+        // never holds a permit while its queue is empty: a route's permits
+        // are its slots, which the router's direct attempts wait for too.
+        let mut waiting: Option<Delivery> = None;
         let end = loop {
             tokio::select! {
                 biased;
@@ -149,34 +160,52 @@ impl Lane {
                 () = lost.cancelled() => break LoopEnd::Session(SessionEnd::Lost("the publish channel closed".into())),
                 () = &mut pause => break LoopEnd::Paused,
                 Some(joined) = self.tasks.join_next() => report(joined),
-                next = next_with_permit(&mut consumer, &self.permits) => match next {
-                    Next::Delivery(delivery, permit) => self.spawn(ctx, *delivery, permit),
-                    Next::Failed(error) => break LoopEnd::Session(SessionEnd::Lost(error.to_string())),
-                    Next::Ended(reason) => break LoopEnd::Session(SessionEnd::Lost(reason.into())),
+                permit = Arc::clone(&self.permits).acquire_owned(), if waiting.is_some() => {
+                    match (permit, waiting.take()) {
+                        (Ok(permit), Some(delivery)) => self.spawn(ctx, delivery, permit),
+                        _ => break LoopEnd::Session(SessionEnd::Lost("the concurrency limit was closed".into())),
+                    }
+                }
+                next = consumer.next(), if waiting.is_none() => match next {
+                    Some(Ok(delivery)) => waiting = Some(delivery),
+                    Some(Err(error)) => break LoopEnd::Session(SessionEnd::Lost(error.to_string())),
+                    None => break LoopEnd::Session(SessionEnd::Lost("the broker cancelled the consumer".into())),
                 },
             }
         };
         match end {
             LoopEnd::Session(SessionEnd::Stopped) => {
+                // Unacked, `waiting` goes back when the channel closes.
                 session.cancel(channel, &tag).await;
             }
             LoopEnd::Paused => {
                 if !session.cancel(channel, &tag).await {
                     return LoopEnd::Session(SessionEnd::Lost("basic.cancel failed".into()));
                 }
-                self.put_back_taken(ctx, &mut consumer).await;
+                self.put_back_taken(ctx, waiting, &mut consumer).await;
             }
             LoopEnd::Session(SessionEnd::Lost(_)) => {}
         }
         end
     }
 
-    /// After a cancel: the messages the broker pushed ahead and no task
-    /// took go back to the route's queue, unattempted.
-    async fn put_back_taken(&self, ctx: &SessionContext<'_>, consumer: &mut Consumer) {
+    /// After a cancel: the message waiting for a permit, then those the
+    /// broker pushed ahead, go back to the route's queue, unattempted.
+    async fn put_back_taken(
+        &self,
+        ctx: &SessionContext<'_>,
+        waiting: Option<Delivery>,
+        consumer: &mut Consumer,
+    ) {
         let LaneWork::Route(gate) = &self.work else {
             return;
         };
+        if let Some(delivery) = waiting {
+            let settler = ctx.session.settler();
+            ctx.dispatcher
+                .hold_delivery(settler, gate.route(), delivery)
+                .await;
+        }
         // The stream ends once the cancel is through; what it holds was
         // sent before the broker's cancel-ok, so it is all here already.
         while let Ok(Some(Ok(delivery))) =
@@ -228,19 +257,6 @@ impl Lane {
             }
         };
         tokio::time::timeout_at(deadline, all_done).await.is_ok()
-    }
-}
-
-/// Waits for a free permit, then for the next message. Dropping this
-/// future loses neither: the permit goes back, the message stays queued.
-async fn next_with_permit(consumer: &mut Consumer, permits: &Arc<Semaphore>) -> Next {
-    let Ok(permit) = permits.clone().acquire_owned().await else {
-        return Next::Ended("the concurrency limit was closed");
-    };
-    match consumer.next().await {
-        Some(Ok(delivery)) => Next::Delivery(Box::new(delivery), permit),
-        Some(Err(error)) => Next::Failed(error),
-        None => Next::Ended("the broker cancelled the consumer"),
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod router;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use lapin::Acker;
@@ -25,6 +26,7 @@ use reqwest::Client;
 use sluice_shared::envelope::unix_millis;
 use sluice_shared::id_digest;
 use sluice_shared::topology::{RetryTier, Topology};
+use tokio::sync::Semaphore;
 use tracing::{Instrument, Span};
 
 use crate::copies::CopyCheck;
@@ -71,6 +73,11 @@ pub struct Dispatcher {
     copies: Option<CopyCheck>,
     /// Names the route queues.
     topology: Topology,
+    /// The gates of the routes with a queue, for the router's direct attempts.
+    gates: Vec<Arc<RouteGate>>,
+    /// Bounds the router's tasks busy with a direct attempt, so that slow
+    /// routes can take at most half of them and the rest keep routing.
+    direct: Arc<Semaphore>,
 }
 
 impl Dispatcher {
@@ -89,6 +96,22 @@ impl Dispatcher {
             metrics,
             copies,
             topology,
+            gates: Vec::new(),
+            direct: Arc::new(Semaphore::new(0)),
+        }
+    }
+
+    /// Lets the router attempt an event only one route takes straight from
+    /// the work queue, through that route's gate and in one of its slots,
+    /// when the gate takes direct attempts ([`RouteGate::takes_direct_attempts`]);
+    /// at most `limit` at a time, counting those waiting for a slot (the
+    /// router runs twice as many tasks, so as many are left to routing).
+    /// Without this, every event goes through its routes' queues.
+    pub fn with_direct_attempts(self, gates: &[Arc<RouteGate>], limit: usize) -> Self {
+        Self {
+            gates: gates.to_vec(),
+            direct: Arc::new(Semaphore::new(limit)),
+            ..self
         }
     }
 

@@ -77,6 +77,8 @@ pub struct WorkerMetrics {
     copy_check_errors: IntCounter,
     /// Route copies an event several routes take became, by route.
     route_copies: IntCounterVec,
+    /// Events the router attempted straight from the work queue, by route.
+    direct_attempts: IntCounterVec,
     dead_lettering_verified: IntGauge,
     /// Ordered routes: messages held behind an earlier event of their key.
     ordered_waiting: IntGaugeVec,
@@ -165,6 +167,16 @@ impl WorkerMetrics {
             &["route"],
         )?;
         registry.register(Box::new(route_copies.clone()))?;
+        let direct_attempts = IntCounterVec::new(
+            Opts::new(
+                "sluice_worker_direct_attempts_total",
+                "Events only one route takes that the router attempted straight from the \
+                 work queue (the route's breaker closed, a slot free, no rate) instead of \
+                 putting them in the route's queue; each is then counted in deliveries_total.",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(direct_attempts.clone()))?;
         let dead_lettering_verified = IntGauge::new(
             "sluice_worker_dead_lettering_verified",
             "1 when the management API confirmed at start that RabbitMQ dead-letters \
@@ -205,6 +217,7 @@ impl WorkerMetrics {
             }
             if route != NO_ROUTE {
                 route_copies.with_label_values(&[route]);
+                direct_attempts.with_label_values(&[route]);
                 duration.with_label_values(&[route]);
                 end_to_end.with_label_values(&[route]);
             }
@@ -226,6 +239,7 @@ impl WorkerMetrics {
             duplicate_copies,
             copy_check_errors,
             route_copies,
+            direct_attempts,
             dead_lettering_verified,
             ordered_waiting,
             ordered_handbacks,
@@ -294,6 +308,10 @@ impl WorkerMetrics {
 
     pub fn record_route_copy(&self, route: &str) {
         self.route_copies.with_label_values(&[route]).inc();
+    }
+
+    pub fn record_direct_attempt(&self, route: &str) {
+        self.direct_attempts.with_label_values(&[route]).inc();
     }
 
     pub fn record_copy_check_error(&self) {

@@ -15,14 +15,14 @@
 //! attempts, and while one worker's breaker is open, the others' may still
 //! deliver (and theirs open too if the receiver is down for them as well).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use sluice_shared::config::RouteConfig;
 use sluice_shared::envelope::unix_millis;
 use sluice_shared::rate_limit::RateLimiter;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::breaker::{Breaker, BreakerState, Health};
@@ -68,9 +68,12 @@ pub struct RouteStatus {
     pub last_error: Option<LastError>,
 }
 
-/// One route's limiter and breaker.
+/// One route's limiter, breaker and slots.
 pub struct RouteGate {
     route: String,
+    /// The route's `concurrency`: one permit per attempt in flight, shared
+    /// by its queue's consumer and the router's direct attempts.
+    slots: Arc<Semaphore>,
     limiter: Option<RateLimiter>,
     breaker: Mutex<Breaker>,
     state: watch::Sender<BreakerState>,
@@ -83,6 +86,7 @@ impl RouteGate {
         metrics.set_breaker_state(&config.name, BreakerState::Closed);
         Self {
             route: config.name.clone(),
+            slots: Arc::new(Semaphore::new(usize::from(config.concurrency))),
             limiter: config.rate.as_ref().map(RateLimiter::new),
             breaker: Mutex::new(Breaker::new(config.breaker)),
             state: watch::Sender::new(BreakerState::Closed),
@@ -97,6 +101,20 @@ impl RouteGate {
 
     pub fn state(&self) -> BreakerState {
         *self.state.borrow()
+    }
+
+    /// The route's attempt slots (its `concurrency`), for its queue's consumer.
+    pub fn slots(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.slots)
+    }
+
+    /// Whether the router may attempt this route's events itself
+    /// ([`crate::dispatch`]'s router): the route has no `rate` and its
+    /// breaker is closed. A rate-limited route's events always go through
+    /// its queue: its tokens would go to whoever asked first, and new
+    /// events could overtake a backlog for good.
+    pub fn takes_direct_attempts(&self) -> bool {
+        self.limiter.is_none() && self.state() == BreakerState::Closed
     }
 
     /// Follows the breaker's state changes.

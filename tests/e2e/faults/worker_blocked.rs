@@ -12,7 +12,8 @@ use sluice_testkit::broker::Broker;
 use sluice_testkit::downstream::{Downstream, Plan};
 use sluice_testkit::private::PrivateRabbit;
 use sluice_testkit::{
-    RunningGateway, RunningWorker, SHARED_REDIS, TestEnv, eventually, post_signed, upsert_body,
+    RunningGateway, RunningWorker, SHARED_REDIS, TestEnv, eventually, metric, post_signed,
+    upsert_body,
 };
 
 const GOOD: usize = 40;
@@ -105,9 +106,17 @@ async fn under_a_memory_alarm_the_worker_still_acks_what_it_delivers() {
         broker.count(&dead).await == 1
     })
     .await;
+    let opened = metric(
+        &client,
+        worker.admin_addr,
+        r#"sluice_worker_route_breaker_opened_total{route="bad"}"#,
+    )
+    .await;
     assert!(
         settled,
-        "after the alarm the failing event goes its way, to the dead queue"
+        "after the alarm the failing event goes its way, to the dead queue: {} attempts, \
+         the bad route's breaker opened {opened:?} times",
+        bad.attempts(&failing)
     );
     worker.stop().await;
     let taken = broker.drain(&dead).await;

@@ -1,7 +1,19 @@
-//! The router: the work queue's consumer. It attempts nothing; it puts each
-//! event in the queue of every route that takes it, so that a slow or
-//! failing route's backlog waits in RabbitMQ, in its own queue, while the
-//! other routes' events flow.
+//! The router: the work queue's consumer. It puts each event in the queue
+//! of every route that takes it, so that a slow or failing route's backlog
+//! waits in RabbitMQ, in its own queue, while the other routes' events
+//! flow. One exception saves that move (a confirmed publish, a consume and
+//! an ack) for most events: an event only one route takes is attempted
+//! right here, from the work queue, in one of the route's slots (its
+//! `concurrency`, shared with the route queue's consumer, first come first
+//! served), when the route has no `rate`, its breaker is closed
+//! ([`RouteGate::takes_direct_attempts`]) and a share of the router's
+//! direct attempts is free. It is then settled like a route queue's
+//! message: acked once delivered, its retry and dead copies naming the
+//! route, and put in the route's queue if the breaker is open by the time
+//! it has a slot, or opens on it. The router runs twice `worker.concurrency`
+//! tasks and direct attempts (waiting for a slot included) hold at most
+//! half of them: once those are taken, by a slow route say, events go
+//! through their routes' queues and the other routes' events keep flowing.
 //!
 //! A message without `x-sluice-route` (a new event from the gateway, or one
 //! queued before route queues existed) is checked for a second copy
@@ -18,17 +30,24 @@
 //! acked here, and a message naming an ordered route (a replay) is moved to
 //! its key's partition.
 
+use std::sync::Arc;
+
 use lapin::Acker;
 use lapin::message::Delivery;
 use sluice_shared::message::headers;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use super::{Dispatcher, split};
+use super::{AttemptKind, Dispatcher, split};
 use crate::copies::Verdict as Copy;
 use crate::copy_headers;
 use crate::message::{QueuedMessage, SluiceEvent};
+use crate::route_gate::RouteGate;
 use crate::routes::Route;
 use crate::settle::{Destination, Settler, requeue_delay};
+
+/// Held through a direct attempt: one of the router's direct share, one of the route's slots.
+type DirectPermits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 impl Dispatcher {
     /// Routes one work-queue message to the end; errors are logged and counted here.
@@ -90,9 +109,35 @@ impl Dispatcher {
             let error = format!("no route matches {}", event.subject());
             return self.no_route(settler, acker, message, event, error).await;
         }
+        if let [route] = routes.as_slice()
+            && let Some((gate, permits)) = self.admit_direct(route).await
+        {
+            tracing::Span::current().record("route", route.name.as_str());
+            self.metrics.record_direct_attempt(&route.name);
+            let _permits = permits;
+            // The gate is asked again: the breaker may have opened while
+            // this waited for a slot (the event then goes to the route's queue).
+            let kind = AttemptKind::Ordinary;
+            return self
+                .attempt(settler, acker, message, event, &gate, kind)
+                .await;
+        }
         let new_event = event.route.is_none();
         self.to_route_queues(settler, acker, message, &routes, new_event)
             .await;
+    }
+
+    /// The gate of `route` and the permits of a direct attempt: one of the
+    /// router's direct share, if one is free now, then one of the route's
+    /// slots, waited for in turn with the route's consumer.
+    async fn admit_direct(&self, route: &Route) -> Option<(Arc<RouteGate>, DirectPermits)> {
+        let gate = self.gates.iter().find(|gate| gate.route() == route.name)?;
+        if !gate.takes_direct_attempts() {
+            return None;
+        }
+        let share = Arc::clone(&self.direct).try_acquire_owned().ok()?;
+        let slot = gate.slots().acquire_owned().await.ok()?;
+        Some((Arc::clone(gate), (share, slot)))
     }
 
     /// Puts one copy per route, each naming its route, in the routes'
