@@ -36,9 +36,9 @@
 
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use redis::{ExistenceCheck, SetExpiry, SetOptions};
+use redis::{ErrorKind, ExistenceCheck, ServerErrorKind, SetExpiry, SetOptions};
 use sluice_shared::config::{RedisConfig, RedisMode};
 use tokio_util::sync::CancellationToken;
 
@@ -74,6 +74,22 @@ for i = 1, #KEYS, stride do
 end
 return claims
 ";
+
+/// How a claim names its script: by its SHA-1 (`EVALSHA`, what Redis has
+/// cached since the first claim), or by its text (`EVAL`, when Redis
+/// answered `NOSCRIPT`). The text is 600 bytes Redis would otherwise read
+/// and hash on every request.
+#[derive(Debug, Clone, Copy)]
+enum ClaimScript {
+    ByHash,
+    Text,
+}
+
+/// The SHA-1 of the claim script in hex, as `EVALSHA` names it.
+pub fn claim_script_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| redis::Script::new(CLAIM_SCRIPT).get_hash().to_owned())
+}
 
 /// What Redis said about one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,20 +198,16 @@ impl DedupStore {
         keys: &[DedupKey],
         indexes: &[usize],
     ) -> Result<Vec<Claim>, DedupError> {
-        let ttl = u64::try_from(self.pending_ttl.as_millis()).unwrap_or(u64::MAX);
-        let stride: usize = if self.read_old_form { 2 } else { 1 };
-        let mut eval = redis::cmd("EVAL");
-        eval.arg(CLAIM_SCRIPT).arg(indexes.len() * stride);
-        for key in indexes.iter().map(|&index| &keys[index]) {
-            eval.arg(key.as_str());
-            if self.read_old_form {
-                eval.arg(key.old_form());
+        let replies = match self.run_claim(keys, indexes, ClaimScript::ByHash).await {
+            // Redis restarted or its scripts were flushed: send the text
+            // once, which caches it again.
+            Err(DedupError::Redis(e))
+                if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+            {
+                self.run_claim(keys, indexes, ClaimScript::Text).await?
             }
-        }
-        eval.arg(ttl).arg(stride);
-        let mut pipe = redis::pipe();
-        pipe.add_command(eval);
-        let (replies,): (Vec<i64>,) = self.run("claim", &pipe).await?;
+            replies => replies?,
+        };
         if replies.len() != indexes.len() {
             return Err(DedupError::ShortReply {
                 got: replies.len(),
@@ -211,6 +223,41 @@ impl DedupStore {
                 _ => Claim::InFlight,
             })
             .collect())
+    }
+
+    /// One run of the claim script over the keys at `indexes`.
+    async fn run_claim(
+        &self,
+        keys: &[DedupKey],
+        indexes: &[usize],
+        script: ClaimScript,
+    ) -> Result<Vec<i64>, DedupError> {
+        let ttl = u64::try_from(self.pending_ttl.as_millis()).unwrap_or(u64::MAX);
+        let stride: usize = if self.read_old_form { 2 } else { 1 };
+        let mut eval = match script {
+            ClaimScript::ByHash => {
+                let mut eval = redis::cmd("EVALSHA");
+                eval.arg(claim_script_hash());
+                eval
+            }
+            ClaimScript::Text => {
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(CLAIM_SCRIPT);
+                eval
+            }
+        };
+        eval.arg(indexes.len() * stride);
+        for key in indexes.iter().map(|&index| &keys[index]) {
+            eval.arg(key.as_str());
+            if self.read_old_form {
+                eval.arg(key.old_form());
+            }
+        }
+        eval.arg(ttl).arg(stride);
+        let mut pipe = redis::pipe();
+        pipe.add_command(eval);
+        let (replies,): (Vec<i64>,) = self.run("claim", &pipe).await?;
+        Ok(replies)
     }
 
     /// Marks published keys `done` for the source's window, if they are still ours.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sluice_gateway::dedup::DedupKey;
+use sluice_gateway::dedup::{DedupKey, claim_script_hash};
 use sluice_shared::config::RedisErrorPolicy;
 
 use sluice_testkit::broker::Broker;
@@ -76,6 +76,65 @@ async fn with_redis_down_the_publish_policy_accepts_and_counts_the_bypass_and_re
         broker.count(&env.topology().work_queue()).await,
         3,
         "events 1, 2 and 3, each once"
+    );
+    broker.delete(&env.topology()).await;
+}
+
+/// Claims name their script by its hash; a Redis that lost its scripts
+/// (a restart, `SCRIPT FLUSH`) answers `NOSCRIPT` and the claim sends the
+/// text once: no request fails for it, and dedup goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_scripts_still_claims_every_event() {
+    let redis = PrivateRedis::start().await;
+    let env = TestEnv::with_brokers("noscript", SHARED_AMQP, &redis.url());
+    let mut config = env.config("");
+    config.gateway.on_redis_error = RedisErrorPolicy::Reject;
+    let gateway = RunningGateway::start(config).await;
+    let client = reqwest::Client::new();
+    let first = upsert_body(&format!("{}-1", env.prefix));
+    let (status, answer) = post_signed(&client, &gateway.url("whatzme"), &first).await;
+    assert_eq!(
+        (status, answer["accepted"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+
+    let mut direct = redis::Client::open(redis.url())
+        .expect("the private Redis's URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the private Redis answers");
+    let mut exists = redis::cmd("SCRIPT");
+    exists.arg("EXISTS").arg(claim_script_hash());
+    let cached: Vec<bool> = exists.query_async(&mut direct).await.expect("EXISTS");
+    assert_eq!(cached, [true], "the first claim cached the script");
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut direct)
+        .await
+        .expect("SCRIPT FLUSH");
+
+    let second = upsert_body(&format!("{}-2", env.prefix));
+    for (body, accepted, duplicates) in [(&second, 1, 0), (&second, 0, 1), (&first, 0, 1)] {
+        let (status, answer) = post_signed(&client, &gateway.url("whatzme"), body).await;
+        assert_eq!(
+            (
+                status,
+                answer["accepted"].as_u64(),
+                answer["duplicates"].as_u64()
+            ),
+            (200, Some(accepted), Some(duplicates)),
+            "with reject, a claim that failed would be a 503: {answer}"
+        );
+    }
+    let cached: Vec<bool> = exists.query_async(&mut direct).await.expect("EXISTS");
+    assert_eq!(cached, [true], "the claim after the flush cached it again");
+    gateway.stop().await;
+    let broker = Broker::connect(&env.amqp_url).await;
+    assert_eq!(
+        broker.count(&env.topology().work_queue()).await,
+        2,
+        "events 1 and 2, each once"
     );
     broker.delete(&env.topology()).await;
 }
