@@ -20,7 +20,7 @@
 # connections, one event per request, DURATION, default 10s), with the CPU of
 # gateway, RabbitMQ, Redis and the load generator; then the build's worker on
 # core 0 draining the queue that run filled to `sluice-load receive`. ROUNDS
-# (default 3) rounds; medians. About 30 s per build and round, plus 15 s for
+# (default 3) rounds; medians. About 25 s per build and round, plus 15 s for
 # the brokers. --docs writes the table into docs/benchmarks.md between
 # <!-- bench:cores:begin --> and <!-- bench:cores:end -->.
 set -euo pipefail
@@ -311,7 +311,7 @@ if [[ -n ${head_label:-} ]]; then how="\`make bench\`"; else how="\`scripts/benc
 # A build's directory, named only when it is inside the repository.
 where() {
   case $1 in
-    /*) echo "a build outside the repository" ;;
+    /*) echo "prebuilt, outside this checkout" ;;
     *) echo "\`$1\`" ;;
   esac
 }
