@@ -45,9 +45,10 @@ check-deploy:
 deps:
 	bash scripts/deps.sh
 
-## bench: the load-generator suite (scripts/bench.sh, about 3 minutes) and the Criterion micro-benchmarks
+## bench: the load-generator suite (scripts/bench.sh, about 2 minutes after the build), then events per core of gateway and worker A/B against the previous commit (scripts/bench-cores.sh, about 3 minutes, plus once per base commit its release build; BENCH_BASE=<commit>, or none to skip the A/B), which rewrites the headline table of docs/benchmarks.md, then the Criterion micro-benchmarks
 bench:
 	bash scripts/bench.sh
+	bash scripts/bench-cores.sh --docs
 	$(CARGO) bench -p sluice-gateway --bench hot_paths
 
 ## edge-probe: the release gateway against hostile clients (scripts/edge-probe.sh, about a minute; docs/security.md)

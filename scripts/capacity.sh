@@ -16,42 +16,24 @@ node=sluice-capacity@localhost
 
 cargo build --release --bins >/dev/null 2>&1
 dir=$(mktemp -d)
-chown rabbitmq:rabbitmq "$dir"
 pids=()
+# shellcheck source=scripts/private-brokers.sh
+. scripts/private-brokers.sh
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rabbitmqctl -n "$node" stop >/dev/null 2>&1 || true
-  redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+  private_brokers_stop
   [[ -n ${KEEP:-} ]] || rm -rf "$dir"
 }
 trap cleanup EXIT
-
-# A private RabbitMQ node (docs/testing.md, "Private brokers for tests").
-echo "listeners.tcp.default = 127.0.0.1:$amqp_port" >"$dir/rabbitmq.conf"
-echo "[]." >"$dir/enabled_plugins"
-chown rabbitmq:rabbitmq "$dir"/*
-RABBITMQ_NODENAME=$node RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=$amqp_port \
-  RABBITMQ_DIST_PORT=$((amqp_port - 6000)) RABBITMQ_MNESIA_BASE=$dir/mnesia \
-  RABBITMQ_LOG_BASE=$dir/log RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins \
-  RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf rabbitmq-server -detached
-# await_startup fails at once until the node has registered with epmd.
-for _ in $(seq 1 60); do
-  rabbitmqctl -n "$node" await_startup --timeout 5 >/dev/null 2>&1 && break
-  sleep 1
-done
-redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
-  --save "" --appendonly no >/dev/null
-beam=$(rabbitmqctl -n "$node" eval 'os:getpid().' | tr -d '"')
-redis=$(redis-cli -p "$redis_port" info server | awk -F: '/^process_id/{print $2}' | tr -d '\r')
+# Sets $beam and $redis, the pids sampled below, and the brokers' URLs.
+private_brokers_start "$dir" "$node" "$amqp_port" "$redis_port"
 
 prefix=capacity-$(date +%s)
 export SLUICE_BENCH_SECRET=bench-only-secret SLUICE_BENCH_WA_SECRET=bench-only-wa-secret \
   SLUICE_BENCH_WA_VERIFY=bench-only-verify SLUICE_BENCH_ROUTE_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 sed "s/@PREFIX@/$prefix/" scripts/bench.toml >"$dir/sluice.toml"
 export SLUICE_CONFIG=$dir/sluice.toml
-export SLUICE_AMQP__URL=amqp://guest:guest@127.0.0.1:$amqp_port/%2f
-export SLUICE_REDIS__URL=redis://127.0.0.1:$redis_port
 
 target/release/sluice-load receive --listen 127.0.0.1:18999 --idle 5s --bursts 1 >"$dir/receive.txt" &
 pids+=($!)

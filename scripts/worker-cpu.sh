@@ -7,7 +7,7 @@
 # /proc and includes its start-up and the receiver's 3 s idle tail.
 #   scripts/worker-cpu.sh DIR_A DIR_B DIR_A DIR_B
 set -u
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 N=${N:-20000}
 export SLUICE_BENCH_SECRET=bench-only-secret SLUICE_BENCH_WA_SECRET=bench-only-wa-secret \
   SLUICE_BENCH_WA_VERIFY=bench-only-verify SLUICE_BENCH_ROUTE_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
