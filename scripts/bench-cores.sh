@@ -173,18 +173,8 @@ ok_count() {
   echo "${n:-0}"
 }
 
-wait_ready() {
-  for _ in $(seq 1 100); do
-    if ! kill -0 "$2" 2>/dev/null; then
-      echo "bench-cores: the process behind $1 exited; see $run/*.log" >&2
-      exit 1
-    fi
-    curl -fsS "http://$1/readyz" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  echo "bench-cores: $1 did not become ready" >&2
-  exit 1
-}
+# shellcheck source=scripts/wait-ready.sh
+. scripts/wait-ready.sh
 
 us() { awk -v c="$1" -v n="$2" 'BEGIN{printf "%.1f", (n > 0 ? c / n * 1e6 : 0)}'; }
 secs() { awk -v t="$1" -v hz="$ticks_per_s" 'BEGIN{printf "%.3f", t / hz}'; }

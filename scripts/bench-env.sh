@@ -34,17 +34,5 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits for $2's /readyz at $1; fails at once if process $2 exits first
-# (a bad config, a port already taken) instead of waiting out the loop.
-wait_ready() {
-  for _ in $(seq 1 100); do
-    if ! kill -0 "$2" 2>/dev/null; then
-      echo "bench: the process behind $1 exited; see $run/*.log (is the port taken?)" >&2
-      exit 1
-    fi
-    curl -fsS "http://$1/readyz" >/dev/null 2>&1 && return 0
-    sleep 0.2
-  done
-  echo "bench: $1 did not become ready" >&2
-  exit 1
-}
+# shellcheck source=scripts/wait-ready.sh
+. scripts/wait-ready.sh
