@@ -170,9 +170,10 @@ impl WorkerMetrics {
         let direct_attempts = IntCounterVec::new(
             Opts::new(
                 "sluice_worker_direct_attempts_total",
-                "Events only one route takes that the router attempted straight from the \
-                 work queue (the route's breaker closed, a slot free, no rate) instead of \
-                 putting them in the route's queue; each is then counted in deliveries_total.",
+                "Events only one route takes that the router took on itself, in one of the \
+                 route's slots, instead of putting them in the route's queue (no rate, the \
+                 breaker closed, a direct share free); each is then counted in \
+                 deliveries_total, or held if the breaker opened while it waited for a slot.",
             ),
             &["route"],
         )?;

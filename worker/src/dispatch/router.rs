@@ -10,10 +10,11 @@
 //! direct attempts is free. It is then settled like a route queue's
 //! message: acked once delivered, its retry and dead copies naming the
 //! route, and put in the route's queue if the breaker is open by the time
-//! it has a slot, or opens on it. The router runs twice `worker.concurrency`
-//! tasks and direct attempts (waiting for a slot included) hold at most
-//! half of them: once those are taken, by a slow route say, events go
-//! through their routes' queues and the other routes' events keep flowing.
+//! it has a slot, or opens on it. The router runs a task per message it
+//! holds (`worker.prefetch`), and direct attempts (waiting for a slot
+//! included) hold at most half of them: once those are taken, by a slow
+//! route say, events go through their routes' queues and the other routes'
+//! events keep flowing.
 //!
 //! A message without `x-sluice-route` (a new event from the gateway, or one
 //! queued before route queues existed) is checked for a second copy
