@@ -234,19 +234,12 @@ impl DedupStore {
     ) -> Result<Vec<i64>, DedupError> {
         let ttl = u64::try_from(self.pending_ttl.as_millis()).unwrap_or(u64::MAX);
         let stride: usize = if self.read_old_form { 2 } else { 1 };
-        let mut eval = match script {
-            ClaimScript::ByHash => {
-                let mut eval = redis::cmd("EVALSHA");
-                eval.arg(claim_script_hash());
-                eval
-            }
-            ClaimScript::Text => {
-                let mut eval = redis::cmd("EVAL");
-                eval.arg(CLAIM_SCRIPT);
-                eval
-            }
+        let (command, script) = match script {
+            ClaimScript::ByHash => ("EVALSHA", claim_script_hash()),
+            ClaimScript::Text => ("EVAL", CLAIM_SCRIPT),
         };
-        eval.arg(indexes.len() * stride);
+        let mut eval = redis::cmd(command);
+        eval.arg(script).arg(indexes.len() * stride);
         for key in indexes.iter().map(|&index| &keys[index]) {
             eval.arg(key.as_str());
             if self.read_old_form {

@@ -178,13 +178,7 @@ impl Worker {
 /// The router's lane on the work queue, then one lane per route on its queue.
 fn lanes(config: &Config, settings: &BrokerSettings, gates: &[Arc<RouteGate>]) -> Vec<Lane> {
     let worker = &config.worker;
-    // A task for every message the router holds: half of them may be
-    // direct attempts (`direct_share`), the others route.
-    let router = Lane::router(
-        settings.topology.work_queue(),
-        worker.prefetch(),
-        usize::from(worker.prefetch()),
-    );
+    let router = Lane::router(settings.topology.work_queue(), worker.prefetch());
     let routes = unordered(config).zip(gates).map(|(route, gate)| {
         let queue = settings.topology.route_queue(&route.name);
         Lane::route(gate, queue, route.concurrency)

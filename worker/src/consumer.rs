@@ -84,13 +84,14 @@ pub struct SessionContext<'a> {
 }
 
 impl Lane {
-    /// The router's lane: `concurrency` tasks at once, `prefetch` messages pushed ahead.
-    pub fn router(queue: String, prefetch: u16, concurrency: usize) -> Self {
+    /// The router's lane: `prefetch` messages pushed ahead, a task for each
+    /// (half of them may be direct attempts, the others route).
+    pub fn router(queue: String, prefetch: u16) -> Self {
         Self {
             work: LaneWork::Router,
             queue,
             prefetch,
-            permits: Arc::new(Semaphore::new(concurrency)),
+            permits: Arc::new(Semaphore::new(usize::from(prefetch))),
             tasks: JoinSet::new(),
         }
     }
